@@ -1,0 +1,299 @@
+"""``config.toml``: one typed table of ``[server]`` keys plus ``[[accounts]]``, validated eagerly.
+
+Files live in shunt's home, ``$SHUNT_HOME`` or ``~/.config/shunt``. Unknown keys, bad values and
+duplicate account names raise :class:`~shunt_lib.errors.ConfigError` naming the key; nothing is
+silently defaulted. The file is created with a commented template on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .fsutil import atomic_write_bytes
+
+STRATEGIES = ("least-utilization", "round-robin", "fill-first", "reset-first")
+ACCOUNT_KINDS = ("oauth", "api_key")
+ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError("must be a string")
+    return v
+
+
+def _url(v: Any) -> str:
+    v = _str(v)
+    if not re.match(r"^https?://[^/\s]+", v):
+        raise ValueError("must be an http(s) URL")
+    return v.rstrip("/")
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be an integer")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return v
+
+    return conv
+
+
+def _strategy(v: Any) -> str:
+    v = _str(v)
+    if v not in STRATEGIES:
+        raise ValueError("must be one of " + ", ".join(STRATEGIES))
+    return v
+
+
+# name, converter, default, help (unit in the name or the help). Feeds the loader and the README.
+SERVER_FIELDS: tuple[tuple[str, Callable[[Any], Any], Any, str], ...] = (
+    ("host", _str, "127.0.0.1", "address to bind; non-loopback requires remote_key"),
+    ("port", _int_range(0, 65535), 8082, "TCP port of the proxy and its control API"),
+    ("upstream_url", _url, "https://api.anthropic.com", "Anthropic API base URL"),
+    ("oauth_token_url", _url, "https://platform.claude.com/v1/oauth/token", "OAuth token endpoint (refresh)"),
+    ("strategy", _strategy, "least-utilization", "how new sessions pick an account"),
+    ("session_ttl_s", _int_range(1, 30 * 86400), 3600, "sliding stickiness of a session, seconds"),
+    ("max_wait_s", _int_range(0, 86400), 300, "longest hold while every account cools, seconds"),
+    ("max_body_bytes", _int_range(1024, 1 << 31), 32 * 1024 * 1024, "largest accepted request body, bytes"),
+    ("remote_key", _str, "", "if set, every endpoint but /health requires it"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """The ``[server]`` table. Defaults per SERVER_FIELDS."""
+
+    host: str = "127.0.0.1"
+    port: int = 8082
+    upstream_url: str = "https://api.anthropic.com"
+    oauth_token_url: str = "https://platform.claude.com/v1/oauth/token"
+    strategy: str = "least-utilization"
+    session_ttl_s: int = 3600
+    max_wait_s: int = 300
+    max_body_bytes: int = 32 * 1024 * 1024
+    remote_key: str = ""
+
+    def __repr__(self) -> str:  # never show the key
+        fields = ", ".join(
+            f"{f.name}={'***' if f.name == 'remote_key' and self.remote_key else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"ServerConfig({fields})"
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountConfig:
+    """One ``[[accounts]]`` entry: ``name`` (unique) and ``kind`` (``oauth`` or ``api_key``)."""
+
+    name: str
+    kind: str = "oauth"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole ``config.toml``."""
+
+    server: ServerConfig
+    accounts: tuple[AccountConfig, ...]
+
+
+def shunt_home() -> str:
+    """shunt's home directory: ``$SHUNT_HOME`` or ``~/.config/shunt`` (not created here)."""
+    return os.environ.get("SHUNT_HOME") or os.path.join(os.path.expanduser("~"), ".config", "shunt")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where shunt keeps its files."""
+
+    home: str
+
+    @property
+    def config(self) -> str:
+        return os.path.join(self.home, "config.toml")
+
+    @property
+    def credentials(self) -> str:
+        return os.path.join(self.home, "credentials.json")
+
+    @property
+    def state(self) -> str:
+        return os.path.join(self.home, "state.json")
+
+    def ensure(self) -> None:
+        """Create the home (mode 0700) if missing."""
+        os.makedirs(self.home, mode=0o700, exist_ok=True)
+
+
+TEMPLATE = """\
+# shunt configuration. Every key is optional; the values shown are the defaults.
+[server]
+# host = "127.0.0.1"
+# port = 8082
+# upstream_url = "https://api.anthropic.com"
+# oauth_token_url = "https://platform.claude.com/v1/oauth/token"
+# strategy = "least-utilization"   # also: round-robin, fill-first, reset-first
+# session_ttl_s = 3600
+# max_wait_s = 300
+# max_body_bytes = 33554432
+# remote_key = ""
+
+# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in
+# credentials.json, never here.
+"""
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`.
+
+    :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
+    """
+    unknown = set(data) - {"server", "accounts"}
+    if unknown:
+        raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
+    server_raw = data.get("server", {})
+    if not isinstance(server_raw, dict):
+        raise ConfigError("config.toml: [server] must be a table")
+    known = {name: (conv, default) for name, conv, default, _ in SERVER_FIELDS}
+    values: dict[str, Any] = {}
+    for key, raw in server_raw.items():
+        if key not in known:
+            raise ConfigError(f"config.toml: unknown key server.{key}")
+        try:
+            values[key] = known[key][0](raw)
+        except ValueError as exc:
+            raise ConfigError(f"config.toml: server.{key} {exc} (got {raw!r})") from None
+    server = ServerConfig(**values)
+    accounts_raw = data.get("accounts", [])
+    if not isinstance(accounts_raw, list):
+        raise ConfigError("config.toml: accounts must be an array of tables ([[accounts]])")
+    accounts: list[AccountConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(accounts_raw):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"config.toml: accounts[{i}] must be a table")
+        for key in entry:
+            if key not in ("name", "kind"):
+                raise ConfigError(f"config.toml: unknown key accounts[{i}].{key}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not ACCOUNT_NAME_RE.match(name):
+            raise ConfigError(
+                f"config.toml: accounts[{i}].name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})"
+            )
+        if name in seen:
+            raise ConfigError(f"config.toml: duplicate account name {name!r} (accounts[{i}].name)")
+        seen.add(name)
+        kind = entry.get("kind", "oauth")
+        if kind not in ACCOUNT_KINDS:
+            raise ConfigError(f"config.toml: accounts[{i}].kind must be 'oauth' or 'api_key' (got {kind!r})")
+        accounts.append(AccountConfig(name=name, kind=kind))
+    return Config(server=server, accounts=tuple(accounts))
+
+
+def load_config(paths: Paths, *, create: bool = True) -> Config:
+    """Read and validate ``config.toml``, writing the template first if it is missing.
+
+    :raises ConfigError: for TOML syntax errors or invalid keys.
+    """
+    if not os.path.exists(paths.config):
+        if not create:
+            return Config(server=ServerConfig(), accounts=())
+        paths.ensure()
+        atomic_write_bytes(paths.config, TEMPLATE.encode(), mode=0o600)
+    try:
+        with open(paths.config, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config.toml: {exc}") from None
+    return parse_config(data)
+
+
+def check_bind(server: ServerConfig) -> None:
+    """Refuse a non-loopback ``host`` unless ``remote_key`` is set.
+
+    :raises ConfigError: with the fix in the message.
+    """
+    host = server.host
+    if host in ("localhost",):
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not server.remote_key:
+        raise ConfigError(
+            f"refusing to listen on {host!r} without a key: set server.remote_key in config.toml "
+            "(clients then send it as x-api-key or Authorization: Bearer), or bind to 127.0.0.1"
+        )
+
+
+def _account_blocks(text: str) -> list[tuple[int, int, str | None]]:
+    """Return ``(start, end, name)`` line spans of each ``[[accounts]]`` block in ``text``."""
+    lines = text.splitlines(keepends=True)
+    blocks: list[tuple[int, int, str | None]] = []
+    start = None
+    for i, line in enumerate(lines + ["[end]\n"]):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if start is not None:
+                chunk = "".join(lines[start:i])
+                try:
+                    name = tomllib.loads(chunk).get("accounts", [{}])[0].get("name")
+                except (tomllib.TOMLDecodeError, IndexError, AttributeError):
+                    name = None
+                blocks.append((start, i, name))
+                start = None
+            if stripped.replace(" ", "") == "[[accounts]]":
+                start = i
+    return blocks
+
+
+def add_account_to_config(paths: Paths, name: str, kind: str) -> bool:
+    """Append an ``[[accounts]]`` block for ``name`` unless one exists; keeps the user's comments.
+
+    :returns: True if a block was added, False if the account was already configured.
+    :raises ConfigError: if ``name`` or ``kind`` is invalid, or the result would not validate.
+    """
+    if not ACCOUNT_NAME_RE.match(name):
+        raise ConfigError(f"account name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
+    if kind not in ACCOUNT_KINDS:
+        raise ConfigError(f"account kind must be 'oauth' or 'api_key' (got {kind!r})")
+    config = load_config(paths)
+    for acct in config.accounts:
+        if acct.name == name:
+            if acct.kind != kind:
+                raise ConfigError(f"account {name!r} already exists with kind {acct.kind!r}")
+            return False
+    with open(paths.config, encoding="utf-8") as f:
+        text = f.read()
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += f'\n[[accounts]]\nname = "{name}"\nkind = "{kind}"\n'
+    parse_config(tomllib.loads(text))
+    atomic_write_bytes(paths.config, text.encode(), mode=0o600)
+    return True
+
+
+def remove_account_from_config(paths: Paths, name: str) -> bool:
+    """Delete the ``[[accounts]]`` block named ``name``. :returns: True if one was removed."""
+    if not os.path.exists(paths.config):
+        return False
+    with open(paths.config, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    for start, end, block_name in _account_blocks(text):
+        if block_name == name:
+            while start > 0 and lines[start - 1].strip() == "":
+                start -= 1
+            new_text = "".join(lines[:start] + lines[end:])
+            atomic_write_bytes(paths.config, new_text.encode(), mode=0o600)
+            return True
+    return False

@@ -1,0 +1,60 @@
+"""Atomic, private file writes: temp file in the same directory, fsync, rename, mode 0600.
+
+A reader (or a process restarted after ``kill -9``) therefore sees either the old file or the
+new one, never a torn or empty file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically with permissions ``mode``.
+
+    :raises OSError: if the directory is not writable or the disk is full (the old file is kept).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_write_json(path: str, obj: object, mode: int = 0o600) -> None:
+    """Serialise ``obj`` as indented JSON and write it with :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), mode)
+
+
+def read_json(path: str, default: object = None) -> object:
+    """Return the parsed JSON in ``path``, or ``default`` if the file does not exist.
+
+    :raises ValueError: if the file exists but is not valid JSON.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return default
+    return json.loads(data)

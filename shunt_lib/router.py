@@ -1,0 +1,164 @@
+"""Which account takes a request: pure functions over a snapshot of the pool.
+
+Precedence: a pin (``use NAME``) if that account is usable; then the session's account if usable
+(keeps its prompt cache warm); then the configured strategy over the usable, untried accounts:
+
+* ``least-utilization``: per window ``health = 1 - utilization * min(1, seconds_to_reset / window_length)``
+  (a passed reset counts as utilization 0); score = product of the windows' health divided by
+  ``1 + active_sessions``; highest score wins, config order breaks ties.
+* ``reset-first``: the account whose used window resets soonest (use-it-or-lose-it); accounts with
+  no used window come last.
+* ``fill-first``: config order.
+* ``round-robin``: rotate by a counter the caller advances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+from .ratelimit import Window, window_length_s
+
+AVAILABLE = "available"
+COOLING = "cooling"
+EXHAUSTED = "exhausted"
+REAUTH = "reauth_required"
+DISABLED = "disabled"
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountView:
+    """An account as routing sees it at one instant.
+
+    ``cooldown_until_s`` / ``exhausted_until_s``: epoch seconds (0 = none). ``windows``: window name →
+    :class:`~shunt_lib.ratelimit.Window`. ``index``: position in config order.
+    """
+
+    name: str
+    index: int = 0
+    kind: str = "oauth"
+    disabled: bool = False
+    reauth_required: bool = False
+    cooldown_until_s: float = 0.0
+    exhausted_until_s: float = 0.0
+    windows: dict[str, Window] = dataclasses.field(default_factory=dict)
+    active_sessions: int = 0
+
+    def status(self, now_s: float) -> str:
+        """One of available, cooling, exhausted, reauth_required, disabled."""
+        if self.disabled:
+            return DISABLED
+        if self.reauth_required:
+            return REAUTH
+        if self.exhausted_until_s > now_s:
+            return EXHAUSTED
+        if self.cooldown_until_s > now_s:
+            return COOLING
+        return AVAILABLE
+
+    def usable(self, now_s: float) -> bool:
+        return self.status(now_s) == AVAILABLE
+
+    def available_at_s(self, now_s: float) -> float | None:
+        """When this account becomes usable by itself (epoch s); None if only a human can fix it."""
+        if self.disabled or self.reauth_required:
+            return None
+        return max(now_s, self.cooldown_until_s, self.exhausted_until_s)
+
+
+def window_health(w: Window, length_s: float, now_s: float) -> float:
+    """``1 - utilization * min(1, seconds_to_reset / length_s)``, clamped to [0, 1]."""
+    if w.utilization is None:
+        return 1.0
+    if w.reset_at_s is None:
+        frac = 1.0
+    elif w.reset_at_s <= now_s:
+        return 1.0
+    else:
+        frac = min(1.0, (w.reset_at_s - now_s) / length_s)
+    return min(1.0, max(0.0, 1.0 - w.utilization * frac))
+
+
+def score(view: AccountView, now_s: float) -> float:
+    """least-utilization score: product of window health, divided by ``1 + active_sessions``."""
+    s = 1.0
+    for name, w in view.windows.items():
+        s *= window_health(w, window_length_s(name), now_s)
+    return s / (1 + view.active_sessions)
+
+
+def _soonest_reset(view: AccountView, now_s: float) -> float:
+    resets = [w.reset_at_s for w in view.windows.values()
+              if w.reset_at_s is not None and w.reset_at_s > now_s and (w.utilization or 0) > 0]
+    return min(resets) if resets else float("inf")
+
+
+def pick_by_strategy(candidates: Sequence[AccountView], strategy: str, now_s: float, rr_counter: int = 0) -> AccountView:
+    """Pick one of ``candidates`` (non-empty, all usable) by ``strategy``.
+
+    :raises ValueError: for an unknown strategy or no candidates.
+    """
+    if not candidates:
+        raise ValueError("no candidates")
+    ordered = sorted(candidates, key=lambda v: v.index)
+    if strategy == "least-utilization":
+        return max(ordered, key=lambda v: (score(v, now_s), -v.index))
+    if strategy == "reset-first":
+        return min(ordered, key=lambda v: (_soonest_reset(v, now_s), v.index))
+    if strategy == "fill-first":
+        return ordered[0]
+    if strategy == "round-robin":
+        return ordered[rr_counter % len(ordered)]
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The routing decision: ``name`` of the account and ``reason`` (pinned, session, or the strategy)."""
+
+    name: str
+    reason: str
+
+
+def choose_account(
+    views: Sequence[AccountView],
+    *,
+    strategy: str,
+    now_s: float,
+    tried: Iterable[str] = (),
+    pinned: str | None = None,
+    session_account: str | None = None,
+    rr_counter: int = 0,
+) -> Choice | None:
+    """Decide which account takes the next attempt of a request.
+
+    :param tried: accounts already attempted by this request (never chosen again).
+    :param pinned: the pinned account name, or None for routing.
+    :param session_account: the account the request's session is bound to, or None.
+    :returns: a :class:`Choice`, or None if no untried account is usable now.
+    """
+    tried = set(tried)
+    by_name = {v.name: v for v in views}
+    for name, reason in ((pinned, "pinned"), (session_account, "session")):
+        v = by_name.get(name) if name else None
+        if v is not None and v.name not in tried and v.usable(now_s):
+            return Choice(v.name, reason)
+    candidates = [v for v in views if v.name not in tried and v.usable(now_s)]
+    if not candidates:
+        return None
+    return Choice(pick_by_strategy(candidates, strategy, now_s, rr_counter).name, strategy)
+
+
+def soonest_recovery(views: Sequence[AccountView], now_s: float) -> tuple[float, str] | None:
+    """The earliest moment (epoch s) an unusable account becomes usable by itself, with its name.
+
+    Accounts needing a human (disabled, reauth_required) never count. None if no account will recover.
+    """
+    best: tuple[float, str] | None = None
+    for v in views:
+        if v.usable(now_s):
+            continue
+        at = v.available_at_s(now_s)
+        if at is not None and (best is None or at < best[0]):
+            best = (at, v.name)
+    return best

@@ -1,0 +1,289 @@
+"""HTTP in and out: the threaded server, its request handler and the control endpoints.
+
+One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, and every path under
+``/v1/`` (forwarded by :class:`~shunt_lib.relay.Relay`). Other paths get an Anthropic-shaped 404.
+Every error shunt writes itself is Anthropic-shaped JSON, including the standard library's own
+400/414/431/501 answers for malformed HTTP.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from . import __version__, errors
+from .config import Config, Paths, check_bind
+from .credentials import CredentialStore
+from .oauth import TokenManager
+from .relay import Relay
+from .state import Pool, StateWriter, load_state
+from .upstream import Upstream
+from .watch import ClientWatch
+
+log = logging.getLogger("shunt.server")
+
+CHUNK_LINE_MAX = 4096
+
+
+class ShuntServer(ThreadingHTTPServer):
+    """The proxy. Build it with :func:`make_server`; run ``serve_forever()``; stop with :meth:`close`."""
+
+    daemon_threads = True  # a hung client must not block shutdown; state is flushed separately
+    allow_reuse_address = True  # restart on the same port right after a stop
+    request_queue_size = 1024  # the default backlog of 5 drops connections under bursts
+
+    def __init__(self, addr, config: Config, paths: Paths, pool: Pool, relay: Relay, tokens: TokenManager,
+                 writer: StateWriter, watch: ClientWatch, *, idle_timeout_s: float = 120.0):
+        self.config = config
+        self.paths = paths
+        self.pool = pool
+        self.relay = relay
+        self.tokens = tokens
+        self.writer = writer
+        self.watch = watch
+        self.idle_timeout_s = idle_timeout_s
+        self.started_at_s = time.time()
+        self.background: list = []
+        super().__init__(addr, Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def status(self) -> dict:
+        """The ``GET /status`` document."""
+        now = time.time()
+        doc = {"version": __version__, "started_at_s": int(self.started_at_s), "strategy": self.pool.strategy}
+        doc.update(self.pool.status_json(now))
+        for acct in doc["accounts"]:
+            cred = self.tokens.get(acct["name"])
+            acct["token_expires_at_s"] = int(cred.expires_at_ms / 1000) if cred and cred.kind == "oauth" and cred.expires_at_ms else None
+            if not acct["email"] and cred and cred.email:
+                acct["email"] = cred.email
+            if not acct["plan"] and cred and cred.plan:
+                acct["plan"] = cred.plan
+        return doc
+
+    def close(self) -> None:
+        """Stop serving, stop background threads and flush ``state.json`` (call from a thread other than serve_forever's)."""
+        self.shutdown()
+        for t in self.background:
+            t.stop()
+        self.writer.stop()
+        self.watch.close()
+        self.relay.upstream.close()
+        self.server_close()
+
+
+def make_server(config: Config, paths: Paths, *, host: str | None = None, port: int | None = None,
+                clock: Callable[[], float] = time.time, hold_first_ping_s: float = 5.0,
+                hold_ping_interval_s: float = 15.0, overload_backoff_s: float = 0.5,
+                idle_timeout_s: float = 120.0, http_session=None) -> ShuntServer:
+    """Build the proxy from config and files, bound but not yet serving.
+
+    :param host: / :param port: override ``[server]`` (``port=0`` picks a free port).
+    :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
+    :raises OSError: if the address cannot be bound.
+    """
+    import dataclasses
+
+    server_cfg = config.server
+    if host is not None or port is not None:
+        server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
+                                         port=port if port is not None else server_cfg.port)
+        config = dataclasses.replace(config, server=server_cfg)
+    check_bind(server_cfg)
+    paths.ensure()
+    store = CredentialStore(paths.credentials)
+    creds = store.load()
+    pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s)
+    load_state(pool, paths.state, clock())
+    for acct in config.accounts:
+        cred = creds.get(acct.name)
+        if cred is None:
+            log.warning("account %s has no credentials: marked reauth_required (run `shunt import --name %s`)",
+                        acct.name, acct.name)
+            pool.set_flag(acct.name, reauth_required=True)
+        elif cred.kind != acct.kind:
+            raise errors.ConfigError(f"account {acct.name!r}: config.toml says kind {acct.kind!r} but "
+                                     f"credentials.json holds a {cred.kind!r} credential")
+        else:
+            pool.set_identity(acct.name, email=cred.email, plan=cred.plan)
+    tokens = TokenManager(store, {n: c for n, c in creds.items() if n in {a.name for a in config.accounts}},
+                          token_url=server_cfg.oauth_token_url, http=http_session, clock=clock)
+    upstream = Upstream(server_cfg.upstream_url, maxsize=128)
+    watch = ClientWatch()
+    relay = Relay(server_cfg, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
+                  hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)
+    writer = StateWriter(pool, paths.state, clock=clock)
+    try:
+        srv = ShuntServer((server_cfg.host, server_cfg.port), config, paths, pool, relay, tokens, writer, watch,
+                          idle_timeout_s=idle_timeout_s)
+    except BaseException:
+        watch.close()
+        raise
+    writer.start()
+    return srv
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off to the relay."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked responses
+    server_version = "shunt/" + __version__
+    server: ShuntServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout_s  # idle keep-alive and slow-client read timeout, seconds
+        super().setup()
+        self.sock = self.connection
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        """Write raw bytes to the client (used by the relay). :raises OSError: if the client is gone."""
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's error path (malformed HTTP): answer Anthropic-shaped JSON and close."""
+        kind = {400: errors.BadRequest, 404: errors.NotFound, 413: errors.BodyTooLarge}.get(code)
+        etype = kind.error_type if kind else ("invalid_request_error" if code < 500 else "api_error")
+        self.close_connection = True
+        self._json(code, errors.error_body(etype, message or explain or "bad request"), close=True)
+
+    def _json(self, status: int, body: bytes, *, headers: dict | None = None, close: bool = False) -> None:
+        self.send_response_only(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if close:
+            self.send_header("connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, err: errors.ShuntError, *, close: bool = False) -> None:
+        if close:
+            self.close_connection = True
+        self._json(err.status, err.body(), headers=err.headers, close=close)
+
+    # -- dispatch ----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    def _authorized(self) -> bool:
+        key = self.server.config.server.remote_key
+        if not key:
+            return True
+        given = self.headers.get("x-api-key") or ""
+        auth = self.headers.get("authorization") or ""
+        if not given and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def _dispatch(self) -> None:
+        path = self.path
+        route = path.split("?", 1)[0]
+        try:
+            if route == "/health" and self.command in ("GET", "HEAD"):
+                return self._json(200, b'{"status":"ok"}')
+            if not self._authorized():
+                body = self._read_body()  # drain, so keep-alive stays in sync
+                del body
+                return self._error(errors.Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)"))
+            if route.startswith("/v1/"):
+                body = self._read_body()
+                self.server.relay.handle(self, self.command, path, self.headers.items(), body)
+                return
+            if route == "/status" and self.command == "GET":
+                return self._json(200, json.dumps(self.server.status()).encode())
+            if route == "/use" and self.command == "POST":
+                return self._use(self._read_body())
+            self._read_body()
+            raise errors.NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
+        except errors.ShuntError as err:
+            self._error(err, close=isinstance(err, (errors.BodyTooLarge, errors.BadRequest)))
+        except (ConnectionError, socket.timeout):
+            self.close_connection = True
+
+    def _use(self, body: bytes) -> None:
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise errors.BadRequest("body must be JSON: {\"account\": NAME | \"auto\"}") from None
+        name = data.get("account") if isinstance(data, dict) else None
+        if not isinstance(name, str) or not name:
+            raise errors.BadRequest("body must be {\"account\": NAME | \"auto\"}")
+        try:
+            self.server.pool.set_pin(None if name == "auto" else name)
+        except KeyError:
+            raise errors.BadRequest(f"unknown account {name!r}; known: {', '.join(self.server.pool.names()) or 'none'}") from None
+        log.info("routing %s", "automatic" if name == "auto" else f"pinned to {name}")
+        self._json(200, json.dumps({"pinned_account": None if name == "auto" else name}).encode())
+
+    def _read_body(self) -> bytes:
+        """Read the request body (Content-Length or chunked), enforcing ``max_body_bytes``.
+
+        :raises BodyTooLarge: over the limit (the connection is then closed unread).
+        :raises BadRequest: malformed framing.
+        """
+        limit = self.server.config.server.max_body_bytes
+        te = (self.headers.get("transfer-encoding") or "").lower()
+        if "chunked" in te:
+            return self._read_chunked(limit)
+        cl = self.headers.get("content-length")
+        if cl is None:
+            return b""
+        try:
+            n = int(cl)
+        except ValueError:
+            raise errors.BadRequest("invalid content-length") from None
+        if n < 0:
+            raise errors.BadRequest("invalid content-length")
+        if n > limit:
+            raise errors.BodyTooLarge(f"request body is {n} bytes; shunt accepts at most {limit} (server.max_body_bytes)")
+        data = self.rfile.read(n)
+        if len(data) != n:
+            raise ConnectionError("client closed before sending the whole body")
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        out = bytearray()
+        while True:
+            line = self.rfile.readline(CHUNK_LINE_MAX)
+            if not line.endswith(b"\n"):
+                raise errors.BadRequest("malformed chunked body")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise errors.BadRequest("malformed chunk size") from None
+            if size == 0:
+                while self.rfile.readline(CHUNK_LINE_MAX) not in (b"\r\n", b"\n", b""):
+                    pass
+                return bytes(out)
+            if len(out) + size > limit:
+                raise errors.BodyTooLarge(f"request body exceeds {limit} bytes (server.max_body_bytes)")
+            out += self.rfile.read(size)
+            self.rfile.readline(CHUNK_LINE_MAX)
+
+
+def serve_in_thread(srv: ShuntServer) -> threading.Thread:
+    """Run ``srv.serve_forever`` on a daemon thread (tests, demo, bench)."""
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, name="shunt-serve", daemon=True)
+    t.start()
+    return t

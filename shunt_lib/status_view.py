@@ -1,0 +1,58 @@
+"""Render ``GET /status`` as a compact table for ``shunt status`` (pure)."""
+
+from __future__ import annotations
+
+import time
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v * 100:.0f}%"
+
+
+def _until(at_s, now_s: float) -> str:
+    if not at_s:
+        return ""
+    secs = int(at_s - now_s)
+    if secs <= 0:
+        return "now"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60:02d}s"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
+    return f"{secs // 86400}d{(secs % 86400) // 3600}h"
+
+
+def _tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    return str(n)
+
+
+def render_status(doc: dict, now_s: float | None = None) -> str:
+    """Return the status table (one line per account) plus a header line."""
+    now_s = time.time() if now_s is None else now_s
+    pin = doc.get("pinned_account")
+    lines = [f"shunt {doc.get('version', '?')} · strategy {doc.get('strategy', '?')} · "
+             + (f"pinned to {pin}" if pin else "routing automatically")]
+    header = ("ACCOUNT", "STATUS", "5H", "RESET", "7D", "RESET", "COOLDOWN", "REQS", "IN", "OUT", "CACHE R/W", "SESSIONS")
+    rows = [header]
+    for a in doc.get("accounts", []):
+        rows.append((
+            a["name"] + (f" ({a['email']})" if a.get("email") else ""),
+            a["status"],
+            _pct(a.get("utilization_5h")), _until(a.get("reset_5h_at_s"), now_s),
+            _pct(a.get("utilization_7d")), _until(a.get("reset_7d_at_s"), now_s),
+            _until(a.get("cooldown_until_s"), now_s),
+            str(a.get("requests", 0)), _tokens(a.get("input_tokens", 0)), _tokens(a.get("output_tokens", 0)),
+            f"{_tokens(a.get('cache_read_tokens', 0))}/{_tokens(a.get('cache_creation_tokens', 0))}",
+            str(a.get("active_sessions", 0)),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for a in doc.get("accounts", []):
+        if a.get("action"):
+            lines.append(f"! {a['name']}: {a['action']}")
+    return "\n".join(lines)

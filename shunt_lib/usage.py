@@ -1,0 +1,127 @@
+"""Token usage read from a response as it streams past, without holding it up (pure, incremental).
+
+* SSE (``text/event-stream``): ``message_start`` carries ``message.usage`` (input, cache read and
+  cache creation tokens) and ``message.model``; ``message_delta`` carries **cumulative** usage
+  (streaming docs), so later values replace earlier ones.
+* JSON: the message's top-level ``usage`` and ``model``.
+
+Bodies compressed with ``gzip`` or ``deflate`` (the only encodings shunt lets upstream use, since the
+standard library decodes them) are decoded on a copy; the client gets the original bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+USAGE_KEYS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+    "cache_creation_input_tokens": "cache_creation_tokens",
+}
+JSON_TAP_LIMIT = 8 << 20  # bytes of a non-streaming body kept for usage parsing
+
+
+def _decoder(content_encoding: str):
+    enc = (content_encoding or "").strip().lower()
+    if enc == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS)
+    return None
+
+
+def decode_body(raw: bytes, content_encoding: str) -> bytes:
+    """Decode a whole gzip/deflate body; other or bad encodings return ``raw`` unchanged."""
+    d = _decoder(content_encoding)
+    if d is None:
+        return raw
+    try:
+        return d.decompress(raw) + d.flush()
+    except zlib.error:
+        return raw
+
+
+class UsageTap:
+    """Feed it every body piece with :meth:`feed`; read :attr:`usage` and :attr:`model` at the end.
+
+    :param content_type: the response's ``content-type``.
+    :param content_encoding: the response's ``content-encoding`` (gzip/deflate decoded on a copy).
+    """
+
+    def __init__(self, content_type: str, content_encoding: str = ""):
+        self.sse = "text/event-stream" in (content_type or "")
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+        self.model = ""
+        self.saw_error = False
+        self._decoder = _decoder(content_encoding)
+        self._buf = b""  # SSE: the unfinished line; JSON: the body so far
+        self._overflow = False
+
+    def feed(self, piece: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                piece = self._decoder.decompress(piece)
+            except zlib.error:
+                self._decoder, self._overflow = None, True
+                return
+        if self._overflow:
+            return
+        if not self.sse:
+            if len(self._buf) + len(piece) > JSON_TAP_LIMIT:
+                self._overflow, self._buf = True, b""
+            else:
+                self._buf += piece
+            return
+        data = self._buf + piece
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            line = data[start:nl]
+            start = nl + 1
+            if line.startswith(b"data:") and (b"message_start" in line or b"message_delta" in line or b'"error"' in line):
+                self._on_data(line[5:])
+        self._buf = data[start:]
+        if len(self._buf) > JSON_TAP_LIMIT:
+            self._buf, self._overflow = b"", True
+
+    def _on_data(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "message_start" and isinstance(event.get("message"), dict):
+            msg = event["message"]
+            self.model = str(msg.get("model") or self.model)
+            self._take(msg.get("usage"))
+        elif kind == "message_delta":
+            self._take(event.get("usage"))
+        elif kind == "error":
+            self.saw_error = True
+
+    def _take(self, usage: object) -> None:
+        if isinstance(usage, dict):
+            for src, dst in USAGE_KEYS.items():
+                v = usage.get(src)
+                if isinstance(v, int):
+                    self.usage[dst] = v
+
+    def finish(self) -> None:
+        """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""
+        if self.sse or self._overflow or not self._buf:
+            return
+        try:
+            msg = json.loads(self._buf)
+        except ValueError:
+            return
+        finally:
+            self._buf = b""
+        if isinstance(msg, dict):
+            self.model = str(msg.get("model") or self.model)
+            self._take(msg.get("usage"))
