@@ -112,7 +112,7 @@ class _Run:
 
     __slots__ = ("client", "method", "path", "headers", "body", "session", "tried", "refreshed", "overload_retried",
                  "last_error", "deadline_s", "started", "head_sent", "is_stream", "gone", "active_resp",
-                 "watching", "attempts", "held_s")
+                 "watching", "attempts", "held_s", "next_ping")
 
     def __init__(self, client, method, path, headers, body, deadline_s):
         self.client, self.method, self.path, self.headers, self.body = client, method, path, headers, body
@@ -130,6 +130,7 @@ class _Run:
         self.watching = False
         self.attempts = 0
         self.held_s = 0.0
+        self.next_ping = None  # monotonic time of the next keep-alive ping while held
 
 
 class Relay:
@@ -331,12 +332,12 @@ class Relay:
             run.is_stream = bool(STREAM_RE.search(run.body))
         self._watch(run)
         held_since = time.monotonic()
-        events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
-                        _dur(recovery[0] - self.clock()), extra={"event": "hold", "account": recovery[1],
-                                                                 "until_s": recovery[0]})
-        next_ping = held_since + self.hold_first_ping_s
-        if run.head_sent:
-            next_ping = held_since + self.hold_ping_interval_s
+        if run.held_s == 0:
+            events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
+                            _dur(recovery[0] - self.clock()), extra={"event": "hold", "account": recovery[1],
+                                                                     "until_s": recovery[0]})
+        if run.next_ping is None:
+            run.next_ping = run.started + self.hold_first_ping_s
         try:
             while True:
                 now = self.clock()
@@ -346,14 +347,14 @@ class Relay:
                 if rec is None or rec[0] > run.deadline_s:
                     return True  # the caller answers
                 mono = time.monotonic()
-                if run.is_stream and mono >= next_ping:
+                if run.is_stream and mono >= run.next_ping:
                     if not run.head_sent:
                         self._send_sse_head(run)
                     run.client.write(_chunk(PING))
-                    next_ping = mono + self.hold_ping_interval_s
+                    run.next_ping = mono + self.hold_ping_interval_s
                 wait = rec[0] - now
                 if run.is_stream:
-                    wait = min(wait, next_ping - mono)
+                    wait = min(wait, run.next_ping - mono)
                 if run.gone.wait(max(0.0, min(wait, 1.0)) + 0.001):
                     return False
         finally:

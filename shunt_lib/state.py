@@ -193,9 +193,12 @@ class Pool:
             merged.update(rl.windows)
             rec.windows = merged
             rec.rate_limits_at_s = now_s
-            if not rl.rejected and rec.exhausted_until_s and rec.exhausted_until_s <= now_s:
+            recovered = not rl.rejected and 0 < rec.exhausted_until_s <= now_s
+            if recovered:
                 rec.exhausted_until_s = 0.0
             self._touch()
+        if recovered:
+            events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
 
     def mark_exhausted(self, name: str, until_s: float) -> None:
         """``name`` is out of quota until ``until_s`` (epoch s)."""

@@ -1,0 +1,156 @@
+"""``shunt demo``: the real proxy in front of a simulated Anthropic API, driven by a live workload.
+
+Needs no accounts and no network: everything runs on 127.0.0.1 in a temporary SHUNT_HOME.
+Three simulated accounts with small quotas and short windows; several concurrent multi-turn
+conversations stream through shunt; what shunt decides is printed as it happens, then a summary.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+from .config import Paths, load_config
+from .credentials import Credential, CredentialStore
+from .simulator import SimAccount, SimulatedAnthropic
+
+ACCOUNTS = (("alpha", 1800), ("bravo", 2600), ("charlie", 3400))  # output-token budget per window
+WINDOW_S = 12.0
+CONVERSATIONS = 6
+
+
+class _Printer(logging.Handler):
+    """Prints shunt's account events (exhausted, cooling, hold, recovered, failover) as they happen."""
+
+    def __init__(self, t0: float, out, stats: dict):
+        super().__init__(logging.INFO)
+        self.t0, self.out, self.stats = t0, out, stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None)
+        if event in (None, "request"):
+            return
+        self.stats[event] = self.stats.get(event, 0) + 1
+        icon = {"exhausted": "⛔", "cooling": "🧊", "hold": "⏸ ", "recovered": "✅", "failover": "↪ ",
+                "overloaded": "⚠ ", "server_error": "⚠ "}.get(event, "· ")
+        if True:  # Handler.handle() already holds this handler's lock
+            print(f"[{time.monotonic() - self.t0:5.1f}s] {icon} {record.getMessage()}", file=self.out, flush=True)
+
+
+def _conversation(port: int, idx: int, deadline: float, t0: float, out, results: list, lock: threading.Lock) -> None:
+    rnd = random.Random(idx)
+    session = f"demo-conversation-{idx}"
+    messages: list[dict] = []
+    turn = 0
+    while time.monotonic() < deadline:
+        turn += 1
+        messages.append({"role": "user", "content": f"Conversation {idx}, turn {turn}: keep going."})
+        body = json.dumps({"model": "claude-sim-1", "max_tokens": 400, "stream": True, "messages": messages}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=90)
+        started = time.monotonic()
+        try:
+            conn.request("POST", "/v1/messages?beta=true", body=body, headers={
+                "content-type": "application/json", "anthropic-version": "2023-06-01",
+                "x-claude-code-session-id": session})
+            resp = conn.getresponse()
+            data = resp.read()
+            account = resp.getheader("x-shunt-account")
+            if account is None and b": x-shunt-account " in data:
+                account = data.split(b": x-shunt-account ", 1)[1].split(b"\n", 1)[0].decode()
+            ok = resp.status == 200 and b"message_stop" in data
+            tokens = 0
+            for line in data.split(b"\n"):
+                if line.startswith(b"data:") and b"message_delta" in line:
+                    tokens = json.loads(line[5:]).get("usage", {}).get("output_tokens", 0)
+        except OSError as exc:
+            ok, account, tokens, data = False, None, 0, str(exc).encode()
+            resp = None
+        finally:
+            conn.close()
+        took = time.monotonic() - started
+        status = resp.status if resp is not None else "ERR"
+        with lock:
+            results.append({"ok": ok, "account": account, "tokens": tokens, "took": took, "status": status})
+            mark = "" if ok else f"  ✗ {data[:120]!r}"
+            held = f"  (held {took:.1f}s)" if took > 2 else ""
+            print(f"[{time.monotonic() - t0:5.1f}s]    conversation {idx} turn {turn:<2} → {account or '-':<8} "
+                  f"{status}  {tokens:>3} tokens{held}{mark}", file=out, flush=True)
+        messages.append({"role": "assistant", "content": "Working on it…"})
+        time.sleep(rnd.uniform(0.3, 1.5))
+
+
+def run_demo(duration_s: float = 40.0, out=None) -> int:
+    """Run the demo for about ``duration_s`` seconds of workload; print a summary. :returns: exit code."""
+    from .background import CooldownWatcher
+    from .server import make_server, serve_in_thread
+
+    out = out or sys.stdout
+    sim = SimulatedAnthropic([SimAccount(f"sim-token-{n}", budget, WINDOW_S) for n, budget in ACCOUNTS]).start()
+    with tempfile.TemporaryDirectory(prefix="shunt-demo-") as home:
+        paths = Paths(home)
+        paths.ensure()
+        lines = ["[server]", f'upstream_url = "{sim.url}"', f'oauth_token_url = "{sim.url}/v1/oauth/token"',
+                 "max_wait_s = 30", "session_ttl_s = 600"]
+        for name, _ in ACCOUNTS:
+            lines += ["", "[[accounts]]", f'name = "{name}"', 'kind = "oauth"']
+        with open(paths.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        store = CredentialStore(paths.credentials)
+        for name, _ in ACCOUNTS:
+            store.put(name, Credential(kind="oauth", access_token=f"sim-token-{name}", refresh_token="sim-refresh",
+                                       expires_at_ms=int((time.time() + 8 * 3600) * 1000)))
+        srv = make_server(load_config(paths), paths, port=0, overload_backoff_s=0.3)
+        watcher = CooldownWatcher(srv.pool)
+        watcher.start()
+        srv.background = [watcher]
+        serve_in_thread(srv)
+        t0 = time.monotonic()
+        stats: dict = {}
+        printer = _Printer(t0, out, stats)
+        events = logging.getLogger("shunt.events")
+        events.addHandler(printer)
+        events.setLevel(logging.INFO)
+        events.propagate = False
+        budgets = ", ".join(f"{n} {b} tokens" for n, b in ACCOUNTS)
+        print(f"shunt demo: the real proxy on 127.0.0.1:{srv.port} in front of a simulated Anthropic API.\n"
+              f"Three simulated accounts whose 5-hour window lasts {WINDOW_S:.0f}s ({budgets} per window);\n"
+              f"{CONVERSATIONS} conversations stream turns through shunt for {duration_s:.0f}s. "
+              "No real account or network is used.\n", file=out, flush=True)
+        results: list = []
+        lock = threading.Lock()
+        deadline = t0 + duration_s
+        threads = [threading.Thread(target=_conversation, args=(srv.port, i + 1, deadline, t0, out, results, lock), daemon=True)
+                   for i in range(CONVERSATIONS)]
+        for t in threads:
+            t.start()
+            time.sleep(0.15)
+        for t in threads:
+            t.join(duration_s + 60)
+        status = srv.status()
+        events.removeHandler(printer)
+        srv.close()
+        sim.close()
+    ok = sum(1 for r in results if r["ok"])
+    failed = len(results) - ok
+    longest = max((r["took"] for r in results), default=0)
+    print(f"\nSummary after {time.monotonic() - t0:.0f}s: {len(results)} turns, {ok} answered, {failed} failed "
+          f"(a client never saw a 429 while an account had room).", file=out)
+    for a in status["accounts"]:
+        print(f"  {a['name']:<8} {a['requests']:>3} requests  {a['output_tokens']:>6} output tokens  "
+              f"{a['cache_read_tokens']:>6} cache-read tokens", file=out)
+    print(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
+          f"{stats.get('hold', 0)} holds, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s", file=out)
+    print("\nNext: add your accounts (`shunt import`, `shunt add-account NAME --api-key`), run `shunt serve`,\n"
+          "and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude", file=out, flush=True)
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_demo(float(os.environ.get("SHUNT_DEMO_SECONDS", "40"))))
