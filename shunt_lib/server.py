@@ -70,9 +70,14 @@ class ShuntServer(ThreadingHTTPServer):
                 acct["plan"] = cred.plan
         return doc
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving = True
+        super().serve_forever(poll_interval)
+
     def close(self) -> None:
         """Stop serving, stop background threads and flush ``state.json`` (call from a thread other than serve_forever's)."""
-        self.shutdown()
+        if getattr(self, "_serving", False):
+            self.shutdown()
         for t in self.background:
             t.stop()
         self.writer.stop()

@@ -1,0 +1,112 @@
+import os
+
+import pytest
+
+from shunt_lib.config import (Paths, ServerConfig, add_account_to_config, check_bind, load_config, parse_config,
+                              remove_account_from_config)
+from shunt_lib.credentials import CredentialStore, parse_claude_code_credentials
+from shunt_lib.errors import ConfigError
+from shunt_lib.server import make_server
+
+
+def test_defaults_and_template_written_on_first_use(tmp_path):
+    paths = Paths(str(tmp_path / "home"))
+    cfg = load_config(paths)
+    assert os.path.exists(paths.config)
+    assert oct(os.stat(paths.config).st_mode & 0o777) == "0o600"
+    assert cfg.server == ServerConfig() and cfg.accounts == ()
+    assert cfg.server.port == 8082 and cfg.server.strategy == "least-utilization"
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({"server": {"prot": 1}}, "server.prot"),
+    ({"server": {"port": "8082"}}, "server.port"),
+    ({"server": {"port": 70000}}, "server.port"),
+    ({"server": {"strategy": "random"}}, "server.strategy"),
+    ({"server": {"max_wait_s": -1}}, "server.max_wait_s"),
+    ({"server": {"upstream_url": "ftp://x"}}, "server.upstream_url"),
+    ({"accounts": [{"name": "a"}, {"name": "a"}]}, "duplicate account name 'a'"),
+    ({"accounts": [{"name": "a", "kind": "cookie"}]}, "accounts[0].kind"),
+    ({"accounts": [{"name": "a", "token": "x"}]}, "accounts[0].token"),
+    ({"accounts": [{"name": "bad name"}]}, "accounts[0].name"),
+    ({"extra": {}}, "extra"),
+])
+def test_bad_config_names_the_key(doc, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc)
+    assert needle in str(e.value)
+
+
+def test_toml_syntax_error_is_config_error(tmp_path):
+    paths = Paths(str(tmp_path))
+    with open(paths.config, "w") as f:
+        f.write("[server\n")
+    with pytest.raises(ConfigError):
+        load_config(paths)
+
+
+def test_non_loopback_bind_requires_remote_key():
+    with pytest.raises(ConfigError, match="remote_key"):
+        check_bind(ServerConfig(host="0.0.0.0"))
+    check_bind(ServerConfig(host="0.0.0.0", remote_key="k"))
+    check_bind(ServerConfig(host="127.0.0.1"))
+    check_bind(ServerConfig(host="::1"))
+
+
+def test_remote_key_not_in_repr():
+    assert "hunter2" not in repr(ServerConfig(remote_key="hunter2"))
+
+
+def test_add_and_remove_account_blocks_keep_comments(tmp_path):
+    paths = Paths(str(tmp_path))
+    with open(paths.config, "w") as f:
+        f.write("# my comment\n[server]\nport = 9000\n")
+    assert add_account_to_config(paths, "work", "oauth")
+    assert not add_account_to_config(paths, "work", "oauth")
+    assert add_account_to_config(paths, "ci", "api_key")
+    with pytest.raises(ConfigError):
+        add_account_to_config(paths, "ci", "oauth")
+    cfg = load_config(paths)
+    assert [(a.name, a.kind) for a in cfg.accounts] == [("work", "oauth"), ("ci", "api_key")]
+    assert remove_account_from_config(paths, "work")
+    assert not remove_account_from_config(paths, "work")
+    text = open(paths.config).read()
+    assert "# my comment" in text and "port = 9000" in text
+    assert [a.name for a in load_config(paths).accounts] == ["ci"]
+
+
+def test_account_without_credentials_is_marked_reauth_required(tmp_path, caplog):
+    paths = Paths(str(tmp_path))
+    with open(paths.config, "w") as f:
+        f.write('[[accounts]]\nname = "ghost"\n')
+    srv = make_server(load_config(paths), paths, port=0)
+    try:
+        st = srv.status()["accounts"][0]
+        assert st["name"] == "ghost" and st["status"] == "reauth_required"
+        assert "ghost has no credentials" in caplog.text
+    finally:
+        srv.close()
+
+
+def test_kind_mismatch_between_config_and_credentials_is_an_error(tmp_path):
+    paths = Paths(str(tmp_path))
+    with open(paths.config, "w") as f:
+        f.write('[[accounts]]\nname = "a"\nkind = "api_key"\n')
+    CredentialStore(paths.credentials).put("a", parse_claude_code_credentials(
+        '{"claudeAiOauth": {"accessToken": "x", "refreshToken": "y", "expiresAt": 1}}'))
+    with pytest.raises(ConfigError, match="kind"):
+        make_server(load_config(paths), paths, port=0)
+
+
+def test_credentials_file_is_private_and_malformed_is_clear(tmp_path):
+    store = CredentialStore(str(tmp_path / "credentials.json"))
+    store.put("a", parse_claude_code_credentials('{"claudeAiOauth": {"accessToken": "at", "refreshToken": "rt", '
+                                                 '"expiresAt": 1790000000000, "subscriptionType": "max"}}'))
+    assert oct(os.stat(store.path).st_mode & 0o777) == "0o600"
+    c = store.load()["a"]
+    assert (c.access_token, c.refresh_token, c.expires_at_ms, c.plan) == ("at", "rt", 1790000000000, "max")
+    assert "at" not in repr(c).replace("expires_at", "")
+    with open(store.path, "w") as f:
+        f.write('{"accounts": {"a": {"kind": "oauth"}}}')
+    with pytest.raises(ConfigError, match="accounts.a.access_token"):
+        store.load()

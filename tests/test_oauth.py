@@ -1,0 +1,72 @@
+import json
+import threading
+
+import responses
+
+from shunt_lib.credentials import Credential, CredentialStore
+from shunt_lib.oauth import CLIENT_ID, TokenManager
+
+URL = "https://token.example/v1/oauth/token"
+
+
+def manager(tmp_path, now=1000.0):
+    store = CredentialStore(str(tmp_path / "credentials.json"))
+    cred = Credential(kind="oauth", access_token="old-at", refresh_token="old-rt", expires_at_ms=int(now * 1000) + 60_000)
+    store.put("a", cred)
+    return TokenManager(store, {"a": cred}, token_url=URL, clock=lambda: now), store
+
+
+@responses.activate
+def test_refresh_sends_refresh_grant_and_saves_rotated_pair_first(tmp_path):
+    tm, store = manager(tmp_path)
+    responses.post(URL, json={"access_token": "new-at", "refresh_token": "new-rt", "expires_in": 28800})
+    r = tm.refresh("a", failed_access_token="old-at")
+    assert r.status == "ok" and r.credential.access_token == "new-at"
+    sent = json.loads(responses.calls[0].request.body)
+    assert sent == {"grant_type": "refresh_token", "refresh_token": "old-rt", "client_id": CLIENT_ID}
+    saved = store.load()["a"]
+    assert (saved.access_token, saved.refresh_token, saved.expires_at_ms) == ("new-at", "new-rt", (1000 + 28800) * 1000)
+    assert tm.get("a").access_token == "new-at"
+
+
+@responses.activate
+def test_missing_refresh_token_in_answer_keeps_the_old_one(tmp_path):
+    tm, store = manager(tmp_path)
+    responses.post(URL, json={"access_token": "new-at", "expires_in": 100})
+    assert tm.refresh("a").credential.refresh_token == "old-rt"
+
+
+@responses.activate
+def test_invalid_grant_and_transient_errors(tmp_path):
+    tm, store = manager(tmp_path)
+    responses.post(URL, status=400, json={"error": "invalid_grant", "error_description": "refresh token revoked"})
+    assert tm.refresh("a").status == "invalid_grant"
+    assert store.load()["a"].access_token == "old-at"  # nothing changed
+    responses.replace(responses.POST, URL, status=503, body="busy")
+    assert tm.refresh("a").status == "error"
+
+
+@responses.activate
+def test_concurrent_refreshes_make_one_call(tmp_path):
+    tm, _ = manager(tmp_path)
+    responses.post(URL, json={"access_token": "new-at", "refresh_token": "new-rt", "expires_in": 100})
+    results = []
+    barrier = threading.Barrier(20)
+
+    def worker():
+        barrier.wait()
+        results.append(tm.refresh("a", failed_access_token="old-at"))
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(responses.calls) == 1
+    assert all(r.status == "ok" and r.credential.access_token == "new-at" for r in results)
+
+
+def test_expiring_lists_tokens_inside_the_margin(tmp_path):
+    tm, _ = manager(tmp_path, now=1000.0)
+    assert tm.expiring(30) == []
+    assert tm.expiring(300) == ["a"]

@@ -1,0 +1,75 @@
+from shunt_lib.ratelimit import parse_rate_limits, parse_retry_after_s, parse_rfc3339_s
+
+# The captured subscription 429 from anthropic-protocol.md §4.2.
+FIXTURE_429 = {
+    "anthropic-ratelimit-unified-status": "rejected",
+    "anthropic-ratelimit-unified-representative-claim": "five_hour",
+    "anthropic-ratelimit-unified-reset": "1785518400",
+    "anthropic-ratelimit-unified-5h-status": "rejected",
+    "anthropic-ratelimit-unified-5h-reset": "1785518400",
+    "anthropic-ratelimit-unified-5h-utilization": "1.01",
+    "anthropic-ratelimit-unified-5h-surpassed-threshold": "1.0",
+    "anthropic-ratelimit-unified-7d-status": "allowed",
+    "anthropic-ratelimit-unified-7d-reset": "1786006800",
+    "anthropic-ratelimit-unified-7d-utilization": "0.69",
+    "anthropic-ratelimit-unified-fallback-percentage": "0.5",
+    "anthropic-ratelimit-unified-overage-status": "rejected",
+    "anthropic-ratelimit-unified-overage-disabled-reason": "org_level_disabled",
+    "retry-after": "7835",
+}
+
+
+def test_unified_429_fixture_is_exhausted_until_5h_reset():
+    rl = parse_rate_limits(FIXTURE_429, now_s=1785510000)
+    assert rl.unified and rl.rejected
+    assert rl.exhausted_until_s == 1785518400
+    assert rl.windows["5h"].utilization == 1.01
+    assert rl.windows["5h"].status == "rejected"
+    assert rl.windows["7d"].utilization == 0.69
+    assert rl.windows["7d"].reset_at_s == 1786006800
+    assert "overage" not in rl.windows and "fallback" not in rl.windows
+
+
+def test_allowed_200_headers_are_not_rejected():
+    h = {k: v for k, v in FIXTURE_429.items()}
+    h["anthropic-ratelimit-unified-status"] = "allowed"
+    h["anthropic-ratelimit-unified-5h-status"] = "allowed_warning"
+    rl = parse_rate_limits(h, now_s=0)
+    assert not rl.rejected and rl.exhausted_until_s is None
+
+
+def test_model_scoped_weekly_window_rejection_counts():
+    h = {"anthropic-ratelimit-unified-7d_sonnet-utilization": "1.0",
+         "anthropic-ratelimit-unified-7d_sonnet-status": "rejected",
+         "anthropic-ratelimit-unified-7d_sonnet-reset": "2000"}
+    rl = parse_rate_limits(h, now_s=0)
+    assert rl.rejected and rl.exhausted_until_s == 2000 and "7d_sonnet" in rl.windows
+
+
+def test_overall_rejected_without_window_uses_unified_reset():
+    rl = parse_rate_limits({"anthropic-ratelimit-unified-status": "rejected", "anthropic-ratelimit-unified-reset": "1234"}, 0)
+    assert rl.rejected and rl.exhausted_until_s == 1234
+
+
+def test_api_key_headers_give_per_minute_windows():
+    h = {"anthropic-ratelimit-tokens-limit": "100000", "anthropic-ratelimit-tokens-remaining": "75000",
+         "anthropic-ratelimit-tokens-reset": "2026-11-21T10:00:30Z",
+         "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
+         "anthropic-ratelimit-requests-reset": "2026-11-21T10:00:05Z"}
+    rl = parse_rate_limits(h, now_s=0)
+    assert not rl.unified
+    assert rl.windows["tokens"].utilization == 0.25
+    assert rl.windows["tokens"].reset_at_s == parse_rfc3339_s("2026-11-21T10:00:30+00:00")
+    assert rl.windows["requests"].utilization == 1.0 and rl.windows["requests"].status == "rejected"
+
+
+def test_no_headers_is_none():
+    assert parse_rate_limits({"content-type": "application/json"}, 0) is None
+
+
+def test_retry_after_forms():
+    assert parse_retry_after_s({"retry-after": "30"}, 0) == 30
+    assert parse_retry_after_s({"retry-after-ms": "1500", "retry-after": "30"}, 0) == 1.5
+    assert parse_retry_after_s({"retry-after": "Thu, 01 Jan 1970 00:01:40 GMT"}, now_s=40) == 60
+    assert parse_retry_after_s({"retry-after": "soon"}, 0) is None
+    assert parse_retry_after_s({}, 0) is None
