@@ -91,10 +91,11 @@ def make_proxy(tmp_path, upstream):
     proxies = []
 
     def factory(accounts=(("a", "oauth"), ("b", "oauth")), *, hold_first_ping_s=5.0, hold_ping_interval_s=15.0,
-                overload_backoff_s=0.01, expires_at_ms=None, **server_extra):
+                overload_backoff_s=0.01, expires_at_ms=None, idle_timeout_s=120.0, **server_extra):
         paths = write_home(os.environ["SHUNT_HOME"], upstream.url, list(accounts), server_extra, expires_at_ms)
         srv = make_server(load_config(paths), paths, port=0, hold_first_ping_s=hold_first_ping_s,
-                          hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)
+                          hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s,
+                          idle_timeout_s=idle_timeout_s)
         p = Proxy(srv)
         proxies.append(p)
         return p
@@ -106,3 +107,43 @@ def make_proxy(tmp_path, upstream):
 
 MSG = {"model": "claude-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 STREAM_MSG = dict(MSG, stream=True)
+
+
+class EventCatcher:
+    """Collects shunt.events records; ``wait_for(kind)`` blocks until one of that kind arrives."""
+
+    def __init__(self):
+        import logging
+
+        self.records = []
+        self.cond = threading.Condition()
+        catcher = self
+
+        class H(logging.Handler):
+            def emit(self, record):
+                with catcher.cond:
+                    catcher.records.append(record)
+                    catcher.cond.notify_all()
+
+        self.handler = H(logging.DEBUG)
+
+    def kinds(self):
+        return [getattr(r, "event", None) for r in self.records]
+
+    def wait_for(self, kind, timeout=5.0):
+        with self.cond:
+            return self.cond.wait_for(lambda: kind in self.kinds(), timeout)
+
+
+@pytest.fixture
+def events():
+    import logging
+
+    c = EventCatcher()
+    log = logging.getLogger("shunt.events")
+    log.addHandler(c.handler)
+    old = log.level
+    log.setLevel(logging.DEBUG)
+    yield c
+    log.removeHandler(c.handler)
+    log.setLevel(old)
