@@ -166,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
         kind = {400: errors.BadRequest, 404: errors.NotFound, 413: errors.BodyTooLarge}.get(code)
         etype = kind.error_type if kind else ("invalid_request_error" if code < 500 else "api_error")
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # garbage request line: still answer with a real HTTP head
+            self.request_version = "HTTP/1.0"
         self._json(code, errors.error_body(etype, message or explain or "bad request"), close=True)
 
     def _json(self, status: int, body: bytes, *, headers: dict | None = None, close: bool = False) -> None:

@@ -1,0 +1,81 @@
+"""Integration: bad input gets a clear Anthropic-shaped error and changes no state."""
+
+import json
+import socket
+import time
+
+from tests.conftest import MSG
+
+
+def raw(p, data: bytes, timeout=5) -> bytes:
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=timeout)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                break
+            out += piece
+    except socket.timeout:
+        pass
+    s.close()
+    return out
+
+
+def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")], max_body_bytes=2048)
+    status, h, body = p.request(body=b"x" * 4096)
+    assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large"
+    assert upstream.received == []
+    # Chunked uploads are limited too.
+    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                 b"1000\r\n" + b"y" * 4096 + b"\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413")
+
+
+def test_chunked_request_body_is_forwarded(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    body = json.dumps(MSG).encode()
+    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+                 + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert out.startswith(b"HTTP/1.1 200")
+    assert upstream.received[0].body == body
+
+
+def test_malformed_http_gets_json_400(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    for bad in (b"GARBAGE\r\n\r\n", b"POST /v1/messages HTTP/9.9\r\n\r\n",
+                b"POST /v1/messages HTTP/1.1\r\ncontent-length: abc\r\n\r\n",
+                b"POST /v1/messages HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"):
+        out = raw(p, bad)
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] in (b"400", b"505"), out
+        assert json.loads(body)["type"] == "error"
+    assert upstream.received == []
+    assert p.srv.status()["accounts"][0]["requests"] == 0
+
+
+def test_idle_and_slow_clients_time_out(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")], idle_timeout_s=0.5)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    t0 = time.monotonic()
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\ncontent-length: 100\r\n\r\n{")  # then stalls
+    assert s.recv(65536) == b""  # the server hangs up
+    assert time.monotonic() - t0 < 3
+    s.close()
+    assert upstream.received == []
+
+
+def test_tokens_never_appear_in_status_errors_or_logs(make_proxy, upstream, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="shunt")
+    p = make_proxy([("a", "oauth")], max_wait_s=0)
+    p.request(body=MSG)
+    p.pool.cool("a", time.time() + 60, "test")
+    status, _, body = p.request(body=MSG)
+    assert status == 429
+    doc = json.dumps(p.srv.status())
+    for secret in ("tok-a", "ref-a"):
+        assert secret not in doc and secret not in body.decode() and secret not in caplog.text

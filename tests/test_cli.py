@@ -1,0 +1,103 @@
+"""The CLI commands, in-process (main(argv) -> exit code)."""
+
+import io
+import json
+import os
+import socket
+
+import pytest
+
+from shunt_lib.cli import main
+from shunt_lib.config import Paths, load_config
+from shunt_lib.credentials import CredentialStore
+from shunt_lib.server import make_server
+from tests.conftest import MSG, Proxy, write_home
+
+
+def claude_file(tmp_path, token="sk-test-access"):
+    path = tmp_path / "cc" / ".credentials.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"claudeAiOauth": {"accessToken": token, "refreshToken": "sk-test-refresh",
+                                                  "expiresAt": 1790000000000, "subscriptionType": "max"}}))
+    return str(path)
+
+
+def test_import_accounts_remove(tmp_path, capsys):
+    src = claude_file(tmp_path)
+    assert main(["import", "--name", "work", "--from", src]) == 0
+    paths = Paths(os.environ["SHUNT_HOME"])
+    assert [(a.name, a.kind) for a in load_config(paths).accounts] == [("work", "oauth")]
+    cred = CredentialStore(paths.credentials).load()["work"]
+    assert cred.access_token == "sk-test-access" and cred.plan == "max" and cred.expires_at_ms == 1790000000000
+    assert oct(os.stat(paths.credentials).st_mode & 0o777) == "0o600"
+    assert main(["accounts"]) == 0
+    out = capsys.readouterr().out
+    assert "work" in out and "oauth" in out and "sk-test" not in out
+    assert main(["remove", "work"]) == 0
+    assert load_config(paths).accounts == () and CredentialStore(paths.credentials).load() == {}
+    assert main(["remove", "work"]) == 1
+
+
+def test_import_of_a_bad_file_changes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"nothing": 1}')
+    assert main(["import", "--from", str(bad)]) == 2
+    assert "claudeAiOauth" in capsys.readouterr().err
+    assert main(["import", "--from", str(tmp_path / "missing.json")]) == 2
+    paths = Paths(os.environ["SHUNT_HOME"])
+    assert load_config(paths).accounts == ()
+
+
+def test_add_account_api_key_reads_stdin_never_argv(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-ant-api03-testkey\n"))
+    assert main(["add-account", "ci", "--api-key"]) == 0
+    paths = Paths(os.environ["SHUNT_HOME"])
+    assert CredentialStore(paths.credentials).load()["ci"].api_key == "sk-ant-api03-testkey"
+    assert load_config(paths).accounts[0].kind == "api_key"
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["add-account", "ci2", "--api-key"]) == 2
+    assert [a.name for a in load_config(paths).accounts] == ["ci"]
+    with pytest.raises(SystemExit):
+        main(["add-account", "x", "--api-key", "sk-in-argv"])
+
+
+def test_status_and_use_talk_to_the_running_proxy(upstream, capsys):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    paths = write_home(os.environ["SHUNT_HOME"], upstream.url, [("a", "oauth"), ("b", "api_key")], {"port": port})
+    p = Proxy(make_server(load_config(paths), paths))
+    try:
+        p.request(body=MSG)
+        assert main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert "ACCOUNT" in out and "available" in out and "routing automatically" in out
+        assert main(["use", "b"]) == 0
+        assert "pinned all traffic to b" in capsys.readouterr().out
+        assert p.pool.pinned == "b"
+        assert main(["use", "nobody"]) == 2
+        assert "unknown account" in capsys.readouterr().err
+        assert main(["status", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["pinned_account"] == "b" and [a["name"] for a in doc["accounts"]] == ["a", "b"]
+        assert main(["use", "auto"]) == 0 and p.pool.pinned is None
+    finally:
+        p.close()
+    assert main(["status"]) == 2
+    assert "not running" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_public_bind_without_remote_key(capsys):
+    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 2
+    assert "remote_key" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end_without_failures():
+    from shunt_lib.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(duration_s=6, out=out) == 0
+    text = out.getvalue()
+    assert "Summary after" in text and " 0 failed" in text
+    assert "alpha" in text and "bravo" in text and "charlie" in text
