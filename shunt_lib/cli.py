@@ -65,11 +65,8 @@ def cmd_serve(args) -> int:
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:
-        for t in bg:
-            t.stop()
-        srv.writer.stop()
-        srv.watch.close()
-        srv.server_close()
+        srv._serving = False  # serve_forever has returned; close() must not wait for it again
+        srv.close()
         log.info("stopped; state saved")
     return 0
 

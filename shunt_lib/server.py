@@ -29,6 +29,7 @@ from .watch import ClientWatch
 log = logging.getLogger("shunt.server")
 
 CHUNK_LINE_MAX = 4096
+DRAIN_TIMEOUT_S = 5.0  # on stop, how long requests in progress may finish before state is flushed
 
 
 class ShuntServer(ThreadingHTTPServer):
@@ -50,6 +51,8 @@ class ShuntServer(ThreadingHTTPServer):
         self.idle_timeout_s = idle_timeout_s
         self.started_at_s = time.time()
         self.background: list = []
+        self._inflight = 0  # proxied requests in progress; guarded by _inflight_cond
+        self._inflight_cond = threading.Condition()
         super().__init__(addr, Handler)
 
     @property
@@ -70,6 +73,11 @@ class ShuntServer(ThreadingHTTPServer):
                 acct["plan"] = cred.plan
         return doc
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
+        with self._inflight_cond:
+            return self._inflight_cond.wait_for(lambda: self._inflight == 0, timeout_s)
+
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self._serving = True
         super().serve_forever(poll_interval)
@@ -78,6 +86,7 @@ class ShuntServer(ThreadingHTTPServer):
         """Stop serving, stop background threads and flush ``state.json`` (call from a thread other than serve_forever's)."""
         if getattr(self, "_serving", False):
             self.shutdown()
+        self.drain(DRAIN_TIMEOUT_S)
         for t in self.background:
             t.stop()
         self.writer.stop()
@@ -215,7 +224,15 @@ class Handler(BaseHTTPRequestHandler):
                 return self._error(errors.Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)"))
             if route.startswith("/v1/"):
                 body = self._read_body()
-                self.server.relay.handle(self, self.command, path, self.headers.items(), body)
+                srv = self.server
+                with srv._inflight_cond:
+                    srv._inflight += 1
+                try:
+                    srv.relay.handle(self, self.command, path, self.headers.items(), body)
+                finally:
+                    with srv._inflight_cond:
+                        srv._inflight -= 1
+                        srv._inflight_cond.notify_all()
                 return
             if route == "/status" and self.command == "GET":
                 return self._json(200, json.dumps(self.server.status()).encode())

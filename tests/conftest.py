@@ -26,6 +26,12 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
     monkeypatch.setenv("SHUNT_HOME", str(tmp_path / "shunt"))
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    import logging
+
+    root = logging.getLogger("shunt")
+    saved = (list(root.handlers), root.propagate, root.level)
+    yield
+    root.handlers[:], root.propagate, root.level = saved
 
 
 @pytest.fixture
@@ -130,9 +136,9 @@ class EventCatcher:
     def kinds(self):
         return [getattr(r, "event", None) for r in self.records]
 
-    def wait_for(self, kind, timeout=5.0):
+    def wait_for(self, kind, timeout=5.0, count=1):
         with self.cond:
-            return self.cond.wait_for(lambda: kind in self.kinds(), timeout)
+            return self.cond.wait_for(lambda: self.kinds().count(kind) >= count, timeout)
 
 
 @pytest.fixture
@@ -140,10 +146,12 @@ def events():
     import logging
 
     c = EventCatcher()
-    log = logging.getLogger("shunt.events")
-    log.addHandler(c.handler)
-    old = log.level
-    log.setLevel(logging.DEBUG)
+    logs = [logging.getLogger("shunt.events"), logging.getLogger("shunt.access")]
+    old = [log.level for log in logs]
+    for log in logs:
+        log.addHandler(c.handler)
+        log.setLevel(logging.DEBUG)
     yield c
-    log.removeHandler(c.handler)
-    log.setLevel(old)
+    for log, level in zip(logs, old):
+        log.removeHandler(c.handler)
+        log.setLevel(level)

@@ -8,7 +8,7 @@ from tests.conftest import MSG
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "claude-code-2.1.328-turn1.json")
 
 
-def test_real_claude_code_request_is_forwarded_byte_for_byte(make_proxy, upstream):
+def test_real_claude_code_request_is_forwarded_byte_for_byte(make_proxy, upstream, events):
     with open(FIXTURE) as f:
         fx = json.load(f)
     body = json.dumps(fx["body"]).encode()
@@ -28,6 +28,7 @@ def test_real_claude_code_request_is_forwarded_byte_for_byte(make_proxy, upstrea
         assert got.header(name) == fx["headers"][name], name
     assert got.header("host") == upstream.url.split("//")[1]
     # Usage was counted from the streamed reply.
+    assert events.wait_for("request")
     acct = p.srv.status()["accounts"][0]
     assert acct["requests"] == 1 and acct["input_tokens"] == 10 and acct["output_tokens"] == 5
 
@@ -58,7 +59,7 @@ def test_paths_outside_v1_are_anthropic_404(make_proxy, upstream):
     assert upstream.received == []
 
 
-def test_health_status_and_use(make_proxy, upstream):
+def test_health_status_and_use(make_proxy, upstream, events):
     p = make_proxy([("a", "oauth"), ("b", "oauth")])
     assert p.request(method="GET", path="/health") [0:3:2] == (200, b'{"status":"ok"}')
     status, _, body = p.request(method="POST", path="/use", body={"account": "nope"})
@@ -68,6 +69,7 @@ def test_health_status_and_use(make_proxy, upstream):
     assert json.loads(p.request(method="POST", path="/use", body={"account": "b"})[2]) == {"pinned_account": "b"}
     for _ in range(3):
         assert p.request(body=MSG)[1]["x-shunt-account"] == "b"
+    assert events.wait_for("request", count=3)
     doc = json.loads(p.request(method="GET", path="/status")[2])
     assert doc["pinned_account"] == "b" and doc["strategy"] == "least-utilization"
     b = [a for a in doc["accounts"] if a["name"] == "b"][0]

@@ -62,7 +62,8 @@ def test_kill_9_and_restart_keeps_cooldowns_sessions_and_pin(tmp_path, upstream)
             try:
                 with open(paths.state) as f:
                     state = json.load(f)
-                if state["accounts"]["a"]["exhausted_until_s"] == reset and "s:sess-1" in state["sessions"]:
+                if (state["accounts"]["a"]["exhausted_until_s"] == reset and "s:sess-1" in state["sessions"]
+                        and state["accounts"]["b"]["requests"] == 1):
                     break
             except (OSError, ValueError, KeyError):
                 pass

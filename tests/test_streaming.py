@@ -73,7 +73,7 @@ def test_hold_then_succeed_after_a_reset(make_proxy, upstream, events):
     status, h, body = p.request(body=MSG)
     assert status == 200 and h["x-shunt-account"] == "a"
     assert time.time() >= reset and time.time() - started < 5
-    assert events.wait_for("hold")
+    assert events.wait_for("hold") and events.wait_for("request")
     assert p.srv.status()["recent_requests"][-1]["held_ms"] >= 1000
 
 
