@@ -16,7 +16,6 @@ import re
 import socket
 import threading
 import time
-import zlib
 from typing import Callable, Protocol
 
 import urllib3
@@ -29,7 +28,7 @@ from .ratelimit import parse_rate_limits
 from .sessions import session_key
 from .state import Pool
 from .upstream import Upstream, UpstreamConnectError, UpstreamStreamError, iter_body, read_small
-from .usage import UsageTap, decode_body
+from .usage import UsageTap, decode_body, make_decoder
 from .watch import ClientWatch
 
 access_log = logging.getLogger("shunt.access")
@@ -402,61 +401,47 @@ class Relay:
     # -- success: relay the body as it arrives ----------------------------------------------
     def _relay_success(self, run: _Run, name: str, resp) -> None:
         header_items = list(resp.headers.items())
-        content_type = resp.headers.get("content-type", "")
         encoding = resp.headers.get("content-encoding", "")
-        tap = UsageTap(content_type, encoding)
-        sse = tap.sse
+        tap = UsageTap(resp.headers.get("content-type", ""), encoding)
         length = resp.headers.get("content-length")
         no_body = run.method == "HEAD" or resp.status in (204, 304)
-        if sse:
+        if tap.sse:
             self._watch(run)
-        broke = None
+        decoder = None
         if run.head_sent:
-            # A held stream: 200 and SSE headers are out; send decoded events after an SSE comment.
-            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding.lower() == "gzip" else (
-                zlib.decompressobj() if encoding.lower() == "deflate" else None)
+            # A held stream: 200 and SSE headers are out, so send decoded events after an SSE comment.
+            chunked = True
+            decoder = make_decoder(encoding)
             run.client.write(_chunk(f": x-shunt-account {name}\n\n".encode()))
-            try:
-                for piece in iter_body(resp):
-                    tap.feed(piece)
-                    data = decoder.decompress(piece) if decoder else piece
-                    if data:
-                        run.client.write(_chunk(data))
-            except UpstreamStreamError as exc:
-                broke = exc
-            if run.gone.is_set():
-                self._dropped(run)
-                return
-            if broke is not None:
-                run.client.write(_chunk(_stream_error(broke)))
-            run.client.write(b"0\r\n\r\n")
         else:
             chunked = length is None and not no_body
             run.client.write(_head(resp.status, header_items, name, content_length=None if chunked else length,
-                                   chunked=chunked, keep_length=not chunked))
-            try:
-                if not no_body:
-                    for piece in iter_body(resp):
-                        tap.feed(piece)
-                        run.client.write(_chunk(piece) if chunked else piece)
-            except UpstreamStreamError as exc:
-                broke = exc
-            if run.gone.is_set():
-                self._dropped(run)
-                return
-            if broke is not None:
-                if chunked and sse:
-                    run.client.write(_chunk(_stream_error(broke)) + b"0\r\n\r\n")
-                else:
-                    run.client.close_connection = True
-                events_log.warning("upstream stream from %s broke: %s", name, broke,
-                                   extra={"event": "stream_error", "account": name})
-            elif chunked:
-                run.client.write(b"0\r\n\r\n")
-        if broke is None:
-            resp.release_conn()
-        else:
+                                   chunked=chunked))
+        broke = None
+        try:
+            if not no_body:
+                for piece in iter_body(resp):
+                    tap.feed(piece)
+                    data = decoder.decompress(piece) if decoder is not None else piece
+                    if data:
+                        run.client.write(_chunk(data) if chunked else data)
+        except UpstreamStreamError as exc:
+            broke = exc
+        if run.gone.is_set():
+            self._dropped(run)
+            return
+        if broke is not None:
+            events_log.warning("upstream stream from %s broke: %s", name, broke,
+                               extra={"event": "stream_error", "account": name})
+            if chunked and (tap.sse or run.head_sent):
+                run.client.write(_chunk(_stream_error(broke)) + b"0\r\n\r\n")
+            else:
+                run.client.close_connection = True
             resp.close()
+        else:
+            if chunked:
+                run.client.write(b"0\r\n\r\n")
+            resp.release_conn()
         run.active_resp = None
         tap.finish()
         self._log(run, name, resp.status, tap)
@@ -519,7 +504,7 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def _head(status: int, items, account: str, *, content_length=None, chunked: bool = False, keep_length: bool = False) -> bytes:
+def _head(status: int, items, account: str, *, content_length=None, chunked: bool = False) -> bytes:
     lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
     for k, v in items:
         lk = k.lower()

@@ -23,7 +23,8 @@ USAGE_KEYS = {
 JSON_TAP_LIMIT = 8 << 20  # bytes of a non-streaming body kept for usage parsing
 
 
-def _decoder(content_encoding: str):
+def make_decoder(content_encoding: str):
+    """A ``zlib`` decompressor for ``gzip``/``deflate``, or None for any other encoding (identity)."""
     enc = (content_encoding or "").strip().lower()
     if enc == "gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -34,7 +35,7 @@ def _decoder(content_encoding: str):
 
 def decode_body(raw: bytes, content_encoding: str) -> bytes:
     """Decode a whole gzip/deflate body; other or bad encodings return ``raw`` unchanged."""
-    d = _decoder(content_encoding)
+    d = make_decoder(content_encoding)
     if d is None:
         return raw
     try:
@@ -55,7 +56,7 @@ class UsageTap:
         self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0}
         self.model = ""
         self.saw_error = False
-        self._decoder = _decoder(content_encoding)
+        self._decoder = make_decoder(content_encoding)
         self._buf = b""  # SSE: the unfinished line; JSON: the body so far
         self._overflow = False
 
