@@ -2,21 +2,33 @@
 
 * :class:`CooldownWatcher` (``shunt-cooldowns``): clears cooldowns and exhausted windows whose time
   has passed, sleeping exactly until the next one (at most ``max_sleep_s``).
-* :class:`TokenRefresher` (``shunt-refresh``): refreshes each OAuth token ``margin_s`` (5 min) before
-  it expires; a failed refresh is retried after ``retry_s``.
+* :class:`TokenRefresher` (``shunt-refresh``): refreshes each OAuth token when it enters its last
+  ``margin_s`` (5 min) plus a per-account jitter of up to 30 s, so accounts do not refresh together.
+* :class:`RecoveryWatcher` (``shunt-recovery``): retries ``reauth_required`` accounts every
+  ``recovery_interval_s`` (a transient failure misread as a revocation comes back).
+* :class:`UsagePoller` (``shunt-usage-poll``): reads ``/api/oauth/usage`` and ``/api/oauth/profile``
+  of every OAuth account at start and every ``usage_poll_s``, so routing has data before traffic.
+* :class:`Reloader` (``shunt-reload``): notices changes to ``config.toml``/``credentials.json`` (mtime)
+  and reloads the accounts without disturbing requests in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from typing import Callable
 
+import requests
+
+from .account_info import fetch_profile, fetch_usage
 from .oauth import TokenManager
+from .ratelimit import RateLimitInfo
 from .state import Pool
 
 log = logging.getLogger("shunt.background")
+events_log = logging.getLogger("shunt.events")
 
 
 class _Loop(threading.Thread):
@@ -28,7 +40,6 @@ class _Loop(threading.Thread):
         self._stop_evt.set()
         if self.is_alive():
             self.join(5)
-
 
 
 class CooldownWatcher(_Loop):
@@ -45,30 +56,112 @@ class CooldownWatcher(_Loop):
 
 
 class TokenRefresher(_Loop):
-    def __init__(self, pool: Pool, tokens: TokenManager, *, margin_s: float = 300.0, retry_s: float = 30.0,
+    """Proactive refresh. :param margin_s: refresh this long before expiry (plus up to ``jitter_s``)."""
+
+    def __init__(self, pool: Pool, tokens: TokenManager, *, margin_s: float = 300.0, jitter_s: float = 30.0,
                  poll_s: float = 15.0, clock: Callable[[], float] = time.time):
         super().__init__("shunt-refresh")
-        self.pool, self.tokens, self.margin_s, self.retry_s, self.poll_s, self.clock = pool, tokens, margin_s, retry_s, poll_s, clock
-        self._next_try: dict[str, float] = {}
+        self.pool, self.tokens, self.margin_s, self.poll_s, self.clock = pool, tokens, margin_s, poll_s, clock
+        self.jitter_s = jitter_s
+        self._jitter: dict[str, float] = {}
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            nxt = self.tick()
+            wait = self.poll_s if nxt is None else min(self.poll_s, max(0.05, nxt - self.clock()))
+            self._stop_evt.wait(wait)
+
+    def tick(self) -> float | None:
+        """Refresh every token that is due. :returns: epoch s when the next one falls due, or None."""
+        now = self.clock()
+        next_due = None
+        for name in self.tokens.names():
+            cred = self.tokens.get(name)
+            if cred is None or cred.kind != "oauth" or not cred.refresh_token or cred.copy_only or not cred.expires_at_ms:
+                continue
+            if self.pool.flags(name)[0]:
+                continue  # reauth_required: the recovery thread owns it
+            lead_s = self.margin_s + self._jitter.setdefault(name, random.uniform(0, self.jitter_s))
+            due = max(cred.expires_at_ms / 1000 - lead_s, self.tokens.blocked_until(name))
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            if self._stop_evt.is_set():
+                break
+            result = self.tokens.refresh(name, margin_s=lead_s)
+            if result.status == "invalid_grant":
+                self.pool.set_flag(name, reauth_required=True)
+        return next_due
+
+
+class RecoveryWatcher(_Loop):
+    def __init__(self, pool: Pool, tokens: TokenManager, *, interval_s: float = 120.0):
+        super().__init__("shunt-recovery")
+        self.pool, self.tokens, self.interval_s = pool, tokens, interval_s
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.interval_s):
+            self.tick()
+
+    def tick(self) -> list[str]:
+        """Try to bring back every reauth_required OAuth account. :returns: the names that came back."""
+        back = []
+        for name in self.pool.names():
+            cred = self.tokens.get(name)
+            if not self.pool.flags(name)[0] or cred is None or cred.kind != "oauth" or not cred.refresh_token:
+                continue
+            result = self.tokens.refresh(name, force=True)
+            if result.status == "ok":
+                self.pool.set_flag(name, reauth_required=False)
+                back.append(name)
+                events_log.info("account %s is logged in again (token refreshed)", name,
+                                extra={"event": "reauth_recovered", "account": name})
+        return back
+
+
+class UsagePoller(_Loop):
+    def __init__(self, pool: Pool, tokens: TokenManager, base_url: str, *, interval_s: float = 600.0,
+                 http: requests.Session | None = None, clock: Callable[[], float] = time.time):
+        super().__init__("shunt-usage-poll")
+        self.pool, self.tokens, self.base_url, self.interval_s, self.clock = pool, tokens, base_url, interval_s, clock
+        self.http = http or requests.Session()
+        self.http.trust_env = False
+        self.polled = threading.Event()  # set after each full round
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
             self.tick()
-            self._stop_evt.wait(self.poll_s)
+            if self._stop_evt.wait(self.interval_s):
+                break
 
     def tick(self) -> None:
-        """Refresh every token inside its last ``margin_s`` (callable directly by tests)."""
-        now = self.clock()
-        for name in self.tokens.expiring(self.margin_s):
-            if self._next_try.get(name, 0) > now or self._stop_evt.is_set():
-                continue
+        for name in self.pool.names():
             cred = self.tokens.get(name)
-            result = self.tokens.refresh(name, failed_access_token=cred.access_token if cred else None)
-            if result.status == "ok":
-                self._next_try.pop(name, None)
-                self.pool.set_flag(name, reauth_required=False)
-            elif result.status == "invalid_grant":
-                self.pool.set_flag(name, reauth_required=True)
-                self._next_try[name] = now + 3600
-            else:
-                self._next_try[name] = now + self.retry_s
+            if cred is None or cred.kind != "oauth" or self.pool.flags(name)[0] or self._stop_evt.is_set():
+                continue
+            windows = fetch_usage(self.http, self.base_url, cred.access_token)
+            if windows:
+                self.pool.record_rate_limits(name, RateLimitInfo(windows=windows), self.clock())
+            profile = fetch_profile(self.http, self.base_url, cred.access_token)
+            if profile is not None:
+                self.pool.set_identity(name, email=profile[0], plan=profile[1])
+        self.polled.set()
+
+
+class Reloader(_Loop):
+    """Calls ``reload()`` when config.toml or credentials.json changes (checked every ``interval_s``)."""
+
+    def __init__(self, reload: Callable[[], None], mtimes: Callable[[], tuple], *, interval_s: float = 0.5):
+        super().__init__("shunt-reload")
+        self.reload, self.mtimes, self.interval_s = reload, mtimes, interval_s
+        self._last = mtimes()
+
+    def run(self) -> None:
+        while not self._stop_evt.wait(self.interval_s):
+            now = self.mtimes()
+            if now != self._last:
+                self._last = now
+                try:
+                    self.reload()
+                except Exception:  # a bad edit must not kill the thread; reload() logs the reason
+                    log.exception("reload failed")

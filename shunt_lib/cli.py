@@ -39,17 +39,13 @@ def _paths() -> Paths:
 
 # -- serve --------------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    from .background import CooldownWatcher, TokenRefresher
-    from .server import make_server
+    from .server import make_server, start_background
 
     setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
     srv = make_server(config, paths, host=args.host, port=args.port)
-    bg = [CooldownWatcher(srv.pool), TokenRefresher(srv.pool, srv.tokens)]
-    for t in bg:
-        t.start()
-    srv.background = bg
+    start_background(srv)
 
     def stop(signum, frame):
         log.info("signal %d: stopping", signum)

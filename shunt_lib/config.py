@@ -64,6 +64,12 @@ SERVER_FIELDS: tuple[tuple[str, Callable[[Any], Any], Any, str], ...] = (
     ("max_wait_s", _int_range(0, 86400), 300, "longest hold while every account cools, seconds"),
     ("max_body_bytes", _int_range(1024, 1 << 31), 32 * 1024 * 1024, "largest accepted request body, bytes"),
     ("remote_key", _str, "", "if set, every endpoint but /health requires it"),
+    ("oauth_authorize_url", _url, "https://claude.ai/oauth/authorize", "PKCE authorize page (add-account --paste)"),
+    ("oauth_redirect_uri", _url, "https://platform.claude.com/oauth/code/callback", "redirect showing CODE#STATE"),
+    ("oauth_client_id", _str, "9d1c250a-e61b-44d9-88ed-5944d1962f5e", "Claude Code's public OAuth client id"),
+    ("oauth_revoke_url", _url, "https://platform.claude.com/v1/oauth/revoke", "token revocation (logout)"),
+    ("recovery_interval_s", _int_range(1, 86400), 120, "how often reauth_required accounts are retried, seconds"),
+    ("usage_poll_s", _int_range(0, 86400), 600, "how often /api/oauth/usage and /profile are read, seconds; 0 = off"),
 )
 
 
@@ -80,6 +86,12 @@ class ServerConfig:
     max_wait_s: int = 300
     max_body_bytes: int = 32 * 1024 * 1024
     remote_key: str = ""
+    oauth_authorize_url: str = "https://claude.ai/oauth/authorize"
+    oauth_redirect_uri: str = "https://platform.claude.com/oauth/code/callback"
+    oauth_client_id: str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+    oauth_revoke_url: str = "https://platform.claude.com/v1/oauth/revoke"
+    recovery_interval_s: int = 120
+    usage_poll_s: int = 600
 
     def __repr__(self) -> str:  # never show the key
         fields = ", ".join(
@@ -128,6 +140,17 @@ class Paths:
     def state(self) -> str:
         return os.path.join(self.home, "state.json")
 
+    def login_dir(self, name: str) -> str:
+        """The CLAUDE_CONFIG_DIR of the Claude Code login that belongs to shunt's account ``name``."""
+        return os.path.join(self.home, "logins", name)
+
+    def mtime_ns(self) -> int:
+        """Modification time of config.toml in ns (0 if missing)."""
+        try:
+            return os.stat(self.config).st_mtime_ns
+        except OSError:
+            return 0
+
     def ensure(self) -> None:
         """Create the home (mode 0700) if missing."""
         os.makedirs(self.home, mode=0o700, exist_ok=True)
@@ -145,6 +168,12 @@ TEMPLATE = """\
 # max_wait_s = 300
 # max_body_bytes = 33554432
 # remote_key = ""
+# oauth_authorize_url = "https://claude.ai/oauth/authorize"
+# oauth_redirect_uri = "https://platform.claude.com/oauth/code/callback"
+# oauth_client_id = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+# oauth_revoke_url = "https://platform.claude.com/v1/oauth/revoke"
+# recovery_interval_s = 120
+# usage_poll_s = 600                # 0 = off
 
 # Accounts are added by `shunt import` and `shunt add-account`; their secrets live in
 # credentials.json, never here.

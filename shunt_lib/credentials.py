@@ -13,7 +13,9 @@ Claude Code's own file (``~/.claude/.credentials.json``, anthropic-protocol.md Â
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import threading
@@ -37,6 +39,7 @@ class Credential:
     api_key: str = ""
     email: str = ""
     plan: str = ""
+    copy_only: bool = False  # imported to be used until it expires, never refreshed
 
     def __repr__(self) -> str:
         return f"Credential(kind={self.kind!r}, email={self.email!r}, expires_at_ms={self.expires_at_ms})"
@@ -60,6 +63,8 @@ class Credential:
             out["email"] = self.email
         if self.plan:
             out["plan"] = self.plan
+        if self.copy_only:
+            out["copy_only"] = True
         return out
 
     @classmethod
@@ -87,19 +92,49 @@ class Credential:
                 expires_at_ms=expires,
                 email=str(d.get("email") or ""),
                 plan=str(d.get("plan") or ""),
+                copy_only=bool(d.get("copy_only", False)),
             )
         raise ConfigError(f"credentials.json: accounts.{name}.kind must be 'oauth' or 'api_key'")
 
 
 class CredentialStore:
-    """Reads and writes ``credentials.json``. Thread-safe; every write is atomic and 0600.
+    """Reads and writes ``credentials.json``; every write is atomic and 0600.
 
-    Callers: the CLI (import/add/remove) and the proxy's token refresher.
+    :meth:`lock` is exclusive across threads **and** processes (a thread lock plus ``fcntl.flock`` on
+    ``credentials.lock`` beside the file; the credentials file itself is replaced by rename, so it
+    cannot carry the lock). It is re-entrant within a process. Writers take it; a token refresh holds
+    it from re-reading the stored credential until the rotated pair is on disk.
     """
 
     def __init__(self, path: str):
         self.path = path
-        self._lock = threading.Lock()  # guards read-modify-write of the file
+        self.lock_path = os.path.join(os.path.dirname(os.path.abspath(path)), "credentials.lock")
+        self._rlock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the credentials lock (blocks until other threads and processes release it)."""
+        with self._rlock:
+            if self._depth == 0:
+                os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    os.close(self._fd)
+                    self._fd = None
 
     def load(self) -> dict[str, Credential]:
         """:returns: name â†’ Credential. :raises ConfigError: if the file is malformed."""
@@ -113,20 +148,27 @@ class CredentialStore:
 
     def put(self, name: str, cred: Credential) -> None:
         """Store (or replace) one account's credential atomically."""
-        with self._lock:
+        with self.lock():
             creds = self.load()
             creds[name] = cred
             self._write(creds)
 
     def remove(self, name: str) -> bool:
         """Delete one account's credential. :returns: True if it existed."""
-        with self._lock:
+        with self.lock():
             creds = self.load()
             if name not in creds:
                 return False
             del creds[name]
             self._write(creds)
             return True
+
+    def mtime_ns(self) -> int:
+        """Modification time of the file in ns (0 if missing): cheap change detection for reloads."""
+        try:
+            return os.stat(self.path).st_mtime_ns
+        except OSError:
+            return 0
 
     def _write(self, creds: dict[str, Credential]) -> None:
         atomic_write_json(self.path, {"accounts": {n: c.to_json() for n, c in sorted(creds.items())}})

@@ -88,8 +88,7 @@ def _conversation(port: int, idx: int, deadline: float, t0: float, out, results:
 
 def run_demo(duration_s: float = 40.0, out=None) -> int:
     """Run the demo for about ``duration_s`` seconds of workload; print a summary. :returns: exit code."""
-    from .background import CooldownWatcher
-    from .server import make_server, serve_in_thread
+    from .server import make_server, serve_in_thread, start_background
 
     out = out or sys.stdout
     sim = SimulatedAnthropic([SimAccount(f"sim-token-{n}", budget, WINDOW_S) for n, budget in ACCOUNTS]).start()
@@ -107,9 +106,7 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
             store.put(name, Credential(kind="oauth", access_token=f"sim-token-{name}", refresh_token="sim-refresh",
                                        expires_at_ms=int((time.time() + 8 * 3600) * 1000)))
         srv = make_server(load_config(paths), paths, port=0, overload_backoff_s=0.3)
-        watcher = CooldownWatcher(srv.pool)
-        watcher.start()
-        srv.background = [watcher]
+        start_background(srv, refresh=False, recovery=False, usage=False, reload=False)
         serve_in_thread(srv)
         t0 = time.monotonic()
         stats: dict = {}

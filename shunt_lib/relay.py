@@ -283,7 +283,7 @@ class Relay:
         result = self.tokens.refresh(name, failed_access_token=cred.access_token)
         if result.status == "ok":
             run.tried.discard(name)  # retry the same account with the new token
-        elif result.status == "invalid_grant":
+        elif result.status in ("invalid_grant", "copy_only"):
             self.pool.set_flag(name, reauth_required=True)
 
     # -- nothing usable: hold or answer ----------------------------------------------------

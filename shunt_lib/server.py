@@ -8,6 +8,7 @@ Every error shunt writes itself is Anthropic-shaped JSON, including the standard
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from . import __version__, errors
-from .config import Config, Paths, check_bind
+from .config import Config, Paths, check_bind, load_config
 from .credentials import CredentialStore
 from .oauth import TokenManager
 from .relay import Relay
@@ -27,6 +28,7 @@ from .upstream import Upstream
 from .watch import ClientWatch
 
 log = logging.getLogger("shunt.server")
+events_log = logging.getLogger("shunt.events")
 
 CHUNK_LINE_MAX = 4096
 DRAIN_TIMEOUT_S = 5.0  # on stop, how long requests in progress may finish before state is flushed
@@ -52,6 +54,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.started_at_s = time.time()
         self.background: list = []
         self._inflight = 0  # proxied requests in progress; guarded by _inflight_cond
+        self._reload_lock = threading.Lock()  # one reload at a time
         self._inflight_cond = threading.Condition()
         super().__init__(addr, Handler)
 
@@ -72,6 +75,53 @@ class ShuntServer(ThreadingHTTPServer):
             if not acct["plan"] and cred and cred.plan:
                 acct["plan"] = cred.plan
         return doc
+
+    def reload(self) -> dict:
+        """Re-read config.toml and credentials.json and apply account changes without a restart.
+
+        Requests in flight keep the credential they started with. Server keys other than ``strategy``
+        and ``session_ttl_s`` need a restart. :returns: ``{"added": [...], "removed": [...], "updated": [...]}``.
+        :raises ConfigError: if the new files are invalid (nothing is changed then).
+        """
+        with self._reload_lock:
+            config = load_config(self.paths)
+            creds = self.tokens.store.load()
+            for acct in config.accounts:
+                cred = creds.get(acct.name)
+                if cred is not None and cred.kind != acct.kind:
+                    raise errors.ConfigError(f"account {acct.name!r}: config.toml says kind {acct.kind!r} but "
+                                             f"credentials.json holds a {cred.kind!r} credential")
+            added, removed = self.pool.sync_accounts(config.accounts)
+            updated = []
+            for name in removed:
+                self.tokens.set(name, None)
+            for acct in config.accounts:
+                cred, old = creds.get(acct.name), self.tokens.get(acct.name)
+                if cred is None:
+                    self.tokens.set(acct.name, None)
+                    self.pool.set_flag(acct.name, reauth_required=True)
+                    continue
+                if old is None or old.secret != cred.secret or acct.name in added:
+                    self.tokens.set(acct.name, cred)
+                    self.pool.set_flag(acct.name, reauth_required=False, disabled=False)  # a new login or key
+                    if acct.name not in added:
+                        updated.append(acct.name)
+                self.pool.set_identity(acct.name, email=cred.email, plan=cred.plan)
+            self.pool.strategy = config.server.strategy
+            self.pool.session_ttl_s = config.server.session_ttl_s
+            if dataclasses.replace(config.server, strategy=self.config.server.strategy,
+                                   session_ttl_s=self.config.server.session_ttl_s) != self.config.server:
+                log.warning("config.toml [server] changed: restart shunt to apply keys other than strategy and session_ttl_s")
+            self.config = dataclasses.replace(self.config, accounts=config.accounts)
+            change = {"added": added, "removed": removed, "updated": updated}
+            if added or removed or updated:
+                events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in change.items() if v),
+                                extra={"event": "reload", **change})
+            return change
+
+    def mtimes(self) -> tuple[int, int]:
+        """Modification times of config.toml and credentials.json (for the reloader)."""
+        return self.paths.mtime_ns(), self.tokens.store.mtime_ns()
 
     def drain(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
@@ -105,8 +155,6 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
     :raises OSError: if the address cannot be bound.
     """
-    import dataclasses
-
     server_cfg = config.server
     if host is not None or port is not None:
         server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
@@ -238,6 +286,13 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(200, json.dumps(self.server.status()).encode())
             if route == "/use" and self.command == "POST":
                 return self._use(self._read_body())
+            if route == "/reload" and self.command == "POST":
+                self._read_body()
+                try:
+                    change = self.server.reload()
+                except errors.ConfigError as exc:
+                    raise errors.BadRequest(f"reload failed, nothing changed: {exc}") from None
+                return self._json(200, json.dumps(change).encode())
             self._read_body()
             raise errors.NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
         except errors.ShuntError as err:
@@ -304,6 +359,27 @@ class Handler(BaseHTTPRequestHandler):
                 raise errors.BodyTooLarge(f"request body exceeds {limit} bytes (server.max_body_bytes)")
             out += self.rfile.read(size)
             self.rfile.readline(CHUNK_LINE_MAX)
+
+
+def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,
+                     reload: bool = True) -> list:
+    """Start the proxy's background threads (cooldowns always; the rest as asked) and attach them to ``srv``."""
+    from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
+
+    cfg = srv.config.server
+    threads = [CooldownWatcher(srv.pool)]
+    if refresh:
+        threads.append(TokenRefresher(srv.pool, srv.tokens))
+    if recovery:
+        threads.append(RecoveryWatcher(srv.pool, srv.tokens, interval_s=cfg.recovery_interval_s))
+    if usage and cfg.usage_poll_s > 0:
+        threads.append(UsagePoller(srv.pool, srv.tokens, cfg.upstream_url, interval_s=cfg.usage_poll_s))
+    if reload:
+        threads.append(Reloader(srv.reload, srv.mtimes))
+    for t in threads:
+        t.start()
+    srv.background.extend(threads)
+    return threads
 
 
 def serve_in_thread(srv: ShuntServer) -> threading.Thread:

@@ -99,6 +99,35 @@ class Pool:
         for i, a in enumerate(accounts):
             self._accounts[a.name] = AccountRecord(a.name, a.kind, i)
 
+    def sync_accounts(self, accounts: Iterable[AccountConfig]) -> tuple[list[str], list[str]]:
+        """Make the pool match ``accounts`` (a reload): keep known accounts' state, add new ones, drop
+        removed ones with their sessions and pin. :returns: (added names, removed names)."""
+        with self._lock:
+            old = self._accounts
+            new: dict[str, AccountRecord] = {}
+            for i, a in enumerate(accounts):
+                rec = old.get(a.name)
+                if rec is None or rec.kind != a.kind:
+                    rec = AccountRecord(a.name, a.kind, i)
+                rec.index = i
+                new[a.name] = rec
+            added = [n for n in new if n not in old]
+            removed = [n for n in old if n not in new]
+            self._accounts = new
+            if removed:
+                self._sessions = {k: v for k, v in self._sessions.items() if v[0] in new}
+                if self.pinned in removed:
+                    self.pinned = None
+            if added or removed:
+                self._touch()
+            return added, removed
+
+    def flags(self, name: str) -> tuple[bool, bool]:
+        """``(reauth_required, disabled)`` of ``name`` ((False, False) if unknown)."""
+        with self._lock:
+            rec = self._accounts.get(name)
+            return (rec.reauth_required, rec.disabled) if rec else (False, False)
+
     # -- reading -------------------------------------------------------------------------
     def names(self) -> list[str]:
         with self._lock:
@@ -225,16 +254,18 @@ class Pool:
             rec = self._accounts.get(name)
             if rec is None:
                 return
+            newly_reauth = bool(reauth_required) and not rec.reauth_required
+            newly_disabled = bool(disabled) and not rec.disabled
             if reauth_required is not None:
                 rec.reauth_required = reauth_required
             if disabled is not None:
                 rec.disabled = disabled
             self._touch()
-        if reauth_required:
-            events_log.warning("account %s needs a new login: run `shunt import --name %s` or `shunt add-account %s`",
-                               name, name, name, extra={"event": "reauth_required", "account": name})
-        if disabled:
-            events_log.warning("account %s disabled: its API key was rejected", name,
+        if newly_reauth:
+            events_log.warning("account %s needs a new login: %s", name, action_for(name, "oauth", "reauth_required"),
+                               extra={"event": "reauth_required", "account": name})
+        if newly_disabled:
+            events_log.warning("account %s disabled: %s", name, action_for(name, "api_key", "disabled"),
                                extra={"event": "disabled", "account": name})
 
     def set_identity(self, name: str, *, email: str = "", plan: str = "") -> None:
@@ -352,8 +383,20 @@ class Pool:
                     "cache_read_tokens": r.cache_read_tokens,
                     "cache_creation_tokens": r.cache_creation_tokens,
                     "active_sessions": counts[r.name],
+                    "action": action_for(r.name, r.kind, v.status(now_s)),
                 })
             return {"pinned_account": self.pinned, "accounts": accounts, "recent_requests": list(self._recent)}
+
+
+def action_for(name: str, kind: str, status: str) -> str | None:
+    """What the user should do about an account in ``status``: one sentence with the command, or None."""
+    if status == "reauth_required":
+        if kind == "api_key":
+            return f"Its API key is missing or was rejected: run `shunt add-account {name} --api-key`."
+        return f"Its login expired or was revoked: run `shunt add-account {name}` to log in again."
+    if status == "disabled":
+        return f"Its API key was rejected: run `shunt add-account {name} --api-key` with a valid key."
+    return None
 
 
 def _int_or_none(v: float | None) -> int | None:

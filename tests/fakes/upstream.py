@@ -100,6 +100,10 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.token_handler: Callable[[dict], tuple[int, dict]] | None = None
         self.token_calls = 0
+        self.revoke_calls: list[dict] = []
+        # credential -> JSON document for GET /api/oauth/usage and /api/oauth/profile (404 if absent)
+        self.usage: dict[str, dict] = {}
+        self.profile: dict[str, dict] = {}
         fake = self
 
         class H(BaseHTTPRequestHandler):
@@ -150,6 +154,17 @@ class FakeUpstream:
             h.send_header("content-length", str(len(out)))
             h.end_headers()
             h.wfile.write(out)
+            return
+        if h.path.startswith("/api/oauth/") or h.path.startswith("/v1/oauth/revoke"):
+            with self._lock:
+                self.received.append(rec)
+                if h.path.startswith("/v1/oauth/revoke"):
+                    self.revoke_calls.append(json.loads(body or b"{}"))
+                    doc = {}
+                else:
+                    doc = (self.usage if h.path.startswith("/api/oauth/usage") else self.profile).get(cred)
+            self._send(h, Reply(status=404, body=error_json("not_found_error", "no")) if doc is None
+                       else Reply(body=json.dumps(doc).encode()))
             return
         with self._lock:
             self.received.append(rec)
