@@ -68,22 +68,70 @@ def cmd_serve(args) -> int:
 
 
 # -- accounts -------------------------------------------------------------------------------------
-def cmd_import(args) -> int:
-    paths = _paths()
-    src = args.source or default_claude_credentials_path()
+def _notify_running_proxy() -> None:
+    """Ask a running ``serve`` to reload now (it also notices file changes by itself within a second)."""
     try:
-        with open(src, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read Claude Code credentials at {src}: {exc.strerror}") from None
-    cred = parse_claude_code_credentials(raw)
-    name = args.name
-    add_account_to_config(paths, name, "oauth")
+        _control("POST", "/reload", {}, timeout=3)
+    except ConfigError:
+        pass
+
+
+def _store_account(paths: Paths, name: str, cred: Credential) -> None:
+    load_config(paths)  # validate first: bad input changes no state
     CredentialStore(paths.credentials).put(name, cred)
-    print(f"imported account {name!r} from {src}" + (f" (plan {cred.plan})" if cred.plan else ""))
-    if os.path.abspath(src) == os.path.abspath(default_claude_credentials_path()):
-        print("note: this is your live Claude Code login. Refresh tokens rotate: once shunt refreshes it, "
-              "that Claude Code will have to log in again. A separate login per account avoids this.")
+    add_account_to_config(paths, name, cred.kind)
+    _notify_running_proxy()
+
+
+def _identity(paths: Paths, cred: Credential, email: str = "") -> Credential:
+    """Fill in email and plan from /api/oauth/profile (best effort; the login works without them)."""
+    import dataclasses
+
+    import requests
+
+    from .account_info import fetch_profile
+
+    http = requests.Session()
+    http.trust_env = False
+    profile = fetch_profile(http, load_config(paths).server.upstream_url, cred.access_token)
+    p_email, p_plan = profile if profile else ("", "")
+    return dataclasses.replace(cred, email=email or p_email or cred.email, plan=p_plan or cred.plan)
+
+
+def _describe(cred: Credential) -> str:
+    parts = [p for p in (cred.email, f"plan {cred.plan}" if cred.plan else "") if p]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def cmd_import(args) -> int:
+    from .login import keychain_service, read_keychain
+
+    paths = _paths()
+    live = False
+    if args.keychain:
+        raw, src = read_keychain(keychain_service(os.environ.get("CLAUDE_CONFIG_DIR"))), "the macOS Keychain"
+        live = True
+    else:
+        src = args.source or default_claude_credentials_path()
+        live = os.path.abspath(src) == os.path.abspath(default_claude_credentials_path())
+        try:
+            with open(src, "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read Claude Code credentials at {src}: {exc.strerror}") from None
+    cred = parse_claude_code_credentials(raw)
+    if args.copy_only:
+        import dataclasses
+
+        cred = dataclasses.replace(cred, copy_only=True)
+    _store_account(paths, args.name, cred)
+    print(f"imported account {args.name!r} from {src}{_describe(cred)}")
+    if args.copy_only:
+        print("copy-only: shunt will use this token until it expires and never refresh it.")
+    elif live:
+        print("warning: this is your live Claude Code login. Refresh tokens rotate: once shunt refreshes it, "
+              "that Claude Code will have to log in again. `shunt add-account NAME` gives shunt a login of its "
+              "own; `--copy-only` imports without ever refreshing.", file=sys.stderr)
     return 0
 
 
@@ -93,57 +141,142 @@ def _read_secret(prompt: str) -> str:
     return sys.stdin.readline().strip()
 
 
+def _check_api_key(paths: Paths, key: str) -> None:
+    """One free call (``GET /v1/models``) proves the key works. :raises ConfigError: if it does not."""
+    import requests
+
+    base = load_config(paths).server.upstream_url
+    http = requests.Session()
+    http.trust_env = False
+    try:
+        resp = http.get(base + "/v1/models?limit=1", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                        timeout=15)
+    except requests.RequestException as exc:
+        raise ConfigError(f"could not check the key: {base} is unreachable ({type(exc).__name__})") from None
+    if resp.status_code in (401, 403):
+        raise ConfigError(f"the API key was rejected ({resp.status_code}); nothing was saved")
+    if resp.status_code != 200:
+        raise ConfigError(f"could not check the key: {base}/v1/models answered {resp.status_code}")
+
+
 def cmd_add_account(args) -> int:
+    from .login import claude_login, exchange_code, parse_paste, pkce_start
+
     paths = _paths()
-    if not args.api_key:
-        raise ConfigError("add-account needs --api-key in this version (OAuth accounts: `shunt import`)")
-    key = _read_secret(f"Anthropic API key for {args.name}: ")
-    if not key:
-        raise ConfigError("no API key given (pipe it on stdin or type it at the prompt)")
-    if any(c.isspace() for c in key):
-        raise ConfigError("the API key contains whitespace")
-    load_config(paths)  # validate first: bad input changes no state
-    add_account_to_config(paths, args.name, "api_key")
-    CredentialStore(paths.credentials).put(args.name, Credential(kind="api_key", api_key=key))
-    print(f"added API-key account {args.name!r}")
+    config = load_config(paths)
+    if args.api_key:
+        key = _read_secret(f"Anthropic API key for {args.name}: ")
+        if not key:
+            raise ConfigError("no API key given (pipe it on stdin or type it at the prompt)")
+        if any(c.isspace() for c in key):
+            raise ConfigError("the API key contains whitespace")
+        _check_api_key(paths, key)
+        _store_account(paths, args.name, Credential(kind="api_key", api_key=key))
+        print(f"added API-key account {args.name!r}")
+        return 0
+    if args.paste:
+        login = pkce_start(config.server)
+        print("Open this URL in a browser (on any machine), log in, and paste the code it shows (CODE#STATE):\n")
+        print(login.url + "\n", flush=True)
+        pasted = _read_secret("Code: ")
+        cred = exchange_code(config.server, login, parse_paste(pasted, login.state))
+        cred = _identity(paths, cred)
+    else:
+        login_dir = paths.login_dir(args.name)
+        print(f"Starting `claude auth login` for {args.name!r} (its login lives in {login_dir}, "
+              "separate from your own Claude Code)...", flush=True)
+        cred, email = claude_login(login_dir)
+        cred = _identity(paths, cred, email)
+    _store_account(paths, args.name, cred)
+    print(f"added account {args.name!r}{_describe(cred)}")
     return 0
 
 
 def cmd_accounts(args) -> int:
+    import time
+
     paths = _paths()
     config = load_config(paths)
     creds = CredentialStore(paths.credentials).load()
     if not config.accounts:
-        print("no accounts; add one with `shunt import` or `shunt add-account NAME --api-key`")
+        print("no accounts; add one with `shunt add-account NAME`, `shunt import` or `shunt add-account NAME --api-key`")
         return 0
-    import time
-
     for a in config.accounts:
         c = creds.get(a.name)
         if c is None:
-            detail = "no credentials (run `shunt import --name %s`)" % a.name
+            detail = f"no credentials: run `shunt add-account {a.name}`"
         elif c.kind == "oauth":
             exp = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.expires_at_ms / 1000)) if c.expires_at_ms else "unknown"
-            detail = f"token expires {exp}" + (f", {c.email}" if c.email else "") + (f", plan {c.plan}" if c.plan else "")
+            detail = (f"token valid until {exp}" + (f", {c.email}" if c.email else "") + (f", plan {c.plan}" if c.plan else "")
+                      + (", copy-only" if c.copy_only else ""))
         else:
-            detail = "API key " + ("sk-ant-…" if c.api_key.startswith("sk-ant-") else "…")
+            detail = "API key"
         print(f"{a.name:<16} {a.kind:<8} {detail}")
     return 0
 
 
+def _forget_state(paths: Paths, name: str) -> None:
+    from .fsutil import atomic_write_json, read_json
+
+    try:
+        state = read_json(paths.state, default=None)
+    except ValueError:
+        return
+    if not isinstance(state, dict):
+        return
+    (state.get("accounts") or {}).pop(name, None)
+    state["sessions"] = {k: v for k, v in (state.get("sessions") or {}).items()
+                         if not (isinstance(v, dict) and v.get("account") == name)}
+    if state.get("pinned_account") == name:
+        state["pinned_account"] = None
+    atomic_write_json(paths.state, state)
+
+
 def cmd_remove(args) -> int:
+    import shutil
+
     paths = _paths()
     removed_cfg = remove_account_from_config(paths, args.name)
     removed_cred = CredentialStore(paths.credentials).remove(args.name)
-    if not (removed_cfg or removed_cred):
+    login_dir = paths.login_dir(args.name)
+    had_login = os.path.isdir(login_dir)
+    if had_login:
+        shutil.rmtree(login_dir, ignore_errors=True)
+    if not (removed_cfg or removed_cred or had_login):
         print(f"no account named {args.name!r}", file=sys.stderr)
         return 1
+    _forget_state(paths, args.name)
+    _notify_running_proxy()
     print(f"removed account {args.name!r}")
     return 0
 
 
+def cmd_logout(args) -> int:
+    import requests
+
+    from .oauth import TokenManager
+
+    paths = _paths()
+    config = load_config(paths)
+    store = CredentialStore(paths.credentials)
+    cred = store.load().get(args.name)
+    if cred is None:
+        print(f"account {args.name!r} has no credentials", file=sys.stderr)
+        return 1
+    revoked = False
+    if cred.kind == "oauth":
+        tm = TokenManager(store, {}, token_url=config.server.oauth_token_url, client_id=config.server.oauth_client_id,
+                          http=requests.Session())
+        revoked = tm.revoke(cred, config.server.oauth_revoke_url)
+    store.remove(args.name)
+    _notify_running_proxy()
+    print(f"logged out {args.name!r}" + (" (refresh token revoked)" if revoked else " (revocation not confirmed)")
+          + f"; it stays configured as reauth_required: `shunt add-account {args.name}` logs in again")
+    return 0
+
+
 # -- talking to a running proxy ---------------------------------------------------------------------
-def _control(method: str, path: str, body: dict | None = None) -> dict:
+def _control(method: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
     config = load_config(_paths(), create=False)
     host = config.server.host
     if host in ("0.0.0.0", "::", ""):
@@ -155,7 +288,7 @@ def _control(method: str, path: str, body: dict | None = None) -> dict:
         req.add_header("x-api-key", config.server.remote_key)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(req, timeout=10) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -200,20 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("import", help="add an OAuth account from a Claude Code credentials file")
+    s = sub.add_parser("import", help="add an OAuth account from a Claude Code login (file or Keychain)")
     s.add_argument("--name", default="main", help="account name (default: main)")
-    s.add_argument("--from", dest="source", metavar="PATH", help="credentials file (default: ~/.claude/.credentials.json)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--from", dest="source", metavar="PATH", help="credentials file (default: ~/.claude/.credentials.json)")
+    src.add_argument("--keychain", action="store_true", help="read Claude Code's macOS Keychain item")
+    s.add_argument("--copy-only", action="store_true", help="use the token until it expires; never refresh it")
     s.set_defaults(func=cmd_import)
 
-    s = sub.add_parser("add-account", help="add an account (--api-key: key read from stdin or a hidden prompt)")
+    s = sub.add_parser("add-account", help="log in a new account with Claude Code's own flow (or --paste / --api-key)")
     s.add_argument("name")
-    s.add_argument("--api-key", action="store_true", help="add an Anthropic API-key account")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--paste", action="store_true", help="PKCE login for machines without `claude`: open a URL, paste CODE#STATE")
+    how.add_argument("--api-key", action="store_true", help="an Anthropic API key, read from stdin or a hidden prompt")
     s.set_defaults(func=cmd_add_account)
+
+    s = sub.add_parser("logout", help="revoke an account's refresh token and forget it (stays configured)")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_logout)
 
     s = sub.add_parser("accounts", help="list accounts (no secrets)")
     s.set_defaults(func=cmd_accounts)
 
-    s = sub.add_parser("remove", help="remove an account and its credentials")
+    s = sub.add_parser("remove", help="remove an account: config, credentials, state and login directory")
     s.add_argument("name")
     s.set_defaults(func=cmd_remove)
 

@@ -36,15 +36,19 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
     pin = doc.get("pinned_account")
     lines = [f"shunt {doc.get('version', '?')} · strategy {doc.get('strategy', '?')} · "
              + (f"pinned to {pin}" if pin else "routing automatically")]
-    header = ("ACCOUNT", "STATUS", "5H", "RESET", "7D", "RESET", "COOLDOWN", "REQS", "IN", "OUT", "CACHE R/W", "SESSIONS")
+    header = ("ACCOUNT", "PLAN", "STATUS", "5H", "RESET", "7D", "RESET", "COOLDOWN", "TOKEN", "REQS", "IN", "OUT",
+              "CACHE R/W", "SESSIONS")
     rows = [header]
     for a in doc.get("accounts", []):
+        token = a.get("token_expires_at_s")
         rows.append((
             a["name"] + (f" ({a['email']})" if a.get("email") else ""),
+            a.get("plan") or ("api key" if a.get("kind") == "api_key" else "-"),
             a["status"],
             _pct(a.get("utilization_5h")), _until(a.get("reset_5h_at_s"), now_s),
             _pct(a.get("utilization_7d")), _until(a.get("reset_7d_at_s"), now_s),
             _until(a.get("cooldown_until_s"), now_s),
+            ("expired" if token and token <= now_s else _until(token, now_s)) if token else "-",
             str(a.get("requests", 0)), _tokens(a.get("input_tokens", 0)), _tokens(a.get("output_tokens", 0)),
             f"{_tokens(a.get('cache_read_tokens', 0))}/{_tokens(a.get('cache_creation_tokens', 0))}",
             str(a.get("active_sessions", 0)),

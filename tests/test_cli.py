@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+import responses
 
 from shunt_lib.cli import main
 from shunt_lib.config import Paths, load_config
@@ -48,15 +49,23 @@ def test_import_of_a_bad_file_changes_nothing(tmp_path, capsys):
     assert load_config(paths).accounts == ()
 
 
-def test_add_account_api_key_reads_stdin_never_argv(monkeypatch, capsys):
+@responses.activate
+def test_add_account_api_key_reads_stdin_checks_it_and_never_argv(monkeypatch, capsys):
+    models = responses.get("https://api.anthropic.com/v1/models", json={"data": []})
     monkeypatch.setattr("sys.stdin", io.StringIO("sk-ant-api03-testkey\n"))
     assert main(["add-account", "ci", "--api-key"]) == 0
+    assert models.calls[0].request.headers["x-api-key"] == "sk-ant-api03-testkey"
     paths = Paths(os.environ["SHUNT_HOME"])
     assert CredentialStore(paths.credentials).load()["ci"].api_key == "sk-ant-api03-testkey"
     assert load_config(paths).accounts[0].kind == "api_key"
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["add-account", "ci2", "--api-key"]) == 2
+    responses.replace(responses.GET, "https://api.anthropic.com/v1/models", status=401, json={})
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-ant-bad\n"))
+    assert main(["add-account", "bad", "--api-key"]) == 2
+    assert "rejected" in capsys.readouterr().err
     assert [a.name for a in load_config(paths).accounts] == ["ci"]
+    assert list(CredentialStore(paths.credentials).load()) == ["ci"]
     with pytest.raises(SystemExit):
         main(["add-account", "x", "--api-key", "sk-in-argv"])
 
