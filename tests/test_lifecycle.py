@@ -255,3 +255,47 @@ def test_a_running_proxy_picks_up_an_added_account_and_routes_to_it(make_proxy, 
     assert main(["remove", "b"]) == 0
     assert events.wait_for("reload", timeout=2, count=2)
     assert [a["name"] for a in p.srv.status()["accounts"]] == ["a"]
+
+
+def test_add_account_paste_runs_pkce_against_the_configured_endpoints(upstream, monkeypatch, capsys):
+    import urllib.parse
+
+    seen = {}
+
+    def token(req):
+        seen.update(req)
+        return 200, {"access_token": "tok-p", "refresh_token": "ref-p", "expires_in": 28800,
+                     "account": {"email_address": "p@example.com"}}
+
+    upstream.token_handler = token
+    upstream.profile["tok-p"] = {"account": {"email": "p@example.com", "has_claude_pro": True}}
+    paths = write_home(os.environ["SHUNT_HOME"], upstream.url, [], {"oauth_authorize_url": "https://auth.example/authorize"})
+
+    def paste(prompt):
+        url = [line for line in capsys.readouterr().out.splitlines() if line.startswith("https://auth.example/")][0]
+        state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["state"]
+        return f"the-code#{state}"
+
+    monkeypatch.setattr("shunt_lib.cli._read_secret", paste)
+    assert main(["add-account", "p", "--paste"]) == 0
+    assert seen["grant_type"] == "authorization_code" and seen["code"] == "the-code" and seen["code_verifier"]
+    cred = CredentialStore(paths.credentials).load()["p"]
+    assert (cred.access_token, cred.email, cred.plan) == ("tok-p", "p@example.com", "pro")
+    monkeypatch.setattr("shunt_lib.cli._read_secret", lambda prompt: "the-code#forged-state")
+    assert main(["add-account", "q", "--paste"]) == 2
+    assert "state does not match" in capsys.readouterr().err
+    assert "q" not in CredentialStore(paths.credentials).load()
+
+
+def test_status_table_shows_plan_expiry_and_the_fix():
+    from shunt_lib.status_view import render_status
+
+    doc = {"version": "x", "strategy": "least-utilization", "pinned_account": None, "accounts": [
+        {"name": "a", "kind": "oauth", "email": "a@x.com", "plan": "max", "status": "available", "utilization_5h": 0.5,
+         "reset_5h_at_s": 1000 + 3600, "utilization_7d": 0.1, "reset_7d_at_s": 1000 + 86400 * 2,
+         "token_expires_at_s": 1000 + 7200, "requests": 3, "action": None},
+        {"name": "b", "kind": "oauth", "email": None, "plan": None, "status": "reauth_required", "token_expires_at_s": 10,
+         "action": "Its login expired or was revoked: run `shunt add-account b` to log in again."}]}
+    out = render_status(doc, now_s=1000)
+    assert "a (a@x.com)" in out and "max" in out and "50%" in out and "1h00m" in out and "2h00m" in out
+    assert "expired" in out and "! b: Its login expired or was revoked: run `shunt add-account b`" in out
