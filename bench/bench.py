@@ -432,10 +432,12 @@ def _proc_status(pid: int) -> dict:
     return out
 
 
-def _cpu_s(pid: int) -> float:
+def _cpu_s(pid: int, part: str = "both") -> float:
+    """CPU seconds of ``pid``: user, sys or both (utime + stime from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]), int(fields[12])
+    return {"user": user, "sys": system, "both": user + system}[part] / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(samples: list, q: float) -> float:
@@ -565,18 +567,21 @@ class Bench:
             order = ("direct", "shunt") if r % 2 == 0 else ("shunt", "direct")
             for which in order:
                 port = self.fake_port if which == "direct" else self.shunt_port
-                c0 = _cpu_s(self.shunt_pid) if which == "shunt" else 0.0
+                u0, s0 = (_cpu_s(self.shunt_pid, "user"), _cpu_s(self.shunt_pid, "sys")) if which == "shunt" else (0, 0)
                 out = self.load(port, **kw)
                 if which == "shunt":
-                    cpu.append((_cpu_s(self.shunt_pid) - c0, out["n"] + kw["warmup"] * kw["conc"]))
+                    n = out["n"] + kw["warmup"] * kw["conc"]
+                    cpu.append(((_cpu_s(self.shunt_pid, "user") - u0) / n * 1e6, (_cpu_s(self.shunt_pid, "sys") - s0) / n * 1e6))
                 res[which].append(out)
-        res["shunt_cpu_us_per_req"] = statistics.median(c / n * 1e6 for c, n in cpu if n) if cpu else float("nan")
+        res["shunt_cpu_us_per_req"] = statistics.median(u + s for u, s in cpu) if cpu else float("nan")
+        res["shunt_user_us_per_req"] = statistics.median(u for u, _ in cpu) if cpu else float("nan")
+        res["shunt_sys_us_per_req"] = statistics.median(s for _, s in cpu) if cpu else float("nan")
         return res
 
     def latency(self, stream: bool) -> dict:
         a = self.args
         res = self.interleaved(a.rounds, conc=1, stream=stream, count=a.samples, duration_s=30.0, warmup=a.warmup)
-        out = {"shunt_cpu_us_per_req": res["shunt_cpu_us_per_req"]}
+        out = {k: res[k] for k in ("shunt_cpu_us_per_req", "shunt_user_us_per_req", "shunt_sys_us_per_req")}
         key = "ttfb_us" if stream else "lat_us"
         for which in ("direct", "shunt"):
             pooled = [x for r in res[which] for x in r[key]]
@@ -592,7 +597,7 @@ class Bench:
         a = self.args
         res = self.interleaved(a.tp_rounds, conc=8, stream=False, count=10 ** 9, duration_s=a.tp_seconds,
                                warmup=a.warmup // 4)
-        out = {"shunt_cpu_us_per_req": res["shunt_cpu_us_per_req"]}
+        out = {k: res[k] for k in ("shunt_cpu_us_per_req", "shunt_user_us_per_req", "shunt_sys_us_per_req")}
         for which in ("direct", "shunt"):
             pooled = [x for r in res[which] for x in r["lat_us"]]
             out[which] = {"rps": statistics.median(r["rps"] for r in res[which]),
@@ -685,11 +690,13 @@ def details(r: dict) -> str:
     out = [
         f"latency c=1 (ms): direct p50/p90/p99 {lat['direct']['p50']:.3f}/{lat['direct']['p90']:.3f}/{lat['direct']['p99']:.3f}"
         f" (n={lat['direct']['n']}); shunt {lat['shunt']['p50']:.3f}/{lat['shunt']['p90']:.3f}/{lat['shunt']['p99']:.3f}"
-        f" (n={lat['shunt']['n']}); added p50 per round: {j(lat['round_added'])}; shunt CPU {lat['shunt_cpu_us_per_req']:.0f} us/request",
+        f" (n={lat['shunt']['n']}); added p50 per round: {j(lat['round_added'])}; shunt CPU {lat['shunt_cpu_us_per_req']:.0f} us/request"
+        f" ({lat['shunt_user_us_per_req']:.0f} user + {lat['shunt_sys_us_per_req']:.0f} sys)",
         f"throughput c=8 (req/s per round): direct {', '.join(f'{x:.0f}' for x in tp['direct']['round_rps'])};"
         f" shunt {', '.join(f'{x:.0f}' for x in tp['shunt']['round_rps'])}; latency p50/p99 direct"
         f" {tp['direct']['p50']:.3f}/{tp['direct']['p99']:.3f} ms, shunt {tp['shunt']['p50']:.3f}/{tp['shunt']['p99']:.3f} ms;"
-        f" shunt CPU {tp['shunt_cpu_us_per_req']:.0f} us/request",
+        f" shunt CPU {tp['shunt_cpu_us_per_req']:.0f} us/request ({tp['shunt_user_us_per_req']:.0f} user +"
+        f" {tp['shunt_sys_us_per_req']:.0f} sys)",
         f"SSE c=1 first byte (ms): direct p50/p90/p99 {sse['direct']['p50']:.3f}/{sse['direct']['p90']:.3f}/{sse['direct']['p99']:.3f};"
         f" shunt {sse['shunt']['p50']:.3f}/{sse['shunt']['p90']:.3f}/{sse['shunt']['p99']:.3f}; added per round: {j(sse['round_added'])};"
         f" whole stream p50 direct {sse['direct']['total_p50']:.3f}, shunt {sse['shunt']['total_p50']:.3f} ms",
@@ -714,13 +721,14 @@ def write_doc(r: dict, rows: list[dict], args) -> str:
         "",
         f"* date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"* machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.machine()},"
-        f" Linux {platform.release()}, Python {platform.python_version()}",
+        f" Linux {platform.release()}, Python {platform.python_version()}; load average at start"
+        f" {r.get('loadavg_start', '?')} (other work on the machine adds noise: see the per-round figures)",
         f"* run: {'--quick' if a.quick else 'default'} ({a.rounds} interleaved rounds x {a.samples} samples for each"
         f" c=1 figure, {a.tp_rounds} x {a.tp_seconds:g} s for c=8, {a.warmup} warm-up requests per c=1 round)",
         "",
         "## Results",
         "",
-        "| target | direct | via shunt | measured | target | result |",
+        "| metric | direct | via shunt | measured | target | result |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
@@ -735,7 +743,7 @@ def write_doc(r: dict, rows: list[dict], args) -> str:
         " upstream and the load generator share the cores with shunt, as they would in any local test:",
         "",
         "* **fake upstream**: one thread, epoll, HTTP/1.1 keep-alive, TCP_NODELAY, canned answers with"
-        " realistic OAuth rate-limit headers (`anthropic-ratelimit-unified-*`): a ~230-byte JSON message, a"
+        " realistic OAuth rate-limit headers (`anthropic-ratelimit-unified-*`): a 200-byte JSON message, a"
         " 7-event chunked SSE stream (`\"stream\":true`), or for `?hold=1` the SSE head and `message_start`,"
         " then nothing until `POST /bench/release` (or 60 s) finishes the stream;",
         "* **shunt**: `python shunt.py serve --port P`, `SHUNT_HOME` in a temp dir with `config.toml`"
@@ -799,11 +807,13 @@ def main(argv=None) -> int:
         print(f"warning: open-files limit is {nofile}; the {TARGET_STREAMS}-stream test needs ~{2 * TARGET_STREAMS + 200}")
     b = Bench(args)
     results: dict = {}
+    with open("/proc/loadavg") as f:
+        results["loadavg_start"] = " ".join(f.read().split()[:3])
     t0 = time.monotonic()
     try:
         b.start()
         print(f"fake upstream on :{b.fake_port}, shunt on :{b.shunt_port} (pid {b.shunt_pid}); nproc"
-              f" {len(os.sched_getaffinity(0))}, Python {platform.python_version()}", flush=True)
+              f" {len(os.sched_getaffinity(0))}, Python {platform.python_version()}, load average {results['loadavg_start']}", flush=True)
         if args.only in (None, "latency"):
             print("latency, c=1 ...", flush=True)
             results["latency"] = b.latency(stream=False)

@@ -18,8 +18,6 @@ import threading
 import time
 from typing import Callable, Protocol
 
-import urllib3
-
 from . import errors
 from .config import ServerConfig
 from .oauth import TokenManager
@@ -64,43 +62,45 @@ def narrow_accept_encoding(value: str) -> str | None:
     return ", ".join(keep) if keep else None
 
 
-def upstream_headers(client_headers: list[tuple[str, str]], kind: str, secret: str) -> urllib3.HTTPHeaderDict:
+def upstream_headers(client_headers: list[tuple[str, str]], kind: str, secret: str) -> dict[str, str]:
     """Client headers as forwarded: open list minus hop-by-hop, ``host``, the client's credential and
     the headers named by ``Connection``; ``accept-encoding`` narrowed; the account's credential added.
 
     OAuth accounts get ``Authorization: Bearer`` and ``oauth-2025-04-20`` appended to ``anthropic-beta``
-    if missing (reference §3.1, §8.5); API-key accounts get ``x-api-key``.
+    if missing (reference §3.1, §8.5); API-key accounts get ``x-api-key``. A header the client sent
+    twice is joined with ", " (equivalent for list-valued headers, RFC 9110 §5.3).
+    :returns: a plain dict (the client's spelling of each name), cheaper for urllib3 than a multi-dict.
     """
-    connection_named = set()
-    for k, v in client_headers:
-        if k.lower() == "connection":
-            connection_named.update(t.strip().lower() for t in v.split(","))
-    out = urllib3.HTTPHeaderDict()
-    beta_seen = False
+    out: dict[str, str] = {}
+    lower_names: dict[str, str] = {}
+    connection_named = ()
     for k, v in client_headers:
         lk = k.lower()
-        if lk in DROP_REQUEST or lk in connection_named:
-            if lk == "accept-encoding":
+        if lk in DROP_REQUEST:
+            if lk == "connection":
+                connection_named = {t.strip().lower() for t in v.split(",")}
+            elif lk == "accept-encoding":
                 narrowed = narrow_accept_encoding(v)
                 if narrowed:
-                    out.add(k, narrowed)
+                    out[k] = narrowed
+                    lower_names[lk] = k
             continue
-        if lk == "anthropic-beta" and kind == "oauth":
-            if OAUTH_BETA in (t.strip() for t in v.split(",")):
-                beta_seen = True
-        out.add(k, v)
+        prev = lower_names.get(lk)
+        if prev is None:
+            out[k] = v
+            lower_names[lk] = k
+        else:
+            out[prev] = out[prev] + ", " + v
+    for lk in connection_named:
+        if lk in lower_names:
+            del out[lower_names.pop(lk)]
     if kind == "oauth":
         out["authorization"] = "Bearer " + secret
-        if not beta_seen:
-            existing = out.get("anthropic-beta")
-            if existing:
-                # Append to the last anthropic-beta header so the client's list stays as sent.
-                values = out.getlist("anthropic-beta")
-                del out["anthropic-beta"]
-                for i, val in enumerate(values):
-                    out.add("anthropic-beta", val + "," + OAUTH_BETA if i == len(values) - 1 else val)
-            else:
-                out["anthropic-beta"] = OAUTH_BETA
+        beta_name = lower_names.get("anthropic-beta")
+        if beta_name is None:
+            out["anthropic-beta"] = OAUTH_BETA
+        elif OAUTH_BETA not in (t.strip() for t in out[beta_name].split(",")):
+            out[beta_name] = out[beta_name] + "," + OAUTH_BETA
     else:
         out["x-api-key"] = secret
     return out
@@ -223,11 +223,13 @@ class Relay:
             return False
         run.active_resp = resp
         now = self.clock()
-        rl = parse_rate_limits(resp.headers, now)
+        header_items = list(resp.headers.items())
+        lower = {k.lower(): v for k, v in header_items}  # one case-folded view for every lookup below
+        rl = parse_rate_limits(lower, now)
         status = resp.status
         if 200 <= status < 300:
             self.pool.record_rate_limits(name, rl, now)
-            self._relay_success(run, name, resp)
+            self._relay_success(run, name, resp, header_items, lower)
             return True
         try:
             raw = read_small(resp)
@@ -236,10 +238,9 @@ class Relay:
             raw = b""
             resp.close()
         run.active_resp = None
-        body = decode_body(raw, resp.headers.get("content-encoding", ""))
-        outcome = classify(status, resp.headers, body, rl, now)
+        body = decode_body(raw, lower.get("content-encoding", ""))
+        outcome = classify(status, lower, body, rl, now)
         self.pool.record_rate_limits(name, rl, now)
-        header_items = list(resp.headers.items())
         act = outcome.action
         if act is Action.RETURN:
             self._answer_upstream(run, name, status, header_items, raw)
@@ -399,15 +400,15 @@ class Relay:
         return True
 
     # -- success: relay the body as it arrives ----------------------------------------------
-    def _relay_success(self, run: _Run, name: str, resp) -> None:
-        header_items = list(resp.headers.items())
-        encoding = resp.headers.get("content-encoding", "")
-        tap = UsageTap(resp.headers.get("content-type", ""), encoding)
-        length = resp.headers.get("content-length")
+    def _relay_success(self, run: _Run, name: str, resp, header_items: list, lower: dict) -> None:
+        encoding = lower.get("content-encoding", "")
+        tap = UsageTap(lower.get("content-type", ""), encoding)
+        length = lower.get("content-length")
         no_body = run.method == "HEAD" or resp.status in (204, 304)
         if tap.sse:
             self._watch(run)
         decoder = None
+        pending = b""
         if run.head_sent:
             # A held stream: 200 and SSE headers are out, so send decoded events after an SSE comment.
             chunked = True
@@ -415,8 +416,10 @@ class Relay:
             run.client.write(_chunk(f": x-shunt-account {name}\n\n".encode()))
         else:
             chunked = length is None and not no_body
-            run.client.write(_head(resp.status, header_items, name, content_length=None if chunked else length,
-                                   chunked=chunked))
+            pending = _head(resp.status, header_items, name, content_length=None if chunked else length, chunked=chunked)
+            if tap.sse or no_body:
+                run.client.write(pending)  # an event stream's head goes out at once
+                pending = b""
         broke = None
         try:
             if not no_body:
@@ -424,9 +427,13 @@ class Relay:
                     tap.feed(piece)
                     data = decoder.decompress(piece) if decoder is not None else piece
                     if data:
-                        run.client.write(_chunk(data) if chunked else data)
+                        # A JSON body's head rides with its first piece: one write, no extra wake-up.
+                        run.client.write(pending + (_chunk(data) if chunked else data))
+                        pending = b""
         except UpstreamStreamError as exc:
             broke = exc
+        if pending:
+            run.client.write(pending)
         if run.gone.is_set():
             self._dropped(run)
             return
@@ -472,12 +479,15 @@ class Relay:
         self.pool.record_request(entry)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
-                "%s %s account=%s model=%s status=%d in=%d out=%d cache_read=%d cache_write=%d %dms%s",
-                run.method, entry["path"], name or "-", model or "-", status, entry["input_tokens"],
-                entry["output_tokens"], entry["cache_read_tokens"], entry["cache_creation_tokens"], duration_ms,
-                f" attempts={run.attempts}" if run.attempts > 1 else "",
-                extra={"event": "request", **entry},
+                f"{run.method} {entry['path']} account={name or '-'} model={model or '-'} status={status} "
+                f"in={entry['input_tokens']} out={entry['output_tokens']} cache_read={entry['cache_read_tokens']} "
+                f"cache_write={entry['cache_creation_tokens']} {duration_ms}ms"
+                + (f" attempts={run.attempts}" if run.attempts > 1 else ""),
+                extra=_REQUEST_EVENT,
             )
+
+
+_REQUEST_EVENT = {"event": "request"}
 
 
 def _chunk(data: bytes) -> bytes:

@@ -11,6 +11,7 @@ All public methods may be called from any thread.
 from __future__ import annotations
 
 import collections
+import json
 import dataclasses
 import logging
 import threading
@@ -18,7 +19,7 @@ import time
 from typing import Callable, Iterable
 
 from .config import AccountConfig
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_bytes, read_json
 from .ratelimit import RateLimitInfo, Window
 from .router import AccountView, Choice, choose_account, soonest_recovery
 
@@ -423,7 +424,7 @@ class StateWriter(threading.Thread):
         """Write the current state now (any thread)."""
         self.pool.changed.clear()
         try:
-            atomic_write_json(self.path, self.pool.to_json(self.clock()))
+            atomic_write_bytes(self.path, json.dumps(self.pool.to_json(self.clock()), separators=(",", ":")).encode())
             self.writes += 1
         except OSError as exc:
             log.error("could not write %s: %s", self.path, exc)
