@@ -7,6 +7,7 @@ Tree::
     ├── Unauthorized                401 authentication_error (missing or wrong ``remote_key``)
     ├── NotFound                    404 not_found_error (paths outside /v1/ and the control API)
     ├── BodyTooLarge                413 request_too_large (over ``max_body_bytes``)
+    ├── HeadersTooLarge             431 invalid_request_error (a header line over 64 KiB, >100 headers)
     ├── PoolRateLimited             429 rate_limit_error (every account out of quota past max_wait_s)
     └── UpstreamUnreachable         502 api_error (no account's upstream could be reached)
 
@@ -59,6 +60,11 @@ class NotFound(ShuntError):
 class BodyTooLarge(ShuntError):
     status = 413
     error_type = "request_too_large"
+
+
+class HeadersTooLarge(ShuntError):
+    status = 431
+    error_type = "invalid_request_error"
 
 
 class PoolRateLimited(ShuntError):

@@ -15,9 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import email.utils
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
-UNIFIED = "anthropic-ratelimit-unified-"
 # Window lengths in seconds, for time-weighting utilization. API-key windows are per minute.
 WINDOW_LENGTH_S = {"5h": 5 * 3600, "7d": 7 * 86400, "requests": 60, "tokens": 60, "input-tokens": 60, "output-tokens": 60}
 API_KEY_WINDOWS = ("requests", "tokens", "input-tokens", "output-tokens")
@@ -28,10 +27,10 @@ def window_length_s(name: str) -> int:
     return WINDOW_LENGTH_S.get(name) or (7 * 86400 if name.startswith("7d") else 5 * 3600)
 
 
-@dataclasses.dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """One rate-limit window: ``utilization`` (0–1 fraction, None if unknown), ``reset_at_s`` (epoch s,
-    None if unknown), ``status`` (``allowed``/``allowed_warning``/``rejected`` or "")."""
+    None if unknown), ``status`` (``allowed``/``allowed_warning``/``rejected`` or ""). A NamedTuple:
+    one is built per window of every response."""
 
     utilization: float | None = None
     reset_at_s: float | None = None
@@ -86,64 +85,48 @@ def parse_rfc3339_s(v: str | None) -> float | None:
 def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo | None:
     """Read the rate-limit headers of one upstream response.
 
-    :param headers: case-insensitive mapping (urllib3 ``HTTPHeaderDict`` or lower-cased dict).
-    :param now_s: current epoch seconds (used to turn API-key resets into windows).
+    :param headers: the response headers with **lower-cased** names (a plain dict is fastest).
+    :param now_s: current epoch seconds.
     :returns: a :class:`RateLimitInfo`, or None if the response carried no rate-limit headers.
     """
+    # One pass over the names; everything after works on the few anthropic-ratelimit-* values.
+    rl = {k[20:]: v for k, v in headers.items() if k.startswith("anthropic-ratelimit-")}
+    if not rl:
+        return None
     windows: dict[str, Window] = {}
     unified = False
     rejected = False
     rejected_resets: list[float] = []
-    overall_status = None
-    overall_reset = None
-    for raw_name in headers.keys():
-        name = raw_name.lower()
-        if not name.startswith(UNIFIED):
-            continue
-        rest = name[len(UNIFIED):]
-        if rest == "status":
-            overall_status = headers.get(raw_name)
-            unified = True
-            continue
-        if rest == "reset":
-            overall_reset = _float(headers.get(raw_name))
-            continue
-        if not rest.endswith("-utilization"):
-            continue
-        win = rest[: -len("-utilization")]
-        if win.startswith("overage") or win.startswith("fallback"):
+    for key, value in rl.items():
+        if not key.startswith("unified-"):
             continue
         unified = True
-        status = (headers.get(UNIFIED + win + "-status") or "").strip()
-        w = Window(_float(headers.get(raw_name)), _float(headers.get(UNIFIED + win + "-reset")), status)
+        if not key.endswith("-utilization") and not key.endswith("-status"):
+            continue
+        win = key[8:].rpartition("-")[0]
+        if not win or win in windows or win.startswith(("overage", "fallback")):
+            continue
+        status = (rl.get(f"unified-{win}-status") or "").strip()
+        w = Window(_float(rl.get(f"unified-{win}-utilization")), _float(rl.get(f"unified-{win}-reset")), status)
         windows[win] = w
         if status == "rejected":
             rejected = True
             if w.reset_at_s is not None:
                 rejected_resets.append(w.reset_at_s)
-    # A window may carry a status without a utilization header.
-    for win in ("5h", "7d"):
-        status = headers.get(UNIFIED + win + "-status")
-        if status and win not in windows:
-            unified = True
-            w = Window(None, _float(headers.get(UNIFIED + win + "-reset")), status.strip())
-            windows[win] = w
-            if w.status == "rejected":
-                rejected = True
-                if w.reset_at_s is not None:
-                    rejected_resets.append(w.reset_at_s)
-    if overall_status and overall_status.strip() == "rejected":
+    if (rl.get("unified-status") or "").strip() == "rejected":
         rejected = True
+        overall_reset = _float(rl.get("unified-reset"))
         if overall_reset is not None:
             rejected_resets.append(overall_reset)
-    for win in API_KEY_WINDOWS:
-        limit = _float(headers.get(f"anthropic-ratelimit-{win}-limit"))
-        remaining = _float(headers.get(f"anthropic-ratelimit-{win}-remaining"))
-        if limit is None or remaining is None or limit <= 0:
-            continue
-        util = max(0.0, 1.0 - remaining / limit)
-        windows[win] = Window(util, parse_rfc3339_s(headers.get(f"anthropic-ratelimit-{win}-reset")),
-                              "rejected" if remaining <= 0 else "allowed")
+    if not unified:
+        for win in API_KEY_WINDOWS:
+            limit = _float(rl.get(f"{win}-limit"))
+            remaining = _float(rl.get(f"{win}-remaining"))
+            if limit is None or remaining is None or limit <= 0:
+                continue
+            util = max(0.0, 1.0 - remaining / limit)
+            windows[win] = Window(util, parse_rfc3339_s(rl.get(f"{win}-reset")),
+                                  "rejected" if remaining <= 0 else "allowed")
     if not windows and not unified:
         return None
     exhausted_until = max(rejected_resets) if rejected_resets else None

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+from http import HTTPStatus
 from typing import Callable, Protocol
 
 from . import errors
@@ -154,14 +155,17 @@ class Relay:
         self.overload_backoff_s = overload_backoff_s
 
     # -- entry point ---------------------------------------------------------------------
-    def handle(self, client: ClientSide, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> None:
+    def handle(self, client: ClientSide, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
+               lower: dict[str, str] | None = None) -> None:
         """Serve one proxied request end to end; writes the whole response to ``client``.
 
+        :param headers: the client's headers in order, as sent; ``lower``: the same keyed by lower-case name.
         Never raises for upstream trouble; an ``OSError`` from writing to a gone client is absorbed.
         """
         now = self.clock()
         run = _Run(client, method, path, headers, body, now + self.server.max_wait_s)
-        lower = {k.lower(): v for k, v in headers}
+        if lower is None:
+            lower = {k.lower(): v for k, v in headers}
         run.session = session_key(lower, body)
         try:
             self._loop(run)
@@ -505,13 +509,11 @@ def _get(items, name: str) -> str:
     return ""
 
 
-def _reason(status: int) -> str:
-    from http import HTTPStatus
+_REASONS = {int(s): s.phrase for s in HTTPStatus}
 
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
 
 
 def _head(status: int, items, account: str, *, content_length=None, chunked: bool = False) -> bytes:

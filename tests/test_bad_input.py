@@ -79,3 +79,24 @@ def test_tokens_never_appear_in_status_errors_or_logs(make_proxy, upstream, capl
     doc = json.dumps(p.srv.status())
     for secret in ("tok-a", "ref-a"):
         assert secret not in doc and secret not in body.decode() and secret not in caplog.text
+
+
+def test_header_parsing_rules(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    body = json.dumps(MSG).encode()
+    head = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n" % len(body)
+    folded = raw(p, head + b"x-folded: a\r\n  b\r\n\r\n" + body)
+    assert folded.startswith(b"HTTP/1.1 400") and b"folding" in folded
+    assert raw(p, head + b"no colon here\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
+    assert raw(p, head + b"bad name: v\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
+    many = b"".join(b"x-h%d: v\r\n" % i for i in range(101))
+    assert raw(p, head + many + b"\r\n" + body).startswith(b"HTTP/1.1 431")
+    assert raw(p, head + b"x-long: " + b"v" * 70000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert upstream.received == []
+    # Expect: 100-continue gets its interim answer; repeated headers are forwarded joined.
+    out = raw(p, head + b"expect: 100-continue\r\nx-dup: 1\r\nX-Dup: 2\r\nconnection: close\r\n\r\n" + body)
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
+    assert upstream.received[-1].header("x-dup") == "1, 2"
+    # HTTP/1.0 closes after the answer.
+    out = raw(p, b"POST /v1/messages HTTP/1.0\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    assert b" 200 " in out.split(b"\r\n")[0]
