@@ -137,15 +137,16 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
     ok = sum(1 for r in results if r["ok"])
     failed = len(results) - ok
     longest = max((r["took"] for r in results), default=0)
-    print(f"\nSummary after {time.monotonic() - t0:.0f}s: {len(results)} turns, {ok} answered, {failed} failed "
-          f"(a client never saw a 429 while an account had room).", file=out)
+    print(f"\nSummary after {time.monotonic() - t0:.0f}s: {len(results)} turns, {ok} answered, {failed} failed"
+          + (": no conversation ever saw a 429 or an error." if failed == 0 else "."), file=out)
     for a in status["accounts"]:
         print(f"  {a['name']:<8} {a['requests']:>3} requests  {a['output_tokens']:>6} output tokens  "
               f"{a['cache_read_tokens']:>6} cache-read tokens", file=out)
     print(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
           f"{stats.get('hold', 0)} holds, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s", file=out)
-    print("\nNext: add your accounts (`shunt import`, `shunt add-account NAME --api-key`), run `shunt serve`,\n"
-          "and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude", file=out, flush=True)
+    print("\nNext: add your accounts (`shunt add-account NAME`, `shunt import`, `shunt add-account NAME --api-key`),\n"
+          "run `shunt serve`, and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude",
+          file=out, flush=True)
     return 0 if failed == 0 else 1
 
 
