@@ -36,6 +36,14 @@ class _Loop(threading.Thread):
         super().__init__(name=name, daemon=True)
         self._stop_evt = threading.Event()
 
+    def safe_tick(self):
+        """Run :meth:`tick`; an unexpected error is logged and the thread lives on (returns None)."""
+        try:
+            return self.tick()
+        except Exception:
+            log.exception("%s: tick failed", self.name)
+            return None
+
     def stop(self) -> None:
         self._stop_evt.set()
         if self.is_alive():
@@ -47,10 +55,13 @@ class CooldownWatcher(_Loop):
         super().__init__("shunt-cooldowns")
         self.pool, self.clock, self.max_sleep_s = pool, clock, max_sleep_s
 
+    def tick(self):
+        return self.pool.clear_expired(self.clock())
+
     def run(self) -> None:
         while not self._stop_evt.is_set():
             now = self.clock()
-            _, nxt = self.pool.clear_expired(now)
+            _, nxt = self.safe_tick() or (None, None)
             sleep = self.max_sleep_s if nxt is None else min(self.max_sleep_s, max(0.01, nxt - now + 0.01))
             self._stop_evt.wait(sleep)
 
@@ -67,7 +78,7 @@ class TokenRefresher(_Loop):
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
-            nxt = self.tick()
+            nxt = self.safe_tick()
             wait = self.poll_s if nxt is None else min(self.poll_s, max(0.05, nxt - self.clock()))
             self._stop_evt.wait(wait)
 
@@ -75,6 +86,7 @@ class TokenRefresher(_Loop):
         """Refresh every token that is due. :returns: epoch s when the next one falls due, or None."""
         now = self.clock()
         next_due = None
+        self.tokens.save_unsaved()
         for name in self.tokens.names():
             cred = self.tokens.get(name)
             if cred is None or cred.kind != "oauth" or not cred.refresh_token or cred.copy_only or not cred.expires_at_ms:
@@ -101,7 +113,7 @@ class RecoveryWatcher(_Loop):
 
     def run(self) -> None:
         while not self._stop_evt.wait(self.interval_s):
-            self.tick()
+            self.safe_tick()
 
     def tick(self) -> list[str]:
         """Try to bring back every reauth_required OAuth account. :returns: the names that came back."""
@@ -130,7 +142,7 @@ class UsagePoller(_Loop):
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
-            self.tick()
+            self.safe_tick()
             if self._stop_evt.wait(self.interval_s):
                 break
 

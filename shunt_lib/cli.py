@@ -86,6 +86,7 @@ def _store_account(paths: Paths, name: str, cred: Credential) -> None:
     load_config(paths)  # validate first: bad input changes no state
     CredentialStore(paths.credentials).put(name, cred)
     add_account_to_config(paths, name, cred.kind)
+    _edit_state(paths, name, forget=False)  # a new login or key clears reauth_required / disabled
     _notify_running_proxy()
 
 
@@ -221,16 +222,25 @@ def cmd_accounts(args) -> int:
     return 0
 
 
-def _forget_state(paths: Paths, name: str) -> None:
+def _edit_state(paths: Paths, name: str, *, forget: bool) -> None:
+    """Update state.json for ``name`` while shunt may be stopped: ``forget`` drops the account, its
+    sessions and pin; otherwise only its reauth_required/disabled flags are cleared. A running proxy
+    applies the same change itself on reload."""
     from .fsutil import atomic_write_json, read_json
 
     try:
         state = read_json(paths.state, default=None)
     except ValueError:
         return
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not isinstance(state.get("accounts"), dict):
         return
-    (state.get("accounts") or {}).pop(name, None)
+    if not forget:
+        entry = state["accounts"].get(name)
+        if isinstance(entry, dict) and (entry.get("reauth_required") or entry.get("disabled")):
+            entry["reauth_required"] = entry["disabled"] = False
+            atomic_write_json(paths.state, state)
+        return
+    state["accounts"].pop(name, None)
     state["sessions"] = {k: v for k, v in (state.get("sessions") or {}).items()
                          if not (isinstance(v, dict) and v.get("account") == name)}
     if state.get("pinned_account") == name:
@@ -251,7 +261,7 @@ def cmd_remove(args) -> int:
     if not (removed_cfg or removed_cred or had_login):
         print(f"no account named {args.name!r}", file=sys.stderr)
         return 1
-    _forget_state(paths, args.name)
+    _edit_state(paths, args.name, forget=True)
     _notify_running_proxy()
     print(f"removed account {args.name!r}")
     return 0

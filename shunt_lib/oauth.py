@@ -69,6 +69,7 @@ class TokenManager:
         self._locks_guard = threading.Lock()
         self._backoff_s: dict[str, float] = {}  # name -> current backoff step, seconds
         self._blocked_until: dict[str, float] = {}  # name -> epoch s before which no call is made
+        self._unsaved: dict[str, Credential] = {}  # rotated pairs whose save failed (disk full...)
         self.refresh_calls = 0
 
     def get(self, name: str) -> Credential | None:
@@ -107,6 +108,8 @@ class TokenManager:
             stored = self.store.load().get(name)  # re-read inside the lock
             if stored is None or stored.kind != "oauth":
                 return RefreshResult("invalid_grant", message="no OAuth credential stored")
+            if name in self._unsaved:
+                return RefreshResult("ok", mine, "rotated; saving is pending")
             if mine is None or stored.access_token != mine.access_token:
                 self._creds[name] = stored  # another thread or process rotated it already
                 return RefreshResult("ok", stored, "already refreshed elsewhere")
@@ -123,8 +126,13 @@ class TokenManager:
                 return RefreshResult("error", message=f"backing off for {int(self._blocked_until[name] - now)} s")
             result = self._call(stored)
             if result.status == "ok" and result.credential is not None:
-                self.store.put(name, result.credential)  # on disk before the lock is released or the token used
-                self._creds[name] = result.credential
+                self._creds[name] = result.credential  # the old refresh token is spent: never lose the new pair
+                try:
+                    self.store.put(name, result.credential)  # on disk before the lock is released or the token used
+                except OSError as exc:
+                    self._unsaved[name] = result.credential
+                    log.error("could not save the rotated token of %s (%s); it is kept in memory and saved "
+                              "again shortly", name, exc)
                 self._backoff_s.pop(name, None)
                 self._blocked_until.pop(name, None)
                 log.info("refreshed the OAuth token of %s (valid until %s)", name,
@@ -163,6 +171,21 @@ class TokenManager:
         except requests.RequestException:
             return False
         return 200 <= resp.status_code < 300
+
+    def save_unsaved(self) -> None:
+        """Retry saving rotated pairs whose first save failed (called by the refresher thread)."""
+        for name, cred in list(self._unsaved.items()):
+            with self._lock_for(name), self.store.lock():
+                if self._creds.get(name) is not cred:
+                    self._unsaved.pop(name, None)
+                    continue
+                try:
+                    self.store.put(name, cred)
+                except OSError as exc:
+                    log.error("still cannot save the rotated token of %s: %s", name, exc)
+                    continue
+                self._unsaved.pop(name, None)
+                log.info("saved the rotated token of %s", name)
 
     def expiring(self, within_s: float) -> list[str]:
         """OAuth accounts whose access token expires within ``within_s`` seconds (and can be refreshed)."""

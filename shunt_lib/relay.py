@@ -26,10 +26,12 @@ from .outcome import Action, classify, error_info
 from .ratelimit import parse_rate_limits
 from .sessions import session_key
 from .state import Pool
-from .upstream import Upstream, UpstreamConnectError, UpstreamStreamError, iter_body, read_small
+from .upstream import (Upstream, UpstreamConnectError, UpstreamRequestInvalid, UpstreamStreamError, iter_body,
+                       read_small)
 from .usage import UsageTap, decode_body, make_decoder
 from .watch import ClientWatch
 
+log = logging.getLogger("shunt.relay")
 access_log = logging.getLogger("shunt.access")
 events_log = logging.getLogger("shunt.events")
 
@@ -40,8 +42,11 @@ DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 DECODABLE = ("gzip", "deflate")  # what the standard library's zlib can decode
 OAUTH_BETA = "oauth-2025-04-20"  # required with subscription OAuth (reference §3.1)
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
-STREAM_RE = re.compile(rb'(?<!\\)"stream"\s*:\s*true')
 MODEL_RE = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,200})"')
+
+
+class ClientGone(Exception):
+    """Writing to the client failed: it hung up. Raised from the client side only, never for upstream trouble."""
 
 
 class ClientSide(Protocol):
@@ -112,7 +117,7 @@ class _Run:
 
     __slots__ = ("client", "method", "path", "headers", "body", "session", "tried", "refreshed", "overload_retried",
                  "last_error", "deadline_s", "started", "head_sent", "is_stream", "gone", "active_resp",
-                 "watching", "attempts", "held_s", "next_ping")
+                 "watching", "attempts", "held_s", "next_ping", "account", "tap", "logged", "wrote", "chunked_ok")
 
     def __init__(self, client, method, path, headers, body, deadline_s):
         self.client, self.method, self.path, self.headers, self.body = client, method, path, headers, body
@@ -131,6 +136,12 @@ class _Run:
         self.attempts = 0
         self.held_s = 0.0
         self.next_ping = None  # monotonic time of the next keep-alive ping while held
+        self.account = None  # the account whose response is being relayed
+        self.tap = None  # its usage tap, so a cancelled stream is still counted
+        self.logged = False  # the access record was written
+        self.wrote = False  # any byte reached the client
+        # HTTP/1.0 clients get close-delimited bodies instead of chunked ones (RFC 9112 §6.1).
+        self.chunked_ok = getattr(client, "request_version", "HTTP/1.1") != "HTTP/1.0"
 
 
 class Relay:
@@ -169,13 +180,44 @@ class Relay:
         run.session = session_key(lower, body)
         try:
             self._loop(run)
-        except OSError:
-            client.close_connection = True  # the client went away mid-write
+        except ClientGone:
+            client.close_connection = True
+        except Exception:  # a bug must cost one request, not the connection's thread or its accounting
+            log.exception("internal error relaying %s %s", method, path.split("?", 1)[0])
+            client.close_connection = True
+            if not run.wrote:
+                try:
+                    self._answer_error(run, errors.ShuntError("shunt hit an internal error; see its log"))
+                except ClientGone:
+                    pass
         finally:
             if run.watching:
                 self.watch.remove(client.sock)
-            if run.active_resp is not None:
-                run.active_resp.close()
+            resp, run.active_resp = run.active_resp, None
+            if resp is not None:
+                resp.close()  # never back into the pool half-read
+            if not run.logged:
+                self._log(run, run.account, 499, run.tap)
+
+    def _out(self, run: _Run, data: bytes) -> None:
+        """Write to the client. :raises ClientGone: if it hung up."""
+        try:
+            run.client.write(data)
+        except OSError as exc:
+            run.gone.set()
+            raise ClientGone(str(exc)) from exc
+        run.wrote = True
+
+    def _frame(self, run: _Run, data: bytes) -> bytes:
+        """One piece of a body whose length is not known up front: a chunk, or raw for HTTP/1.0."""
+        return _chunk(data) if run.chunked_ok else data
+
+    def _end(self, run: _Run) -> bytes:
+        """The end of such a body: the last chunk, or nothing (HTTP/1.0 ends with the connection)."""
+        if run.chunked_ok:
+            return b"0\r\n\r\n"
+        run.client.close_connection = True
+        return b""
 
     def _watch(self, run: _Run) -> None:
         if run.watching:
@@ -219,6 +261,9 @@ class Relay:
         hdrs = upstream_headers(run.headers, cred.kind, cred.secret)
         try:
             resp = self.upstream.send(run.method, run.path, hdrs, run.body if run.body or run.method != "GET" else None)
+        except UpstreamRequestInvalid as exc:
+            self._answer_error(run, errors.BadRequest(f"the request cannot be forwarded: {exc}"))
+            return True
         except UpstreamConnectError as exc:
             events_log.warning("upstream unreachable via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
             run.tried.add(name)
@@ -226,6 +271,9 @@ class Relay:
                 run.last_error = (name, 0, [], str(exc).encode())
             return False
         run.active_resp = resp
+        run.account = name
+        if run.gone.is_set():  # the client left while the response head was awaited
+            return self._dropped(run)
         now = self.clock()
         header_items = list(resp.headers.items())
         lower = {k.lower(): v for k, v in header_items}  # one case-folded view for every lookup below
@@ -236,12 +284,24 @@ class Relay:
             self._relay_success(run, name, resp, header_items, lower)
             return True
         try:
-            raw = read_small(resp)
-            resp.release_conn()
+            raw, complete = read_small(resp)
         except UpstreamStreamError:
-            raw = b""
+            raw, complete = b"", True
+            run.active_resp = None
             resp.close()
-        run.active_resp = None
+        if not complete:
+            # An error body over 1 MiB: nothing to classify it by; pass it through whole, as it comes.
+            self.pool.record_rate_limits(name, rl, now)
+            if run.head_sent:
+                self._end_held_stream_with_error(run, errors.error_body(
+                    "api_error", f"upstream answered {status} with a body over 1 MiB"))
+                self._log(run, name, status, None)
+                return True
+            self._relay_success(run, name, resp, header_items, lower, prefix=raw)
+            return True
+        if run.active_resp is not None:
+            run.active_resp = None  # first, so the disconnect watcher cannot touch a pooled connection
+            resp.release_conn()
         body = decode_body(raw, lower.get("content-encoding", ""))
         outcome = classify(status, lower, body, rl, now)
         self.pool.record_rate_limits(name, rl, now)
@@ -333,7 +393,7 @@ class Relay:
     def _hold(self, run: _Run, recovery: tuple[float, str]) -> bool:
         """Wait until an account recovers, pinging held streams. :returns: False if the client left."""
         if run.is_stream is None:
-            run.is_stream = bool(STREAM_RE.search(run.body))
+            run.is_stream = _wants_stream(run.body)
         self._watch(run)
         held_since = time.monotonic()
         if run.held_s == 0:
@@ -345,8 +405,8 @@ class Relay:
         try:
             while True:
                 now = self.clock()
-                if self.pool.any_usable(now):
-                    return True
+                if self.pool.any_usable(now, exclude=run.tried):
+                    return True  # an account this request has not failed on is free
                 rec = self.pool.soonest_recovery(now)
                 if rec is None or rec[0] > run.deadline_s:
                     return True  # the caller answers
@@ -354,7 +414,7 @@ class Relay:
                 if run.is_stream and mono >= run.next_ping:
                     if not run.head_sent:
                         self._send_sse_head(run)
-                    run.client.write(_chunk(PING))
+                    self._out(run, self._frame(run, PING))
                     run.next_ping = mono + self.hold_ping_interval_s
                 wait = rec[0] - now
                 if run.is_stream:
@@ -365,8 +425,9 @@ class Relay:
             run.held_s += time.monotonic() - held_since
 
     def _send_sse_head(self, run: _Run) -> None:
-        run.client.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                         b"cache-control: no-cache\r\nx-shunt-held: 1\r\ntransfer-encoding: chunked\r\n\r\n")
+        framing = b"transfer-encoding: chunked\r\n" if run.chunked_ok else b"connection: close\r\n"
+        self._out(run, b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+                       b"cache-control: no-cache\r\nx-shunt-held: 1\r\n" + framing + b"\r\n")
         run.head_sent = True
 
     # -- answers ---------------------------------------------------------------------------
@@ -377,7 +438,7 @@ class Relay:
             self._end_held_stream_with_error(run, body)
         else:
             head = _head(status, header_items, name, content_length=len(raw))
-            run.client.write(head + raw)
+            self._out(run, head + raw)
         self._log(run, name, status, None, raw=raw)
 
     def _answer_error(self, run: _Run, err: errors.ShuntError) -> None:
@@ -386,8 +447,8 @@ class Relay:
             self._end_held_stream_with_error(run, body)
         else:
             extra = "".join(f"{k}: {v}\r\n" for k, v in err.headers.items())
-            run.client.write((f"HTTP/1.1 {err.status} {_reason(err.status)}\r\ncontent-type: application/json\r\n"
-                              f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body)
+            self._out(run, (f"HTTP/1.1 {err.status} {_reason(err.status)}\r\ncontent-type: application/json\r\n"
+                            f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body)
         self._log(run, None, err.status, None, raw=body)
 
     def _end_held_stream_with_error(self, run: _Run, body: bytes) -> None:
@@ -395,18 +456,20 @@ class Relay:
             payload = json.dumps(json.loads(body), separators=(",", ":")).encode()
         except ValueError:
             payload = errors.error_body("api_error", body.decode(errors="replace")[:500])
-        run.client.write(_chunk(b"event: error\ndata: " + payload + b"\n\n") + b"0\r\n\r\n")
+        self._out(run, self._frame(run, b"event: error\ndata: " + payload + b"\n\n") + self._end(run))
 
     def _dropped(self, run: _Run) -> bool:
+        """The client hung up: record the request (with whatever usage was seen) as 499."""
         run.client.close_connection = True
-        events_log.info("client disconnected; request dropped", extra={"event": "dropped"})
-        self._log(run, None, 499, None)
+        events_log.info("client disconnected; request dropped", extra={"event": "dropped", "account": run.account})
+        self._log(run, run.account, 499, run.tap)
         return True
 
     # -- success: relay the body as it arrives ----------------------------------------------
-    def _relay_success(self, run: _Run, name: str, resp, header_items: list, lower: dict) -> None:
+    def _relay_success(self, run: _Run, name: str, resp, header_items: list, lower: dict, prefix: bytes = b"") -> None:
+        """Relay ``resp`` (head as received, body piece by piece as it arrives); ``prefix``: body already read."""
         encoding = lower.get("content-encoding", "")
-        tap = UsageTap(lower.get("content-type", ""), encoding)
+        tap = run.tap = UsageTap(lower.get("content-type", ""), encoding)
         length = lower.get("content-length")
         no_body = run.method == "HEAD" or resp.status in (204, 304)
         if tap.sse:
@@ -415,50 +478,58 @@ class Relay:
         pending = b""
         if run.head_sent:
             # A held stream: 200 and SSE headers are out, so send decoded events after an SSE comment.
-            chunked = True
+            framed = True
             decoder = make_decoder(encoding)
-            run.client.write(_chunk(f": x-shunt-account {name}\n\n".encode()))
+            self._out(run, self._frame(run, f": x-shunt-account {name}\n\n".encode()))
         else:
-            chunked = length is None and not no_body
-            pending = _head(resp.status, header_items, name, content_length=None if chunked else length, chunked=chunked)
+            framed = length is None and not no_body  # we frame it: chunked, or close-delimited for HTTP/1.0
+            chunked = framed and run.chunked_ok
+            if framed and not run.chunked_ok:
+                run.client.close_connection = True
+            pending = _head(resp.status, header_items, name, content_length=None if framed else length,
+                            chunked=chunked, close=framed and not run.chunked_ok)
             if tap.sse or no_body:
-                run.client.write(pending)  # an event stream's head goes out at once
+                self._out(run, pending)  # an event stream's head goes out at once
                 pending = b""
         broke = None
         try:
             if not no_body:
-                for piece in iter_body(resp):
+                for piece in _prepend(prefix, iter_body(resp)):
+                    if run.gone.is_set():
+                        break
                     tap.feed(piece)
                     data = decoder.decompress(piece) if decoder is not None else piece
                     if data:
                         # A JSON body's head rides with its first piece: one write, no extra wake-up.
-                        run.client.write(pending + (_chunk(data) if chunked else data))
+                        self._out(run, pending + (self._frame(run, data) if framed else data))
                         pending = b""
         except UpstreamStreamError as exc:
             broke = exc
-        if pending:
-            run.client.write(pending)
         if run.gone.is_set():
             self._dropped(run)
             return
+        if pending:
+            self._out(run, pending)
         if broke is not None:
             events_log.warning("upstream stream from %s broke: %s", name, broke,
                                extra={"event": "stream_error", "account": name})
-            if chunked and (tap.sse or run.head_sent):
-                run.client.write(_chunk(_stream_error(broke)) + b"0\r\n\r\n")
+            if framed and (tap.sse or run.head_sent):
+                self._out(run, self._frame(run, _stream_error(broke)) + self._end(run))
             else:
                 run.client.close_connection = True
+            run.active_resp = None
             resp.close()
         else:
-            if chunked:
-                run.client.write(b"0\r\n\r\n")
+            if framed:
+                self._out(run, self._end(run))
+            run.active_resp = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release_conn()
-        run.active_resp = None
         tap.finish()
         self._log(run, name, resp.status, tap)
 
     # -- accounting -------------------------------------------------------------------------
     def _log(self, run: _Run, name: str | None, status: int, tap: UsageTap | None, raw: bytes = b"") -> None:
+        run.logged = True
         duration_ms = int((time.monotonic() - run.started) * 1000)
         usage = tap.usage if tap is not None else {}
         model = tap.model if tap is not None and tap.model else ""
@@ -516,7 +587,22 @@ def _reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-def _head(status: int, items, account: str, *, content_length=None, chunked: bool = False) -> bytes:
+def _prepend(prefix: bytes, pieces):
+    if prefix:
+        yield prefix
+    yield from pieces
+
+
+def _wants_stream(body: bytes) -> bool:
+    """Whether the request asked for SSE: the top-level ``stream`` field (parsed only when holding)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("stream") is True
+
+
+def _head(status: int, items, account: str, *, content_length=None, chunked: bool = False, close: bool = False) -> bytes:
     lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
     for k, v in items:
         lk = k.lower()
@@ -528,6 +614,8 @@ def _head(status: int, items, account: str, *, content_length=None, chunked: boo
         lines.append("transfer-encoding: chunked\r\n")
     elif content_length is not None:
         lines.append(f"content-length: {content_length}\r\n")
+    if close:
+        lines.append("connection: close\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1", errors="replace")
 

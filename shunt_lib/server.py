@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import re
 import logging
 import socket
 import threading
@@ -83,7 +84,7 @@ class ShuntServer(ThreadingHTTPServer):
         and ``session_ttl_s`` need a restart. :returns: ``{"added": [...], "removed": [...], "updated": [...]}``.
         :raises ConfigError: if the new files are invalid (nothing is changed then).
         """
-        with self._reload_lock:
+        with self._reload_lock, self.tokens.store.lock():  # no refresh may land between reading and applying
             config = load_config(self.paths)
             creds = self.tokens.store.load()
             for acct in config.accounts:
@@ -224,6 +225,8 @@ class Headers:
 MAX_HEADER_LINE = 65536  # same limits as http.client
 MAX_HEADERS = 100
 _TOKEN_BAD = frozenset(' \t"(),/:;<=>?@[\\]{}')
+_VALUE_BAD = frozenset("\r\n\0")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 def read_headers(rfile) -> Headers:
@@ -244,9 +247,10 @@ def read_headers(rfile) -> Headers:
         if line[:1] in (b" ", b"\t"):
             raise errors.BadRequest("obsolete header line folding is not accepted")
         name, sep, value = line.decode("iso-8859-1").partition(":")
-        if not sep or not name or not _TOKEN_BAD.isdisjoint(name):
+        value = value.strip(" \t\r\n")
+        if not sep or not name or not _TOKEN_BAD.isdisjoint(name) or not _VALUE_BAD.isdisjoint(value):
             raise errors.BadRequest(f"malformed header line {line[:80]!r}")
-        items.append((name, value.strip(" \t\r\n")))
+        items.append((name, value))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -467,18 +471,22 @@ class Handler(BaseHTTPRequestHandler):
             line = self.rfile.readline(CHUNK_LINE_MAX)
             if not line.endswith(b"\n"):
                 raise errors.BadRequest("malformed chunked body")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise errors.BadRequest("malformed chunk size") from None
+            size_field = line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_field):
+                raise errors.BadRequest("malformed chunk size")
+            size = int(size_field, 16)
             if size == 0:
                 while self.rfile.readline(CHUNK_LINE_MAX) not in (b"\r\n", b"\n", b""):
-                    pass
+                    pass  # trailer fields are ignored
                 return bytes(out)
             if len(out) + size > limit:
                 raise errors.BodyTooLarge(f"request body exceeds {limit} bytes (server.max_body_bytes)")
-            out += self.rfile.read(size)
-            self.rfile.readline(CHUNK_LINE_MAX)
+            data = self.rfile.read(size)
+            if len(data) != size:
+                raise ConnectionError("client closed inside a chunk")
+            out += data
+            if self.rfile.readline(CHUNK_LINE_MAX) not in (b"\r\n", b"\n"):
+                raise errors.BadRequest("chunk data not followed by CRLF")
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,

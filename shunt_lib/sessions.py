@@ -66,7 +66,6 @@ def session_key(headers: Mapping[str, str], body: bytes) -> str | None:
     if not body or body[:1] not in (b"{", b" ", b"\n", b"\r", b"\t"):
         return None
     try:
-        data = json.loads(body)
-    except ValueError:
+        return session_from_body(json.loads(body))
+    except (ValueError, TypeError, RecursionError):  # odd bodies get no session, never an exception
         return None
-    return session_from_body(data)

@@ -195,9 +195,10 @@ class Pool:
         """``(epoch_s, name)`` of the first unusable account to recover by itself, or None."""
         return soonest_recovery(self.views(now_s), now_s)
 
-    def any_usable(self, now_s: float) -> bool:
+    def any_usable(self, now_s: float, exclude: set | frozenset = frozenset()) -> bool:
+        """Whether an account not in ``exclude`` can take a request now."""
         with self._lock:
-            return any(r.view(0).usable(now_s) for r in self._accounts.values())
+            return any(r.view(0).usable(now_s) for n, r in self._accounts.items() if n not in exclude)
 
     def _prune_sessions(self, now_s: float) -> None:
         for k in [k for k, (_, exp) in self._sessions.items() if exp <= now_s]:
@@ -231,7 +232,9 @@ class Pool:
     def mark_exhausted(self, name: str, until_s: float) -> None:
         """``name`` is out of quota until ``until_s`` (epoch s)."""
         with self._lock:
-            rec = self._accounts[name]
+            rec = self._accounts.get(name)
+            if rec is None:  # removed by a reload while its request was in flight
+                return
             rec.exhausted_until_s = max(rec.exhausted_until_s, until_s)
             self._touch()
         events_log.info("account %s exhausted until %s", name, _hhmmss(until_s), extra={"event": "exhausted", "account": name, "until_s": until_s})
@@ -239,7 +242,9 @@ class Pool:
     def cool(self, name: str, until_s: float, reason: str) -> None:
         """``name`` must not be used before ``until_s`` (epoch s); a later deadline is never shortened."""
         with self._lock:
-            rec = self._accounts[name]
+            rec = self._accounts.get(name)
+            if rec is None:  # removed by a reload while its request was in flight
+                return
             if until_s > rec.cooldown_until_s:
                 rec.cooldown_until_s = until_s
                 rec.cooldown_reason = reason

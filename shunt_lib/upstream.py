@@ -19,6 +19,10 @@ class UpstreamConnectError(Exception):
     so the request is safe to retry on another account."""
 
 
+class UpstreamRequestInvalid(ValueError):
+    """The request cannot be sent as given (``http.client`` refused a header name or value): a client error."""
+
+
 class UpstreamStreamError(Exception):
     """The upstream body broke off after its head arrived (bytes may already be with the client)."""
 
@@ -48,6 +52,7 @@ class Upstream:
 
         :param path: path and query string, forwarded unchanged (e.g. ``/v1/messages?beta=true``).
         :raises UpstreamConnectError: on connect/send errors or a timeout before the response head.
+        :raises UpstreamRequestInvalid: if a header cannot be sent as given.
         """
         try:
             return self.pool.urlopen(
@@ -64,6 +69,8 @@ class Upstream:
             )
         except (Urllib3Error, OSError) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # http.client's header validation
+            raise UpstreamRequestInvalid(str(exc)) from exc
 
     def close(self) -> None:
         self.pool.close()
@@ -88,11 +95,16 @@ def iter_body(resp: urllib3.BaseHTTPResponse, chunk_size: int = 65536):
         raise UpstreamStreamError(f"{type(exc).__name__}: {exc}") from exc
 
 
-def read_small(resp: urllib3.BaseHTTPResponse, limit: int = 1 << 20) -> bytes:
-    """Read a whole (error) body up to ``limit`` bytes, raw. :raises UpstreamStreamError: on failure."""
+def read_small(resp: urllib3.BaseHTTPResponse, limit: int = 1 << 20) -> tuple[bytes, bool]:
+    """Read an (error) body, raw, stopping after ``limit`` bytes.
+
+    :returns: ``(bytes read, complete)``; ``complete`` is False if the body is longer than ``limit``
+        (the rest is still unread on ``resp``).
+    :raises UpstreamStreamError: on failure.
+    """
     out = bytearray()
     for piece in iter_body(resp):
         out += piece
         if len(out) > limit:
-            break
-    return bytes(out)
+            return bytes(out), False
+    return bytes(out), True
