@@ -494,7 +494,7 @@ class Relay:
         broke = None
         try:
             if not no_body:
-                for piece in _prepend(prefix, iter_body(resp)):
+                for piece in (_prepend(prefix, iter_body(resp)) if prefix else iter_body(resp)):
                     if run.gone.is_set():
                         break
                     tap.feed(piece)
