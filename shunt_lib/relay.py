@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 from . import errors
 from .config import ServerConfig
 from .oauth import TokenManager
-from .outcome import Action, classify, error_info
+from .outcome import Action, classify
 from .ratelimit import parse_rate_limits
 from .sessions import session_key
 from .state import Pool

@@ -5,7 +5,7 @@ import threading
 import time
 
 from tests.conftest import MSG
-from tests.fakes.upstream import Reply, error_json, message_json, unified_headers
+from tests.fakes.upstream import Reply, error_json, unified_headers
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 
