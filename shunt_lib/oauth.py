@@ -70,7 +70,6 @@ class TokenManager:
         self._backoff_s: dict[str, float] = {}  # name -> current backoff step, seconds
         self._blocked_until: dict[str, float] = {}  # name -> epoch s before which no call is made
         self._unsaved: dict[str, Credential] = {}  # rotated pairs whose save failed (disk full...)
-        self.refresh_calls = 0
 
     def get(self, name: str) -> Credential | None:
         """The current credential of ``name``."""
@@ -149,7 +148,6 @@ class TokenManager:
             return result
 
     def _call(self, cred: Credential) -> RefreshResult:
-        self.refresh_calls += 1
         try:
             resp = self.http.post(
                 self.token_url,

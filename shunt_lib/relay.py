@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from http import HTTPStatus
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from . import errors
 from .config import ServerConfig
@@ -112,6 +112,16 @@ def upstream_headers(client_headers: list[tuple[str, str]], kind: str, secret: s
     return out
 
 
+class _Failure(NamedTuple):
+    """The last failure of a request worth returning if nothing else works: an upstream answer
+    (``status`` > 0, forwarded unchanged), or a connection error (``status`` 0, ``body`` its text)."""
+
+    account: str
+    status: int
+    headers: list
+    body: bytes
+
+
 class _Run:
     """Per-request state of one trip through :meth:`Relay.handle`."""
 
@@ -125,7 +135,7 @@ class _Run:
         self.tried: set = set()
         self.refreshed: set = set()
         self.overload_retried = False
-        self.last_error = None  # (account, status, header items, raw body) of the last returnable failure
+        self.last_error: _Failure | None = None
         self.deadline_s = deadline_s
         self.started = time.monotonic()
         self.head_sent = False  # held stream: 200 + SSE headers already sent
@@ -267,8 +277,8 @@ class Relay:
         except UpstreamConnectError as exc:
             events_log.warning("upstream unreachable via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
             run.tried.add(name)
-            if run.last_error is None or run.last_error[1] == 0:
-                run.last_error = (name, 0, [], str(exc).encode())
+            if run.last_error is None or run.last_error.status == 0:
+                run.last_error = _Failure(name, 0, [], str(exc).encode())
             return False
         run.active_resp = resp
         run.account = name
@@ -278,9 +288,9 @@ class Relay:
         header_items = list(resp.headers.items())
         lower = {k.lower(): v for k, v in header_items}  # one case-folded view for every lookup below
         rl = parse_rate_limits(lower, now)
+        self.pool.record_rate_limits(name, rl, now)
         status = resp.status
         if 200 <= status < 300:
-            self.pool.record_rate_limits(name, rl, now)
             self._relay_success(run, name, resp, header_items, lower)
             return True
         try:
@@ -291,7 +301,6 @@ class Relay:
             resp.close()
         if not complete:
             # An error body over 1 MiB: nothing to classify it by; pass it through whole, as it comes.
-            self.pool.record_rate_limits(name, rl, now)
             if run.head_sent:
                 self._end_held_stream_with_error(run, errors.error_body(
                     "api_error", f"upstream answered {status} with a body over 1 MiB"))
@@ -304,7 +313,6 @@ class Relay:
             resp.release_conn()
         body = decode_body(raw, lower.get("content-encoding", ""))
         outcome = classify(status, lower, body, rl, now)
-        self.pool.record_rate_limits(name, rl, now)
         act = outcome.action
         if act is Action.RETURN:
             self._answer_upstream(run, name, status, header_items, raw)
@@ -318,22 +326,22 @@ class Relay:
             run.last_error = None
         elif act is Action.FORBIDDEN:
             self.pool.cool(name, outcome.until_s, "forbidden (403)")
-            run.last_error = (name, status, header_items, raw)
+            run.last_error = _Failure(name, status, header_items, raw)
         elif act is Action.SERVER_ERROR:
             events_log.warning("%s answered %d; trying another account", name, status,
                                extra={"event": "server_error", "account": name})
-            run.last_error = (name, status, header_items, raw)
+            run.last_error = _Failure(name, status, header_items, raw)
         elif act is Action.OVERLOADED:
             if run.overload_retried:
                 self._answer_upstream(run, name, status, header_items, raw)
                 return True
             run.overload_retried = True
-            run.last_error = (name, status, header_items, raw)
+            run.last_error = _Failure(name, status, header_items, raw)
             events_log.info("%s is overloaded; retrying once elsewhere", name, extra={"event": "overloaded", "account": name})
             if run.gone.wait(self.overload_backoff_s):
                 return self._dropped(run) or True
         elif act is Action.AUTH:
-            run.last_error = (name, status, header_items, raw)
+            run.last_error = _Failure(name, status, header_items, raw)
             self._on_unauthorized(run, name, cred)
         return False
 
@@ -362,13 +370,13 @@ class Relay:
             run.tried.clear()
             run.refreshed.clear()
             return True
-        if run.last_error is not None and run.last_error[1]:
-            name, status, header_items, raw = run.last_error
-            self._answer_upstream(run, name, status, header_items, raw)
+        failure = run.last_error
+        if failure is not None and failure.status:
+            self._answer_upstream(run, *failure)
             return False
-        if run.last_error is not None:
+        if failure is not None:
             self._answer_error(run, errors.UpstreamUnreachable(
-                "shunt could not reach the upstream API: " + run.last_error[3].decode(errors="replace")))
+                "shunt could not reach the upstream API: " + failure.body.decode(errors="replace")))
             return False
         self._answer_error(run, self._pool_exhausted_error(now, recovery))
         return False
@@ -439,7 +447,7 @@ class Relay:
         else:
             head = _head(status, header_items, name, content_length=len(raw))
             self._out(run, head + raw)
-        self._log(run, name, status, None, raw=raw)
+        self._log(run, name, status, None)
 
     def _answer_error(self, run: _Run, err: errors.ShuntError) -> None:
         body = err.body()
@@ -449,7 +457,7 @@ class Relay:
             extra = "".join(f"{k}: {v}\r\n" for k, v in err.headers.items())
             self._out(run, (f"HTTP/1.1 {err.status} {_reason(err.status)}\r\ncontent-type: application/json\r\n"
                             f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body)
-        self._log(run, None, err.status, None, raw=body)
+        self._log(run, None, err.status, None)
 
     def _end_held_stream_with_error(self, run: _Run, body: bytes) -> None:
         try:
@@ -528,7 +536,7 @@ class Relay:
         self._log(run, name, resp.status, tap)
 
     # -- accounting -------------------------------------------------------------------------
-    def _log(self, run: _Run, name: str | None, status: int, tap: UsageTap | None, raw: bytes = b"") -> None:
+    def _log(self, run: _Run, name: str | None, status: int, tap: UsageTap | None) -> None:
         run.logged = True
         duration_ms = int((time.monotonic() - run.started) * 1000)
         usage = tap.usage if tap is not None else {}

@@ -365,21 +365,21 @@ class Pool:
             counts = self._active_counts(now_s)
             accounts = []
             for r in self._accounts.values():
-                v = r.view(counts[r.name])
+                status = r.view(counts[r.name]).status(now_s)
                 w5, w7 = r.windows.get("5h"), r.windows.get("7d")
                 accounts.append({
                     "name": r.name,
                     "kind": r.kind,
                     "email": r.email or None,
                     "plan": r.plan or None,
-                    "status": v.status(now_s),
+                    "status": status,
                     "utilization_5h": w5.utilization if w5 else None,
                     "utilization_7d": w7.utilization if w7 else None,
                     "reset_5h_at_s": _int_or_none(w5.reset_at_s if w5 else None),
                     "reset_7d_at_s": _int_or_none(w7.reset_at_s if w7 else None),
                     "cooldown_until_s": _int_or_none(max(r.cooldown_until_s, r.exhausted_until_s) or None)
-                    if v.status(now_s) in ("cooling", "exhausted") else None,
-                    "cooldown_reason": r.cooldown_reason or None if v.status(now_s) == "cooling" else None,
+                    if status in ("cooling", "exhausted") else None,
+                    "cooldown_reason": r.cooldown_reason or None if status == "cooling" else None,
                     "windows": {k: w.to_json() for k, w in r.windows.items()},
                     "requests": r.requests,
                     "input_tokens": r.input_tokens,
@@ -387,7 +387,7 @@ class Pool:
                     "cache_read_tokens": r.cache_read_tokens,
                     "cache_creation_tokens": r.cache_creation_tokens,
                     "active_sessions": counts[r.name],
-                    "action": action_for(r.name, r.kind, v.status(now_s)),
+                    "action": action_for(r.name, r.kind, status),
                 })
             return {"pinned_account": self.pinned, "accounts": accounts, "recent_requests": list(self._recent)}
 
@@ -423,7 +423,6 @@ class StateWriter(threading.Thread):
         self.pool, self.path, self.interval_s, self.clock = pool, path, interval_s, clock
         self._stop_evt = threading.Event()
         self._written_version = -1
-        self.writes = 0
 
     def flush(self) -> None:
         """Write the current state now (any thread)."""
@@ -431,7 +430,6 @@ class StateWriter(threading.Thread):
         try:
             atomic_write_bytes(self.path, json.dumps(self.pool.to_json(self.clock()), separators=(",", ":")).encode())
             self._written_version = version
-            self.writes += 1
         except OSError as exc:
             log.error("could not write %s: %s", self.path, exc)
 

@@ -55,7 +55,6 @@ class UsageTap:
         self.sse = "text/event-stream" in (content_type or "")
         self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0}
         self.model = ""
-        self.saw_error = False
         self._decoder = make_decoder(content_encoding)
         self._buf = b""  # SSE: the unfinished line; JSON: the body so far
         self._overflow = False
@@ -83,7 +82,7 @@ class UsageTap:
                 break
             line = data[start:nl]
             start = nl + 1
-            if line.startswith(b"data:") and (b"message_start" in line or b"message_delta" in line or b'"error"' in line):
+            if line.startswith(b"data:") and (b"message_start" in line or b"message_delta" in line):
                 self._on_data(line[5:])
         self._buf = data[start:]
         if len(self._buf) > JSON_TAP_LIMIT:
@@ -103,8 +102,6 @@ class UsageTap:
             self._take(msg.get("usage"))
         elif kind == "message_delta":
             self._take(event.get("usage"))
-        elif kind == "error":
-            self.saw_error = True
 
     def _take(self, usage: object) -> None:
         if isinstance(usage, dict):

@@ -36,12 +36,6 @@ def test_gzip_sse_and_json_are_decoded_on_a_copy():
     assert decode_body(b"abc", "br") == b"abc"
 
 
-def test_error_event_is_noticed():
-    tap = UsageTap("text/event-stream")
-    tap.feed(b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error"}}\n\n')
-    assert tap.saw_error
-
-
 def test_accept_encoding_is_narrowed_to_what_zlib_decodes():
     assert narrow_accept_encoding("gzip, deflate, br, zstd") == "gzip, deflate"
     assert narrow_accept_encoding("br, zstd") is None
