@@ -43,6 +43,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from shunt_lib.config import AccountConfig, Paths, write_config  # noqa: E402
+from shunt_lib.credentials import Credential, CredentialStore  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
 
@@ -459,19 +463,14 @@ def _http(port: int, method: str, path: str, timeout: float = 5.0) -> tuple[int,
 
 
 def write_home(home: str, upstream_url: str) -> None:
-    """config.toml + credentials.json as tests/conftest.py's write_home does (two OAuth accounts)."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    with open(os.path.join(home, "config.toml"), "w") as f:
-        f.write(f'[server]\nupstream_url = "{upstream_url}"\noauth_token_url = "{upstream_url}/v1/oauth/token"\n')
-        for name in ("a", "b"):
-            f.write(f'\n[[accounts]]\nname = "{name}"\nkind = "oauth"\n')
+    """A shunt home with two OAuth accounts in front of ``upstream_url`` (shunt's own writers)."""
+    paths = Paths(home)
+    write_config(paths, {"upstream_url": upstream_url, "oauth_token_url": f"{upstream_url}/v1/oauth/token",
+                         "usage_poll_s": 0}, [AccountConfig(n, "oauth") for n in ("a", "b")])
+    store = CredentialStore(paths.credentials)
     exp = int((time.time() + 8 * 3600) * 1000)
-    creds = {"accounts": {n: {"kind": "oauth", "access_token": f"tok-{n}", "refresh_token": f"ref-{n}",
-                              "expires_at_ms": exp} for n in ("a", "b")}}
-    path = os.path.join(home, "credentials.json")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(creds, f)
+    for n in ("a", "b"):
+        store.put(n, Credential(kind="oauth", access_token=f"tok-{n}", refresh_token=f"ref-{n}", expires_at_ms=exp))
 
 
 class Bench:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -262,6 +263,22 @@ def check_bind(server: ServerConfig) -> None:
             f"refusing to listen on {host!r} without a key: set server.remote_key in config.toml "
             "(clients then send it as x-api-key or Authorization: Bearer), or bind to 127.0.0.1"
         )
+
+
+def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig]) -> Config:
+    """Write a whole ``config.toml`` (no comments) from ``[server]`` keys and accounts, atomically.
+
+    For generated homes (the demo, tests, the benchmark); users' files are edited block by block
+    instead, keeping their comments. :raises ConfigError: if the result would not validate (nothing written).
+    """
+    lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]  # JSON str/int are valid TOML
+    for a in accounts:
+        lines += ["", "[[accounts]]", f"name = {json.dumps(a.name)}", f"kind = {json.dumps(a.kind)}"]
+    text = "\n".join(lines) + "\n"
+    config = parse_config(tomllib.loads(text))
+    paths.ensure()
+    atomic_write_bytes(paths.config, text.encode(), mode=0o600)
+    return config
 
 
 def _account_blocks(text: str) -> list[tuple[int, int, str | None]]:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from .config import Paths, load_config
+from .config import AccountConfig, Paths, load_config, write_config
 from .credentials import Credential, CredentialStore
 from .simulator import SimAccount, SimulatedAnthropic
 
@@ -94,13 +94,8 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
     sim = SimulatedAnthropic([SimAccount(f"sim-token-{n}", budget, WINDOW_S) for n, budget in ACCOUNTS]).start()
     with tempfile.TemporaryDirectory(prefix="shunt-demo-") as home:
         paths = Paths(home)
-        paths.ensure()
-        lines = ["[server]", f'upstream_url = "{sim.url}"', f'oauth_token_url = "{sim.url}/v1/oauth/token"',
-                 "max_wait_s = 30", "session_ttl_s = 600"]
-        for name, _ in ACCOUNTS:
-            lines += ["", "[[accounts]]", f'name = "{name}"', 'kind = "oauth"']
-        with open(paths.config, "w") as f:
-            f.write("\n".join(lines) + "\n")
+        write_config(paths, {"upstream_url": sim.url, "max_wait_s": 30, "session_ttl_s": 600},
+                     [AccountConfig(name, "oauth") for name, _ in ACCOUNTS])
         store = CredentialStore(paths.credentials)
         for name, _ in ACCOUNTS:
             store.put(name, Credential(kind="oauth", access_token=f"sim-token-{name}", refresh_token="sim-refresh",

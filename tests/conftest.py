@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from shunt_lib.config import Paths, load_config  # noqa: E402
+from shunt_lib.config import AccountConfig, Paths, load_config, write_config  # noqa: E402
 from shunt_lib.credentials import Credential, CredentialStore  # noqa: E402
 from shunt_lib.server import make_server, serve_in_thread  # noqa: E402
 from tests.fakes.upstream import FakeUpstream  # noqa: E402
@@ -45,14 +45,9 @@ def write_home(home: str, upstream_url: str, accounts: list[tuple[str, str]], se
                expires_at_ms: int | None = None) -> Paths:
     """Write config.toml + credentials.json. ``accounts``: (name, kind); the secret is ``tok-<name>``."""
     paths = Paths(home)
-    paths.ensure()
     server = {"upstream_url": upstream_url, "oauth_token_url": upstream_url + "/v1/oauth/token"}
     server.update(server_extra or {})
-    lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]
-    for name, kind in accounts:
-        lines += ["", "[[accounts]]", f'name = "{name}"', f'kind = "{kind}"']
-    with open(paths.config, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_config(paths, server, [AccountConfig(name, kind) for name, kind in accounts])
     store = CredentialStore(paths.credentials)
     exp = expires_at_ms if expires_at_ms is not None else int((time.time() + 8 * 3600) * 1000)
     for name, kind in accounts:

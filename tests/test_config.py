@@ -110,3 +110,15 @@ def test_credentials_file_is_private_and_malformed_is_clear(tmp_path):
         f.write('{"accounts": {"a": {"kind": "oauth"}}}')
     with pytest.raises(ConfigError, match="accounts.a.access_token"):
         store.load()
+
+
+def test_write_config_round_trips_and_refuses_invalid_input(tmp_path):
+    from shunt_lib.config import AccountConfig, write_config
+
+    paths = Paths(str(tmp_path / "gen"))
+    cfg = write_config(paths, {"port": 9000, "upstream_url": "http://127.0.0.1:1"}, [AccountConfig("a"), AccountConfig("k", "api_key")])
+    assert load_config(paths) == cfg and cfg.server.port == 9000 and [a.kind for a in cfg.accounts] == ["oauth", "api_key"]
+    assert oct(os.stat(paths.config).st_mode & 0o777) == "0o600"
+    with pytest.raises(ConfigError, match="server.port"):
+        write_config(paths, {"port": "x"}, [])
+    assert load_config(paths) == cfg  # nothing written
