@@ -1,18 +1,18 @@
 """What an OAuth account's own endpoints say about it, without spending quota.
 
 * ``GET /api/oauth/usage`` (needs ``anthropic-beta: oauth-2025-04-20``): per window ``utilization``
-  in **percent** (0–100) and ``resets_at`` as ISO-8601; any window may be null (reference §4.4).
+  in **percent** (0–100) and ``resets_at`` as ISO-8601; any window may be null (``docs/protocol.md`` §4.6).
 * ``GET /api/oauth/profile``: ``account.email``, ``organization.organization_type`` /
-  ``rate_limit_tier``, ``account.has_claude_max`` / ``has_claude_pro`` (reference §4.5).
+  ``rate_limit_tier``, ``account.has_claude_max`` / ``has_claude_pro`` (``docs/protocol.md`` §4.7).
 """
 
 from __future__ import annotations
 
 import requests
 
+from .forwarding import OAUTH_BETA
 from .ratelimit import Window, parse_rfc3339_s
 
-OAUTH_BETA = "oauth-2025-04-20"
 TIMEOUT_S = 10.0
 USAGE_WINDOWS = {"five_hour": "5h", "seven_day": "7d", "seven_day_opus": "7d_opus", "seven_day_sonnet": "7d_sonnet"}
 

@@ -23,7 +23,9 @@ from typing import Callable
 import requests
 
 from .account_info import fetch_profile, fetch_usage
-from .oauth import TokenManager
+from .errors import ConfigError
+from .loop import Loop
+from .oauth import RefreshStatus, TokenManager
 from .ratelimit import RateLimitInfo
 from .state import Pool
 
@@ -31,26 +33,9 @@ log = logging.getLogger("shunt.background")
 events_log = logging.getLogger("shunt.events")
 
 
-class _Loop(threading.Thread):
-    def __init__(self, name: str):
-        super().__init__(name=name, daemon=True)
-        self._stop_evt = threading.Event()
+class CooldownWatcher(Loop):
+    """Clears expired cooldowns and exhaustion (logging each recovery), sleeping until the next expiry."""
 
-    def safe_tick(self):
-        """Run :meth:`tick`; an unexpected error is logged and the thread lives on (returns None)."""
-        try:
-            return self.tick()
-        except Exception:
-            log.exception("%s: tick failed", self.name)
-            return None
-
-    def stop(self) -> None:
-        self._stop_evt.set()
-        if self.is_alive():
-            self.join(5)
-
-
-class CooldownWatcher(_Loop):
     def __init__(self, pool: Pool, *, clock: Callable[[], float] = time.time, max_sleep_s: float = 5.0):
         super().__init__("shunt-cooldowns")
         self.pool, self.clock, self.max_sleep_s = pool, clock, max_sleep_s
@@ -59,15 +44,15 @@ class CooldownWatcher(_Loop):
         return self.pool.clear_expired(self.clock())
 
     def run(self) -> None:
-        while not self._stop_evt.is_set():
+        while not self.stopping.is_set():
             now = self.clock()
             _, nxt = self.safe_tick() or (None, None)
             sleep = self.max_sleep_s if nxt is None else min(self.max_sleep_s, max(0.01, nxt - now + 0.01))
-            self._stop_evt.wait(sleep)
+            self.stopping.wait(sleep)
 
 
-class TokenRefresher(_Loop):
-    """Proactive refresh. :param margin_s: refresh this long before expiry (plus up to ``jitter_s``)."""
+class TokenRefresher(Loop):
+    """Proactive refresh. :param margin_s: refresh this long before expiry (plus up to ``jitter_s``), seconds."""
 
     def __init__(self, pool: Pool, tokens: TokenManager, *, margin_s: float = 300.0, jitter_s: float = 30.0,
                  poll_s: float = 15.0, clock: Callable[[], float] = time.time):
@@ -77,10 +62,10 @@ class TokenRefresher(_Loop):
         self._jitter: dict[str, float] = {}
 
     def run(self) -> None:
-        while not self._stop_evt.is_set():
+        while not self.stopping.is_set():
             nxt = self.safe_tick()
             wait = self.poll_s if nxt is None else min(self.poll_s, max(0.05, nxt - self.clock()))
-            self._stop_evt.wait(wait)
+            self.stopping.wait(wait)
 
     def tick(self) -> float | None:
         """Refresh every token that is due. :returns: epoch s when the next one falls due, or None."""
@@ -89,30 +74,32 @@ class TokenRefresher(_Loop):
         self.tokens.save_unsaved()
         for name in self.tokens.names():
             cred = self.tokens.get(name)
-            if cred is None or cred.kind != "oauth" or not cred.refresh_token or cred.copy_only or not cred.expires_at_ms:
+            if cred is None or not cred.refreshable or not cred.expires_at_ms:
                 continue
-            if self.pool.flags(name)[0]:
-                continue  # reauth_required: the recovery thread owns it
+            if self.pool.needs_login(name):
+                continue  # the recovery thread owns it
             lead_s = self.margin_s + self._jitter.setdefault(name, random.uniform(0, self.jitter_s))
             due = max(cred.expires_at_ms / 1000 - lead_s, self.tokens.blocked_until(name))
             if due > now:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            if self._stop_evt.is_set():
+            if self.stopping.is_set():
                 break
             result = self.tokens.refresh(name, margin_s=lead_s)
-            if result.status == "invalid_grant":
+            if result.status is RefreshStatus.INVALID_GRANT:
                 self.pool.set_flag(name, reauth_required=True)
         return next_due
 
 
-class RecoveryWatcher(_Loop):
+class RecoveryWatcher(Loop):
+    """Every ``interval_s`` seconds, tries a forced refresh of each ``reauth_required`` OAuth account."""
+
     def __init__(self, pool: Pool, tokens: TokenManager, *, interval_s: float = 120.0):
         super().__init__("shunt-recovery")
         self.pool, self.tokens, self.interval_s = pool, tokens, interval_s
 
     def run(self) -> None:
-        while not self._stop_evt.wait(self.interval_s):
+        while not self.stopping.wait(self.interval_s):
             self.safe_tick()
 
     def tick(self) -> list[str]:
@@ -120,10 +107,10 @@ class RecoveryWatcher(_Loop):
         back = []
         for name in self.pool.names():
             cred = self.tokens.get(name)
-            if not self.pool.flags(name)[0] or cred is None or cred.kind != "oauth" or not cred.refresh_token:
+            if cred is None or not cred.refreshable or not self.pool.needs_login(name):
                 continue
             result = self.tokens.refresh(name, force=True)
-            if result.status == "ok":
+            if result.status is RefreshStatus.OK:
                 self.pool.set_flag(name, reauth_required=False)
                 back.append(name)
                 events_log.info("account %s is logged in again (token refreshed)", name,
@@ -131,49 +118,56 @@ class RecoveryWatcher(_Loop):
         return back
 
 
-class UsagePoller(_Loop):
-    def __init__(self, pool: Pool, tokens: TokenManager, base_url: str, *, interval_s: float = 600.0,
-                 http: requests.Session | None = None, clock: Callable[[], float] = time.time):
+class UsagePoller(Loop):
+    """Reads every OAuth account's usage windows and profile at start and every ``interval_s`` seconds.
+
+    :param http: the session to call with (its owner closes it).
+    """
+
+    def __init__(self, pool: Pool, tokens: TokenManager, base_url: str, http: requests.Session, *,
+                 interval_s: float = 600.0, clock: Callable[[], float] = time.time):
         super().__init__("shunt-usage-poll")
         self.pool, self.tokens, self.base_url, self.interval_s, self.clock = pool, tokens, base_url, interval_s, clock
-        self.http = http or requests.Session()
-        self.http.trust_env = False
+        self.http = http
         self.polled = threading.Event()  # set after each full round
 
     def run(self) -> None:
-        while not self._stop_evt.is_set():
+        while not self.stopping.is_set():
             self.safe_tick()
-            if self._stop_evt.wait(self.interval_s):
+            if self.stopping.wait(self.interval_s):
                 break
 
     def tick(self) -> None:
         for name in self.pool.names():
             cred = self.tokens.get(name)
-            if cred is None or cred.kind != "oauth" or self.pool.flags(name)[0] or self._stop_evt.is_set():
+            if cred is None or cred.kind != "oauth" or self.pool.needs_login(name) or self.stopping.is_set():
                 continue
             windows = fetch_usage(self.http, self.base_url, cred.access_token)
             if windows:
                 self.pool.record_rate_limits(name, RateLimitInfo(windows=windows), self.clock())
             profile = fetch_profile(self.http, self.base_url, cred.access_token)
             if profile is not None:
-                self.pool.set_identity(name, email=profile[0], plan=profile[1])
+                self.tokens.set_identity(name, email=profile[0], plan=profile[1])
         self.polled.set()
 
 
-class Reloader(_Loop):
-    """Calls ``reload()`` when config.toml or credentials.json changes (checked every ``interval_s``)."""
+class Reloader(Loop):
+    """Calls ``reload()`` when config.toml or credentials.json changes (checked every ``interval_s`` seconds)."""
 
-    def __init__(self, reload: Callable[[], None], mtimes: Callable[[], tuple], *, interval_s: float = 0.5):
+    def __init__(self, reload: Callable[[], object], mtimes: Callable[[], tuple], *, interval_s: float = 0.5):
         super().__init__("shunt-reload")
         self.reload, self.mtimes, self.interval_s = reload, mtimes, interval_s
         self._last = mtimes()
 
+    def tick(self) -> None:
+        now = self.mtimes()
+        if now != self._last:
+            self._last = now
+            try:
+                self.reload()
+            except ConfigError as exc:  # a bad edit: say why, keep serving with what was loaded
+                log.warning("not reloaded (nothing changed): %s", exc)
+
     def run(self) -> None:
-        while not self._stop_evt.wait(self.interval_s):
-            now = self.mtimes()
-            if now != self._last:
-                self._last = now
-                try:
-                    self.reload()
-                except Exception:  # a bad edit must not kill the thread; reload() logs the reason
-                    log.exception("reload failed")
+        while not self.stopping.wait(self.interval_s):
+            self.safe_tick()

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from typing import Callable
+
+import requests
 
 from . import __version__
-from .config import (Paths, add_account_to_config, load_config, remove_account_from_config, shunt_home)
+from .account_info import fetch_profile
+from .config import Paths, add_account_to_config, load_config, remove_account_from_config, shunt_home
 from .credentials import Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials
+from .demo import run_demo
 from .errors import ConfigError
+from .httpclient import new_session
+from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
+from .oauth import revoke_refresh_token
+from .server import make_server, start_background
+from .state import edit_saved_state
 from .status_view import render_status
 
 log = logging.getLogger("shunt")
@@ -45,8 +58,6 @@ def _paths() -> Paths:
 
 # -- serve --------------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    from .server import make_server, start_background
-
     setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
@@ -67,7 +78,6 @@ def cmd_serve(args) -> int:
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:
-        srv._serving = False  # serve_forever has returned; close() must not wait for it again
         srv.close()
         log.info("stopped; state saved")
     return 0
@@ -86,21 +96,14 @@ def _store_account(paths: Paths, name: str, cred: Credential) -> None:
     load_config(paths)  # validate first: bad input changes no state
     CredentialStore(paths.credentials).put(name, cred)
     add_account_to_config(paths, name, cred.kind)
-    _edit_state(paths, name, forget=False)  # a new login or key clears reauth_required / disabled
+    edit_saved_state(paths.state, name, forget=False)  # a new login or key clears reauth_required / disabled
     _notify_running_proxy()
 
 
 def _identity(paths: Paths, cred: Credential, email: str = "") -> Credential:
     """Fill in email and plan from /api/oauth/profile (best effort; the login works without them)."""
-    import dataclasses
-
-    import requests
-
-    from .account_info import fetch_profile
-
-    http = requests.Session()
-    http.trust_env = False
-    profile = fetch_profile(http, load_config(paths).server.upstream_url, cred.access_token)
+    with new_session() as http:
+        profile = fetch_profile(http, load_config(paths).server.upstream_url, cred.access_token)
     p_email, p_plan = profile if profile else ("", "")
     return dataclasses.replace(cred, email=email or p_email or cred.email, plan=p_plan or cred.plan)
 
@@ -111,8 +114,6 @@ def _describe(cred: Credential) -> str:
 
 
 def cmd_import(args) -> int:
-    from .login import keychain_service, read_keychain
-
     paths = _paths()
     live = False
     if args.keychain:
@@ -128,8 +129,6 @@ def cmd_import(args) -> int:
             raise ConfigError(f"cannot read Claude Code credentials at {src}: {exc.strerror}") from None
     cred = parse_claude_code_credentials(raw)
     if args.copy_only:
-        import dataclasses
-
         cred = dataclasses.replace(cred, copy_only=True)
     _store_account(paths, args.name, cred)
     print(f"imported account {args.name!r} from {src}{_describe(cred)}")
@@ -142,7 +141,8 @@ def cmd_import(args) -> int:
     return 0
 
 
-def _read_secret(prompt: str) -> str:
+def read_secret(prompt: str) -> str:
+    """A secret from the terminal (hidden) or one line of stdin; never from argv."""
     if sys.stdin.isatty():
         return getpass.getpass(prompt).strip()
     return sys.stdin.readline().strip()
@@ -150,14 +150,11 @@ def _read_secret(prompt: str) -> str:
 
 def _check_api_key(paths: Paths, key: str) -> None:
     """One free call (``GET /v1/models``) proves the key works. :raises ConfigError: if it does not."""
-    import requests
-
     base = load_config(paths).server.upstream_url
-    http = requests.Session()
-    http.trust_env = False
     try:
-        resp = http.get(base + "/v1/models?limit=1", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
-                        timeout=15)
+        with new_session() as http:
+            resp = http.get(base + "/v1/models?limit=1", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                            timeout=15)
     except requests.RequestException as exc:
         raise ConfigError(f"could not check the key: {base} is unreachable ({type(exc).__name__})") from None
     if resp.status_code in (401, 403):
@@ -167,12 +164,10 @@ def _check_api_key(paths: Paths, key: str) -> None:
 
 
 def cmd_add_account(args) -> int:
-    from .login import claude_login, exchange_code, parse_paste, pkce_start
-
     paths = _paths()
     config = load_config(paths)
     if args.api_key:
-        key = _read_secret(f"Anthropic API key for {args.name}: ")
+        key = args.read_secret(f"Anthropic API key for {args.name}: ")
         if not key:
             raise ConfigError("no API key given (pipe it on stdin or type it at the prompt)")
         if any(c.isspace() for c in key):
@@ -185,7 +180,7 @@ def cmd_add_account(args) -> int:
         login = pkce_start(config.server)
         print("Open this URL in a browser (on any machine), log in, and paste the code it shows (CODE#STATE):\n")
         print(login.url + "\n", flush=True)
-        pasted = _read_secret("Code: ")
+        pasted = args.read_secret("Code: ")
         cred = exchange_code(config.server, login, parse_paste(pasted, login.state))
         cred = _identity(paths, cred)
     else:
@@ -200,8 +195,6 @@ def cmd_add_account(args) -> int:
 
 
 def cmd_accounts(args) -> int:
-    import time
-
     paths = _paths()
     config = load_config(paths)
     creds = CredentialStore(paths.credentials).load()
@@ -222,35 +215,7 @@ def cmd_accounts(args) -> int:
     return 0
 
 
-def _edit_state(paths: Paths, name: str, *, forget: bool) -> None:
-    """Update state.json for ``name`` while shunt may be stopped: ``forget`` drops the account, its
-    sessions and pin; otherwise only its reauth_required/disabled flags are cleared. A running proxy
-    applies the same change itself on reload."""
-    from .fsutil import atomic_write_json, read_json
-
-    try:
-        state = read_json(paths.state, default=None)
-    except ValueError:
-        return
-    if not isinstance(state, dict) or not isinstance(state.get("accounts"), dict):
-        return
-    if not forget:
-        entry = state["accounts"].get(name)
-        if isinstance(entry, dict) and (entry.get("reauth_required") or entry.get("disabled")):
-            entry["reauth_required"] = entry["disabled"] = False
-            atomic_write_json(paths.state, state)
-        return
-    state["accounts"].pop(name, None)
-    state["sessions"] = {k: v for k, v in (state.get("sessions") or {}).items()
-                         if not (isinstance(v, dict) and v.get("account") == name)}
-    if state.get("pinned_account") == name:
-        state["pinned_account"] = None
-    atomic_write_json(paths.state, state)
-
-
 def cmd_remove(args) -> int:
-    import shutil
-
     paths = _paths()
     removed_cfg = remove_account_from_config(paths, args.name)
     removed_cred = CredentialStore(paths.credentials).remove(args.name)
@@ -261,17 +226,13 @@ def cmd_remove(args) -> int:
     if not (removed_cfg or removed_cred or had_login):
         print(f"no account named {args.name!r}", file=sys.stderr)
         return 1
-    _edit_state(paths, args.name, forget=True)
+    edit_saved_state(paths.state, args.name, forget=True)
     _notify_running_proxy()
     print(f"removed account {args.name!r}")
     return 0
 
 
 def cmd_logout(args) -> int:
-    import requests
-
-    from .oauth import TokenManager
-
     paths = _paths()
     config = load_config(paths)
     store = CredentialStore(paths.credentials)
@@ -281,9 +242,8 @@ def cmd_logout(args) -> int:
         return 1
     revoked = False
     if cred.kind == "oauth":
-        tm = TokenManager(store, {}, token_url=config.server.oauth_token_url, client_id=config.server.oauth_client_id,
-                          http=requests.Session())
-        revoked = tm.revoke(cred, config.server.oauth_revoke_url)
+        with new_session() as http:
+            revoked = revoke_refresh_token(http, config.server.oauth_revoke_url, config.server.oauth_client_id, cred)
     store.remove(args.name)
     _notify_running_proxy()
     print(f"logged out {args.name!r}" + (" (refresh token revoked)" if revoked else " (revocation not confirmed)")
@@ -333,8 +293,6 @@ def cmd_use(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-
     return run_demo(duration_s=args.seconds)
 
 
@@ -389,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, read_secret: Callable[[str], str] = read_secret) -> int:
+    """Run one command. :param read_secret: where secrets are read from (a test seam; default: the
+    terminal or stdin). :returns: the exit code (2 for bad input or config, with the reason on stderr)."""
     args = build_parser().parse_args(argv)
+    args.read_secret = read_secret
     try:
         return args.func(args)
     except ConfigError as exc:

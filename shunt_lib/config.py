@@ -2,7 +2,9 @@
 
 Files live in shunt's home, ``$SHUNT_HOME`` or ``~/.config/shunt``. Unknown keys, bad values and
 duplicate account names raise :class:`~shunt_lib.errors.ConfigError` naming the key; nothing is
-silently defaulted. The file is created with a commented template on first use.
+silently defaulted. Each ``[server]`` key is declared once, as a field of :class:`ServerConfig` with
+its default, converter and help; the loader, the commented template written on first use
+(:func:`template`) and the README's table (:func:`readme_table`) are derived from those fields.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tomllib
 from typing import Any, Callable
 
 from .errors import ConfigError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, mtime_ns
 
 STRATEGIES = ("least-utilization", "round-robin", "fill-first", "reset-first")
 ACCOUNT_KINDS = ("oauth", "api_key")
@@ -54,45 +56,42 @@ def _strategy(v: Any) -> str:
     return v
 
 
-# name, converter, default, help (unit in the name or the help). Feeds the loader and the README.
-SERVER_FIELDS: tuple[tuple[str, Callable[[Any], Any], Any, str], ...] = (
-    ("host", _str, "127.0.0.1", "address to bind; non-loopback requires remote_key"),
-    ("port", _int_range(0, 65535), 8082, "TCP port of the proxy and its control API"),
-    ("upstream_url", _url, "https://api.anthropic.com", "Anthropic API base URL"),
-    ("oauth_token_url", _url, "https://platform.claude.com/v1/oauth/token", "OAuth token endpoint (refresh)"),
-    ("strategy", _strategy, "least-utilization", "how new sessions pick an account"),
-    ("session_ttl_s", _int_range(1, 30 * 86400), 3600, "sliding stickiness of a session, seconds"),
-    ("max_wait_s", _int_range(0, 86400), 300, "longest hold while every account cools, seconds"),
-    ("max_body_bytes", _int_range(1024, 1 << 31), 32 * 1024 * 1024, "largest accepted request body, bytes"),
-    ("remote_key", _str, "", "if set, every endpoint but /health requires it"),
-    ("oauth_authorize_url", _url, "https://claude.ai/oauth/authorize", "PKCE authorize page (add-account --paste)"),
-    ("oauth_redirect_uri", _url, "https://platform.claude.com/oauth/code/callback", "redirect showing CODE#STATE"),
-    ("oauth_client_id", _str, "9d1c250a-e61b-44d9-88ed-5944d1962f5e", "Claude Code's public OAuth client id"),
-    ("oauth_revoke_url", _url, "https://platform.claude.com/v1/oauth/revoke", "token revocation (logout)"),
-    ("recovery_interval_s", _int_range(1, 86400), 120, "how often reauth_required accounts are retried, seconds"),
-    ("usage_poll_s", _int_range(0, 86400), 600, "how often /api/oauth/usage and /profile are read, seconds; 0 = off"),
-)
+def _key(default: Any, conv: Callable[[Any], Any], help_text: str) -> Any:
+    """One ``[server]`` key: its default, the converter that validates a TOML value (raising
+    ``ValueError``) and its help text (with the unit). The template, the loader and the README table
+    are all derived from these fields."""
+    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    """The ``[server]`` table. Defaults per SERVER_FIELDS."""
+    """The ``[server]`` table: one field per key, each with its default, converter and help."""
 
-    host: str = "127.0.0.1"
-    port: int = 8082
-    upstream_url: str = "https://api.anthropic.com"
-    oauth_token_url: str = "https://platform.claude.com/v1/oauth/token"
-    strategy: str = "least-utilization"
-    session_ttl_s: int = 3600
-    max_wait_s: int = 300
-    max_body_bytes: int = 32 * 1024 * 1024
-    remote_key: str = ""
-    oauth_authorize_url: str = "https://claude.ai/oauth/authorize"
-    oauth_redirect_uri: str = "https://platform.claude.com/oauth/code/callback"
-    oauth_client_id: str = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
-    oauth_revoke_url: str = "https://platform.claude.com/v1/oauth/revoke"
-    recovery_interval_s: int = 120
-    usage_poll_s: int = 600
+    host: str = _key("127.0.0.1", _str, "bind address; a non-loopback address needs `remote_key` or shunt refuses to start")
+    port: int = _key(8082, _int_range(0, 65535), "the one TCP port for the API and the control endpoints")
+    upstream_url: str = _key("https://api.anthropic.com", _url, "where requests go")
+    oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
+                                "OAuth token endpoint used for refreshes")
+    strategy: str = _key("least-utilization", _strategy,
+                         "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES))
+    session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds")
+    max_wait_s: int = _key(300, _int_range(0, 86400),
+                           "longest a request is held while every account cools, seconds (0: answer 429 at once)")
+    max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
+                               "largest request body, bytes; larger ones get 413 `request_too_large`")
+    remote_key: str = _key("", _str, "if set, every endpoint but `/health` requires it as `x-api-key` or "
+                                     "`Authorization: Bearer` (checked in constant time)")
+    oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
+                                    "PKCE authorize page for `add-account --paste`")
+    oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,
+                                   "redirect that shows `CODE#STATE`")
+    oauth_client_id: str = _key("9d1c250a-e61b-44d9-88ed-5944d1962f5e", _str,
+                                "Claude Code's public OAuth client (docs/protocol.md §1.1)")
+    oauth_revoke_url: str = _key("https://platform.claude.com/v1/oauth/revoke", _url,
+                                 "where `logout` revokes the refresh token")
+    recovery_interval_s: int = _key(120, _int_range(1, 86400), "how often `reauth_required` accounts are retried, seconds")
+    usage_poll_s: int = _key(600, _int_range(0, 86400),
+                             "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
 
     def __repr__(self) -> str:  # never show the key
         fields = ", ".join(
@@ -100,6 +99,35 @@ class ServerConfig:
             for f in dataclasses.fields(self)
         )
         return f"ServerConfig({fields})"
+
+
+SERVER_KEYS: tuple[dataclasses.Field, ...] = dataclasses.fields(ServerConfig)
+
+
+def _toml_value(v: Any) -> str:
+    return json.dumps(v)  # a JSON string or integer is valid TOML
+
+
+def template() -> str:
+    """The commented ``config.toml`` shunt writes on first use: every ``[server]`` key at its default."""
+    lines = ["# shunt configuration. Every key is optional; the values shown are the defaults.", "[server]"]
+    for f in SERVER_KEYS:
+        lines += [f"# {f.metadata['help']}", f"# {f.name} = {_toml_value(f.default)}"]
+    lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
+              "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
+              '# kind = "oauth"      # or "api_key"', ""]
+    return "\n".join(lines)
+
+
+def readme_table() -> str:
+    """The README's table of ``config.toml`` keys (a test keeps the README equal to it)."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for f in SERVER_KEYS:
+        default = f.default if f.default != "" else '""'
+        rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']} |")
+    rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
+             "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]
+    return "\n".join(rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,38 +175,11 @@ class Paths:
 
     def mtime_ns(self) -> int:
         """Modification time of config.toml in ns (0 if missing)."""
-        try:
-            return os.stat(self.config).st_mtime_ns
-        except OSError:
-            return 0
+        return mtime_ns(self.config)
 
     def ensure(self) -> None:
         """Create the home (mode 0700) if missing."""
         os.makedirs(self.home, mode=0o700, exist_ok=True)
-
-
-TEMPLATE = """\
-# shunt configuration. Every key is optional; the values shown are the defaults.
-[server]
-# host = "127.0.0.1"
-# port = 8082
-# upstream_url = "https://api.anthropic.com"
-# oauth_token_url = "https://platform.claude.com/v1/oauth/token"
-# strategy = "least-utilization"   # also: round-robin, fill-first, reset-first
-# session_ttl_s = 3600
-# max_wait_s = 300
-# max_body_bytes = 33554432
-# remote_key = ""
-# oauth_authorize_url = "https://claude.ai/oauth/authorize"
-# oauth_redirect_uri = "https://platform.claude.com/oauth/code/callback"
-# oauth_client_id = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
-# oauth_revoke_url = "https://platform.claude.com/v1/oauth/revoke"
-# recovery_interval_s = 120
-# usage_poll_s = 600                # 0 = off
-
-# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in
-# credentials.json, never here.
-"""
 
 
 def parse_config(data: dict[str, Any]) -> Config:
@@ -192,13 +193,13 @@ def parse_config(data: dict[str, Any]) -> Config:
     server_raw = data.get("server", {})
     if not isinstance(server_raw, dict):
         raise ConfigError("config.toml: [server] must be a table")
-    known = {name: (conv, default) for name, conv, default, _ in SERVER_FIELDS}
+    known = {f.name: f.metadata["conv"] for f in SERVER_KEYS}
     values: dict[str, Any] = {}
     for key, raw in server_raw.items():
         if key not in known:
             raise ConfigError(f"config.toml: unknown key server.{key}")
         try:
-            values[key] = known[key][0](raw)
+            values[key] = known[key](raw)
         except ValueError as exc:
             raise ConfigError(f"config.toml: server.{key} {exc} (got {raw!r})") from None
     server = ServerConfig(**values)
@@ -237,7 +238,7 @@ def load_config(paths: Paths, *, create: bool = True) -> Config:
         if not create:
             return Config(server=ServerConfig(), accounts=())
         paths.ensure()
-        atomic_write_bytes(paths.config, TEMPLATE.encode(), mode=0o600)
+        atomic_write_bytes(paths.config, template().encode(), mode=0o600)
     try:
         with open(paths.config, "rb") as f:
             data = tomllib.load(f)

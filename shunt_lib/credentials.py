@@ -7,8 +7,10 @@ Shape::
                  "expires_at_ms": 1790000000000, "email": "...", "plan": "max"},
         "ci":   {"kind": "api_key", "api_key": "sk-ant-..."}}}
 
-Claude Code's own file (``~/.claude/.credentials.json``, anthropic-protocol.md §2.2) holds
+Claude Code's own file (``~/.claude/.credentials.json``, ``docs/protocol.md`` §2.2) holds
 ``{"claudeAiOauth": {"accessToken", "refreshToken", "expiresAt" (epoch ms), "subscriptionType", ...}}``.
+
+An account's identity (``email``, ``plan``) lives here, with its secret, and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import threading
 
 from .errors import ConfigError
-from .fsutil import atomic_write_json, read_json
+from .fsutil import atomic_write_json, mtime_ns, read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Credential:
     def secret(self) -> str:
         """The value sent upstream: access token or API key."""
         return self.access_token if self.kind == "oauth" else self.api_key
+
+    @property
+    def refreshable(self) -> bool:
+        """An OAuth credential shunt may refresh: it has a refresh token and was not imported copy-only."""
+        return self.kind == "oauth" and bool(self.refresh_token) and not self.copy_only
 
     def to_json(self) -> dict:
         if self.kind == "api_key":
@@ -165,17 +172,14 @@ class CredentialStore:
 
     def mtime_ns(self) -> int:
         """Modification time of the file in ns (0 if missing): cheap change detection for reloads."""
-        try:
-            return os.stat(self.path).st_mtime_ns
-        except OSError:
-            return 0
+        return mtime_ns(self.path)
 
     def _write(self, creds: dict[str, Credential]) -> None:
         atomic_write_json(self.path, {"accounts": {n: c.to_json() for n, c in sorted(creds.items())}})
 
 
 def default_claude_credentials_path() -> str:
-    """Claude Code's credential file on Linux/Windows (anthropic-protocol.md §2.1)."""
+    """Claude Code's credential file on Linux/Windows (``docs/protocol.md`` §2.1)."""
     base = os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
     return os.path.join(base, ".credentials.json")
 

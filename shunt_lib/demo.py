@@ -17,8 +17,9 @@ import tempfile
 import threading
 import time
 
-from .config import AccountConfig, Paths, load_config, write_config
-from .credentials import Credential, CredentialStore
+from .config import load_config
+from .homes import write_home
+from .server import make_server, serve_in_thread, start_background
 from .simulator import SimAccount, SimulatedAnthropic
 
 ACCOUNTS = (("alpha", 1800), ("bravo", 2600), ("charlie", 3400))  # output-token budget per window
@@ -40,8 +41,7 @@ class _Printer(logging.Handler):
         self.stats[event] = self.stats.get(event, 0) + 1
         icon = {"exhausted": "⛔", "cooling": "🧊", "hold": "⏸ ", "recovered": "✅", "failover": "↪ ",
                 "overloaded": "⚠ ", "server_error": "⚠ "}.get(event, "· ")
-        if True:  # Handler.handle() already holds this handler's lock
-            print(f"[{time.monotonic() - self.t0:5.1f}s] {icon} {record.getMessage()}", file=self.out, flush=True)
+        print(f"[{time.monotonic() - self.t0:5.1f}s] {icon} {record.getMessage()}", file=self.out, flush=True)
 
 
 def _conversation(port: int, idx: int, deadline: float, t0: float, out, results: list, lock: threading.Lock) -> None:
@@ -88,18 +88,12 @@ def _conversation(port: int, idx: int, deadline: float, t0: float, out, results:
 
 def run_demo(duration_s: float = 40.0, out=None) -> int:
     """Run the demo for about ``duration_s`` seconds of workload; print a summary. :returns: exit code."""
-    from .server import make_server, serve_in_thread, start_background
-
     out = out or sys.stdout
     sim = SimulatedAnthropic([SimAccount(f"sim-token-{n}", budget, WINDOW_S) for n, budget in ACCOUNTS]).start()
     with tempfile.TemporaryDirectory(prefix="shunt-demo-") as home:
-        paths = Paths(home)
-        write_config(paths, {"upstream_url": sim.url, "max_wait_s": 30, "session_ttl_s": 600},
-                     [AccountConfig(name, "oauth") for name, _ in ACCOUNTS])
-        store = CredentialStore(paths.credentials)
-        for name, _ in ACCOUNTS:
-            store.put(name, Credential(kind="oauth", access_token=f"sim-token-{name}", refresh_token="sim-refresh",
-                                       expires_at_ms=int((time.time() + 8 * 3600) * 1000)))
+        paths = write_home(home, sim.url, [(name, "oauth") for name, _ in ACCOUNTS],
+                           server={"max_wait_s": 30, "session_ttl_s": 600}, token="sim-token-{name}",
+                           refresh_token="sim-refresh")
         srv = make_server(load_config(paths), paths, port=0, overload_backoff_s=0.3)
         start_background(srv, refresh=False, recovery=False, usage=False, reload=False)
         serve_in_thread(srv)

@@ -1,19 +1,32 @@
-"""Errors shunt itself answers with, in Anthropic's error shape.
+"""Every exception shunt defines, in one tree.
 
 Tree::
 
-    ShuntError                      a client-visible error: ``status`` + Anthropic ``error_type``
-    ├── BadRequest                  400 invalid_request_error (malformed HTTP, bad JSON on /use)
-    ├── Unauthorized                401 authentication_error (missing or wrong ``remote_key``)
-    ├── NotFound                    404 not_found_error (paths outside /v1/ and the control API)
-    ├── BodyTooLarge                413 request_too_large (over ``max_body_bytes``)
-    ├── HeadersTooLarge             431 invalid_request_error (a header line over 64 KiB, >100 headers)
-    ├── PoolRateLimited             429 rate_limit_error (every account out of quota past max_wait_s)
-    └── UpstreamUnreachable         502 api_error (no account's upstream could be reached)
+    Exception
+    ├── ShuntError                  an error shunt answers itself: ``status`` + Anthropic ``error_type``
+    │   ├── BadRequest              400 invalid_request_error (malformed HTTP, bad JSON on a control path)
+    │   ├── Unauthorized            401 authentication_error (missing or wrong ``remote_key``; no accounts)
+    │   ├── NotFound                404 not_found_error (paths outside /v1/ and the control API)
+    │   ├── BodyTooLarge            413 request_too_large (over ``max_body_bytes``)
+    │   ├── URITooLong              414 invalid_request_error (a request line over 64 KiB)
+    │   ├── PoolRateLimited         429 rate_limit_error (every account out of quota past ``max_wait_s``)
+    │   ├── HeadersTooLarge         431 invalid_request_error (a header line over 64 KiB, > 100 headers)
+    │   ├── UpstreamUnreachable     502 api_error (no account's upstream could be reached)
+    │   └── VersionNotSupported     505 invalid_request_error (HTTP/2 or later on the HTTP/1.1 port)
+    ├── ConfigError                 bad config, credentials or command input; the message names the key
+    ├── UpstreamError               trouble on the upstream side, raised by :mod:`shunt_lib.upstream` only
+    │   ├── UpstreamConnectError    no response head arrived (also a SafeToRetry)
+    │   └── UpstreamStreamError     the body broke off after the head arrived
+    ├── SafeToRetry                 marker: nothing reached the client, another account may be tried
+    ├── UpstreamRequestInvalid      (a ValueError) the request cannot be sent as given: a client error
+    └── ConnectionError (builtin)
+        ├── ClientGone              writing to the client failed: it hung up
+        └── ClientDisconnected      the client closed before sending its whole request
 
-Upstream error bodies are never wrapped in these: they are forwarded unchanged (llm-gateway-protocol:
-"Forward error bodies unmodified").  The shape is the envelope from Anthropic's ``api/errors.md``:
-``{"type":"error","error":{"type":"...","message":"..."}}``.
+Upstream error bodies are never wrapped in these: they are forwarded unchanged (see
+``docs/protocol.md`` §3). The shape of shunt's own errors is Anthropic's error envelope
+``{"type":"error","error":{"type":"...","message":"..."}}``
+(https://docs.anthropic.com/en/api/errors).
 """
 
 from __future__ import annotations
@@ -22,12 +35,15 @@ import json
 
 
 def error_body(error_type: str, message: str) -> bytes:
-    """Return the Anthropic error envelope as UTF-8 JSON bytes."""
+    """The Anthropic error envelope as UTF-8 JSON bytes."""
     return json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
 
 
 class ShuntError(Exception):
-    """An error shunt answers itself. ``status`` is the HTTP status, ``error_type`` Anthropic's type."""
+    """An error shunt answers itself. ``status`` is the HTTP status, ``error_type`` Anthropic's type.
+
+    :param headers: extra response headers (``retry-after`` on a 429).
+    """
 
     status = 500
     error_type = "api_error"
@@ -62,8 +78,8 @@ class BodyTooLarge(ShuntError):
     error_type = "request_too_large"
 
 
-class HeadersTooLarge(ShuntError):
-    status = 431
+class URITooLong(ShuntError):
+    status = 414
     error_type = "invalid_request_error"
 
 
@@ -72,10 +88,55 @@ class PoolRateLimited(ShuntError):
     error_type = "rate_limit_error"
 
 
+class HeadersTooLarge(ShuntError):
+    status = 431
+    error_type = "invalid_request_error"
+
+
 class UpstreamUnreachable(ShuntError):
     status = 502
     error_type = "api_error"
 
 
+class VersionNotSupported(ShuntError):
+    status = 505
+    error_type = "invalid_request_error"
+
+
+#: The one class for each status shunt answers itself (the standard library's error path maps through it).
+BY_STATUS: dict[int, type[ShuntError]] = {cls.status: cls for cls in (
+    BadRequest, Unauthorized, NotFound, BodyTooLarge, URITooLong, PoolRateLimited, HeadersTooLarge,
+    UpstreamUnreachable, VersionNotSupported)}
+
+
 class ConfigError(Exception):
     """The config, credentials or a command's input is invalid; the message names the key or file."""
+
+
+class SafeToRetry(Exception):
+    """Marker: the request never produced an upstream answer, so another account may take it."""
+
+
+class UpstreamError(Exception):
+    """Trouble on the upstream side. Raised by :mod:`shunt_lib.upstream` only, translated from urllib3."""
+
+
+class UpstreamConnectError(UpstreamError, SafeToRetry):
+    """The request could not be sent or no response head arrived. Nothing reached the client,
+    so the request is safe to retry on another account."""
+
+
+class UpstreamStreamError(UpstreamError):
+    """The upstream body broke off after its head arrived (bytes may already be with the client)."""
+
+
+class UpstreamRequestInvalid(ValueError):
+    """The request cannot be sent as given (``http.client`` refused a header name or value): a client error."""
+
+
+class ClientGone(ConnectionError):
+    """Writing to the client failed: it hung up. Raised for the client side only, never for upstream trouble."""
+
+
+class ClientDisconnected(ConnectionError):
+    """The client closed its connection before sending its whole request (body or chunk)."""

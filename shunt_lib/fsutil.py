@@ -58,3 +58,11 @@ def read_json(path: str, default: object = None) -> object:
     except FileNotFoundError:
         return default
     return json.loads(data)
+
+
+def mtime_ns(path: str) -> int:
+    """Modification time of ``path`` in nanoseconds, 0 if it is missing: cheap change detection."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0

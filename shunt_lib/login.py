@@ -3,9 +3,9 @@
 * :func:`claude_login` runs the unmodified ``claude auth login`` with ``CLAUDE_CONFIG_DIR`` set to a
   directory that belongs to shunt alone, so the refresh token is never shared with the user's own
   Claude Code; the result is read from that directory (``.credentials.json``) or, on macOS, from the
-  Keychain item ``Claude Code-credentials-<first 8 hex of sha256(dir)>`` (reference §2.1).
+  Keychain item ``Claude Code-credentials-<first 8 hex of sha256(dir)>`` (``docs/protocol.md`` §2.1).
 * :func:`pkce_start` / :func:`parse_paste` / :func:`exchange_code`: the PKCE S256 flow with a
-  ``CODE#STATE`` paste-back (reference §1.2–1.4), for headless machines without ``claude``.
+  ``CODE#STATE`` paste-back (``docs/protocol.md`` §1.2–1.4), for headless machines without ``claude``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import requests
 from .config import ServerConfig
 from .credentials import Credential, parse_claude_code_credentials
 from .errors import ConfigError
-from .oauth import token_response
+from .httpclient import new_session
+from .oauth import RefreshStatus, parse_token_response
 
 SCOPES = "org:create_api_key user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload"
 KEYCHAIN_SERVICE = "Claude Code-credentials"
-KEYCHAIN_TIMEOUT_S = 5.0  # `security` can hang on a locked keychain over SSH (reference §2.1)
+KEYCHAIN_TIMEOUT_S = 5.0  # `security` can hang on a locked keychain over SSH (docs/protocol.md §2.1)
 
 
 def keychain_service(config_dir: str | None) -> str:
@@ -149,13 +150,16 @@ def parse_paste(text: str, expected_state: str) -> str:
     return code
 
 
-def exchange_code(server: ServerConfig, login: PkceLogin, code: str, http: requests.Session | None = None) -> Credential:
-    """Trade the authorization code for tokens (JSON body, reference §1.4).
+def exchange_code(server: ServerConfig, login: PkceLogin, code: str) -> Credential:
+    """Trade the authorization code for tokens (a JSON body, ``docs/protocol.md`` §1.4).
 
     :raises ConfigError: if the token endpoint refuses or cannot be reached.
     """
-    http = http or requests.Session()
-    http.trust_env = False
+    with new_session() as http:
+        return _exchange(http, server, login, code)
+
+
+def _exchange(http: requests.Session, server: ServerConfig, login: PkceLogin, code: str) -> Credential:
     try:
         resp = http.post(server.oauth_token_url, json={
             "grant_type": "authorization_code",
@@ -167,7 +171,7 @@ def exchange_code(server: ServerConfig, login: PkceLogin, code: str, http: reque
         }, headers={"accept": "application/json"}, timeout=30)
     except requests.RequestException as exc:
         raise ConfigError(f"token endpoint unreachable: {type(exc).__name__}") from None
-    result = token_response(resp, None, time.time())
-    if result.status != "ok" or result.credential is None:
+    result = parse_token_response(resp, None, time.time())
+    if result.status is not RefreshStatus.OK or result.credential is None:
         raise ConfigError(f"token exchange failed: {result.message}")
     return result.credential

@@ -1,12 +1,14 @@
 """OAuth access/refresh tokens of the pool's accounts: lookup, single-flight refresh, backoff, revocation.
 
-Refresh request (anthropic-protocol.md §1.6): ``POST <oauth_token_url>`` with JSON
+Refresh request (``docs/protocol.md`` §1.6–1.8): ``POST <oauth_token_url>`` with JSON
 ``{"grant_type":"refresh_token","refresh_token":...,"client_id":...}``; the answer has
 ``access_token``, usually a rotated ``refresh_token`` (keep the old one if absent) and ``expires_in``
 in seconds. Refresh tokens are single-use, so a refresh is single flight per account across threads
 (a lock per account) and across processes (:meth:`CredentialStore.lock`, an ``flock``). Inside the
 lock the stored credential is re-read and the refresh skipped if another holder already rotated it.
-The rotated pair is saved atomically **before** the lock is released and the new token is used.
+The rotated pair is saved atomically **before** the lock is released and before :meth:`TokenManager.get`
+hands the new token out (if the save fails, the pair is kept in memory and saved again later:
+the old refresh token is spent, so the new pair must never be lost).
 
 Failures: ``invalid_grant`` means a new login is needed. Network errors and 5xx back off
 exponentially (30 s, doubling, at most 10 min) and never mark the account broken; a 429 from the
@@ -16,6 +18,7 @@ token endpoint waits for its ``retry-after``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import threading
 import time
@@ -23,24 +26,35 @@ from typing import Callable
 
 import requests
 
+from .config import ServerConfig
 from .credentials import Credential, CredentialStore
+from .httpclient import new_session
 from .ratelimit import parse_retry_after_s
 
 log = logging.getLogger("shunt.oauth")
+events_log = logging.getLogger("shunt.events")
 
-CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"  # Claude Code's public client (reference §1.1)
+CLIENT_ID: str = ServerConfig.oauth_client_id  # Claude Code's public client: the config default
 REFRESH_TIMEOUT_S = 20.0
 BACKOFF_FIRST_S = 30.0
 BACKOFF_MAX_S = 600.0
 
 
+class RefreshStatus(enum.StrEnum):
+    """How a refresh ended."""
+
+    OK = "ok"  # the credential is current (refreshed now, or already fresh)
+    INVALID_GRANT = "invalid_grant"  # a new login is needed
+    ERROR = "error"  # transient: network, 5xx, 429, or backing off; try again later
+    COPY_ONLY = "copy_only"  # imported never to be refreshed
+
+
 @dataclasses.dataclass(frozen=True)
 class RefreshResult:
-    """``status``: ``ok`` (``credential`` is the current one), ``invalid_grant`` (a new login is needed),
-    ``error`` (transient: network, 5xx, 429, or backing off; ``message`` says which) or ``copy_only``
-    (the credential was imported never to be refreshed)."""
+    """``status`` (:class:`RefreshStatus`), the current ``credential`` when OK, and a ``message``
+    saying why otherwise (never containing a secret)."""
 
-    status: str
+    status: RefreshStatus
     credential: Credential | None = None
     message: str = ""
     retry_after_s: float | None = None  # a 429 from the token endpoint: wait this long
@@ -51,7 +65,9 @@ class TokenManager:
 
     :param store: where credentials live; its lock makes refresh single-flight across processes.
     :param token_url: the OAuth token endpoint.
-    :param http: a ``requests.Session`` (a test seam; ``responses`` patches it).
+    :param http: the session for token calls (from :func:`~shunt_lib.httpclient.new_session`; its
+        owner closes it). None: the manager makes its own and :meth:`close` closes it.
+    :param clock: epoch seconds.
     Any thread may call any method.
     """
 
@@ -61,8 +77,8 @@ class TokenManager:
         self.store = store
         self.token_url = token_url
         self.client_id = client_id
-        self.http = http or requests.Session()
-        self.http.trust_env = False  # never send tokens through an environment proxy
+        self._own_http = http is None
+        self.http = new_session() if http is None else http
         self.clock = clock
         self._creds = dict(creds)
         self._locks: dict[str, threading.Lock] = {}
@@ -106,37 +122,40 @@ class TokenManager:
             mine = self._creds.get(name)
             stored = self.store.load().get(name)  # re-read inside the lock
             if stored is None or stored.kind != "oauth":
-                return RefreshResult("invalid_grant", message="no OAuth credential stored")
+                return RefreshResult(RefreshStatus.INVALID_GRANT, message="no OAuth credential stored")
             if name in self._unsaved:
-                return RefreshResult("ok", mine, "rotated; saving is pending")
+                return RefreshResult(RefreshStatus.OK, mine, "rotated; saving is pending")
             if mine is None or stored.access_token != mine.access_token:
                 self._creds[name] = stored  # another thread or process rotated it already
-                return RefreshResult("ok", stored, "already refreshed elsewhere")
+                return RefreshResult(RefreshStatus.OK, stored, "already refreshed elsewhere")
             if failed_access_token is not None and stored.access_token != failed_access_token:
-                return RefreshResult("ok", stored)
+                return RefreshResult(RefreshStatus.OK, stored)
             if margin_s is not None and not force and stored.expires_at_ms > (self.clock() + margin_s) * 1000:
-                return RefreshResult("ok", stored, "not due")
+                return RefreshResult(RefreshStatus.OK, stored, "not due")
             if stored.copy_only:
-                return RefreshResult("copy_only", stored, "imported with --copy-only: never refreshed")
+                return RefreshResult(RefreshStatus.COPY_ONLY, stored, "imported with --copy-only: never refreshed")
             if not stored.refresh_token:
-                return RefreshResult("invalid_grant", message="no refresh token stored")
+                return RefreshResult(RefreshStatus.INVALID_GRANT, message="no refresh token stored")
             now = self.clock()
             if not force and self._blocked_until.get(name, 0.0) > now:
-                return RefreshResult("error", message=f"backing off for {int(self._blocked_until[name] - now)} s")
+                return RefreshResult(RefreshStatus.ERROR,
+                                     message=f"backing off for {int(self._blocked_until[name] - now)} s")
             result = self._call(stored)
-            if result.status == "ok" and result.credential is not None:
-                self._creds[name] = result.credential  # the old refresh token is spent: never lose the new pair
+            if result.status is RefreshStatus.OK and result.credential is not None:
+                new = result.credential
                 try:
-                    self.store.put(name, result.credential)  # on disk before the lock is released or the token used
+                    self.store.put(name, new)  # on disk before the lock is released or the token handed out
                 except OSError as exc:
-                    self._unsaved[name] = result.credential
+                    self._unsaved[name] = new  # the old refresh token is spent: never lose the new pair
                     log.error("could not save the rotated token of %s (%s); it is kept in memory and saved "
                               "again shortly", name, exc)
+                self._creds[name] = new
                 self._backoff_s.pop(name, None)
                 self._blocked_until.pop(name, None)
-                log.info("refreshed the OAuth token of %s (valid until %s)", name,
-                         time.strftime("%Y-%m-%d %H:%M", time.localtime(result.credential.expires_at_ms / 1000)))
-            elif result.status == "error":
+                events_log.info("refreshed the OAuth token of %s (valid until %s)", name,
+                                time.strftime("%Y-%m-%d %H:%M", time.localtime(new.expires_at_ms / 1000)),
+                                extra={"event": "token_refreshed", "account": name})
+            elif result.status is RefreshStatus.ERROR:
                 step = result.retry_after_s  # a 429's retry-after wins over the exponential step
                 if step is None:
                     step = min(BACKOFF_MAX_S, self._backoff_s.get(name, BACKOFF_FIRST_S / 2) * 2)
@@ -156,19 +175,32 @@ class TokenManager:
                 timeout=REFRESH_TIMEOUT_S,
             )
         except requests.RequestException as exc:
-            return RefreshResult("error", message=f"token endpoint unreachable ({type(exc).__name__})")
-        return token_response(resp, cred, self.clock())
+            return RefreshResult(RefreshStatus.ERROR, message=f"token endpoint unreachable ({type(exc).__name__})")
+        return parse_token_response(resp, cred, self.clock())
 
-    def revoke(self, cred: Credential, revoke_url: str) -> bool:
-        """Best-effort revocation of ``cred``'s refresh token (RFC 7009 shape). :returns: True on 2xx."""
-        if cred.kind != "oauth" or not cred.refresh_token:
-            return False
-        try:
-            resp = self.http.post(revoke_url, json={"token": cred.refresh_token, "token_type_hint": "refresh_token",
-                                                    "client_id": self.client_id}, timeout=REFRESH_TIMEOUT_S)
-        except requests.RequestException:
-            return False
-        return 200 <= resp.status_code < 300
+    def set_identity(self, name: str, *, email: str = "", plan: str = "") -> None:
+        """Record ``name``'s email and plan (as the profile endpoint reports them) on its credential,
+        in memory and in ``credentials.json``; nothing is written when nothing changed. Empty values
+        keep what is known."""
+        with self._lock_for(name), self.store.lock():
+            cur = self._creds.get(name)
+            if cur is None:
+                return
+            new = dataclasses.replace(cur, email=email or cur.email, plan=plan or cur.plan)
+            if new == cur:
+                return
+            stored = self.store.load().get(name)
+            if stored is not None and stored.secret == cur.secret and name not in self._unsaved:
+                try:
+                    self.store.put(name, new)
+                except OSError as exc:
+                    log.warning("could not save the identity of %s: %s", name, exc)
+            self._creds[name] = new
+
+    def close(self) -> None:
+        """Close the HTTP session if this manager made it."""
+        if self._own_http:
+            self.http.close()
 
     def save_unsaved(self) -> None:
         """Retry saving rotated pairs whose first save failed (called by the refresher thread)."""
@@ -185,16 +217,22 @@ class TokenManager:
                 self._unsaved.pop(name, None)
                 log.info("saved the rotated token of %s", name)
 
-    def expiring(self, within_s: float) -> list[str]:
-        """OAuth accounts whose access token expires within ``within_s`` seconds (and can be refreshed)."""
-        deadline_ms = (self.clock() + within_s) * 1000
-        return [n for n, c in list(self._creds.items())
-                if c.kind == "oauth" and c.refresh_token and not c.copy_only and c.expires_at_ms
-                and c.expires_at_ms <= deadline_ms]
+
+def revoke_refresh_token(http: requests.Session, revoke_url: str, client_id: str, cred: Credential) -> bool:
+    """Best-effort revocation of ``cred``'s refresh token, RFC 7009 shape (the endpoint is unconfirmed:
+    ``docs/protocol.md`` §1.9). :returns: True on a 2xx answer; False otherwise or if unreachable."""
+    if cred.kind != "oauth" or not cred.refresh_token:
+        return False
+    try:
+        resp = http.post(revoke_url, json={"token": cred.refresh_token, "token_type_hint": "refresh_token",
+                                           "client_id": client_id}, timeout=REFRESH_TIMEOUT_S)
+    except requests.RequestException:
+        return False
+    return 200 <= resp.status_code < 300
 
 
-def token_response(resp: requests.Response, old: Credential | None, now_s: float) -> RefreshResult:
-    """Interpret a token-endpoint answer (refresh or code exchange, reference §1.5).
+def parse_token_response(resp: requests.Response, old: Credential | None, now_s: float) -> RefreshResult:
+    """Interpret a token-endpoint answer (refresh or code exchange, ``docs/protocol.md`` §1.5, §1.8).
 
     :param old: the credential being refreshed (its refresh token, email and plan are kept when the
         answer omits them), or None for a first login.
@@ -209,7 +247,7 @@ def token_response(resp: requests.Response, old: Credential | None, now_s: float
         expires_in = data.get("expires_in")
         expires_in = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600
         account = data.get("account") if isinstance(data.get("account"), dict) else {}
-        return RefreshResult("ok", Credential(
+        return RefreshResult(RefreshStatus.OK, Credential(
             kind="oauth",
             access_token=data["access_token"],
             refresh_token=data.get("refresh_token") or (old.refresh_token if old else ""),
@@ -219,10 +257,10 @@ def token_response(resp: requests.Response, old: Credential | None, now_s: float
         ))
     err = str(data.get("error") or "")
     if err in ("invalid_grant", "invalid_client", "unauthorized_client") or (resp.status_code in (400, 401) and not err):
-        return RefreshResult("invalid_grant", message=f"{err or resp.status_code}: {data.get('error_description') or ''}".strip(": "))
+        return RefreshResult(RefreshStatus.INVALID_GRANT, message=f"{err or resp.status_code}: {data.get('error_description') or ''}".strip(": "))
     retry_after_s = None
     if resp.status_code == 429:
         retry = parse_retry_after_s(resp.headers, now_s)
         retry_after_s = min(max(retry if retry is not None else BACKOFF_FIRST_S, 1.0), BACKOFF_MAX_S)
-    return RefreshResult("error", message=f"token endpoint answered {resp.status_code} {err}".strip(),
+    return RefreshResult(RefreshStatus.ERROR, message=f"token endpoint answered {resp.status_code} {err}".strip(),
                          retry_after_s=retry_after_s)

@@ -1,6 +1,6 @@
 """What an upstream answer means for the request and its account (pure).
 
-Rules (issue "The pooled proxy"; anthropic-protocol.md §4.2, §5.4; peers.md §5):
+Rules (``docs/protocol.md`` §4.2, §4.3, §5.5):
 
 =====================================  ===========  =============================================
 upstream answer                        action       effect on the account
@@ -46,7 +46,8 @@ class Action(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """``action`` plus, where it applies, ``until_s`` (epoch s the account is blocked until)."""
+    """``action`` plus, where it applies, ``until_s`` (epoch s the account is blocked until) and
+    ``reason`` (why, as the account's cooldown reason and in logs)."""
 
     action: Action
     until_s: float = 0.0
@@ -85,13 +86,13 @@ def classify(status: int, headers: Mapping[str, str], body: bytes, rl: RateLimit
             return Outcome(Action.EXHAUSTED, until_s=until, reason="quota exhausted")
         retry = parse_retry_after_s(headers, now_s)
         wait = THROTTLE_DEFAULT_S if retry is None else min(max(retry, 1.0), THROTTLE_MAX_S)
-        return Outcome(Action.THROTTLE, until_s=now_s + wait, reason="throttled")
+        return Outcome(Action.THROTTLE, until_s=now_s + wait, reason="throttled (429)")
     if status == 529 or err_type == "overloaded_error":
         return Outcome(Action.OVERLOADED, reason="overloaded")
     if status == 401:
         return Outcome(Action.AUTH, reason="unauthorized")
     if status == 403:
-        return Outcome(Action.FORBIDDEN, until_s=now_s + FORBIDDEN_COOLDOWN_S, reason="forbidden")
+        return Outcome(Action.FORBIDDEN, until_s=now_s + FORBIDDEN_COOLDOWN_S, reason="forbidden (403)")
     if status in (500, 502, 503, 504):
         return Outcome(Action.SERVER_ERROR, reason=f"upstream {status}")
     return Outcome(Action.RETURN)

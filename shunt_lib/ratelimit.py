@@ -1,12 +1,12 @@
 """Parse rate-limit response headers into per-window utilization (pure functions).
 
-Sources (anthropic-protocol.md §4.1, §5.7):
+Sources (``docs/protocol.md`` §4.1, §4.4, §4.5):
 
 * OAuth (subscription) accounts: ``anthropic-ratelimit-unified-{5h,7d,7d_<model>}-{status,reset,utilization}``
   with utilization a 0–1 fraction (may exceed 1) and reset in epoch **seconds**; overall
   ``anthropic-ratelimit-unified-status`` / ``-reset``. Headers appear on 200s and 429s alike.
 * API-key accounts: ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}``
-  with reset in **RFC 3339** (Anthropic rate-limit docs).
+  with reset in **RFC 3339** (https://docs.anthropic.com/en/api/rate-limits).
 * ``retry-after`` (seconds or HTTP-date) and ``retry-after-ms`` (preferred, per the Python SDK).
 """
 
@@ -51,13 +51,11 @@ class RateLimitInfo:
     ``windows``: window name (``5h``, ``7d``, ``7d_sonnet``, ``tokens``, ...) → :class:`Window`.
     ``rejected``: the unified status or any window's status is ``rejected`` (quota exhausted).
     ``exhausted_until_s``: when the rejected window(s) reset (epoch s), or None.
-    ``unified``: True if any ``anthropic-ratelimit-unified-*`` quota header was present.
     """
 
     windows: dict[str, Window]
     rejected: bool = False
     exhausted_until_s: float | None = None
-    unified: bool = False
 
 
 def _float(v: str | None) -> float | None:
@@ -130,7 +128,7 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
     if not windows and not unified:
         return None
     exhausted_until = max(rejected_resets) if rejected_resets else None
-    return RateLimitInfo(windows=windows, rejected=rejected, exhausted_until_s=exhausted_until, unified=unified)
+    return RateLimitInfo(windows=windows, rejected=rejected, exhausted_until_s=exhausted_until)
 
 
 def parse_retry_after_s(headers: Mapping[str, str], now_s: float) -> float | None:

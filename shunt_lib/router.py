@@ -15,15 +15,20 @@ Precedence: a pin (``use NAME``) if that account is usable; then the session's a
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Iterable, Sequence
 
 from .ratelimit import Window, window_length_s
 
-AVAILABLE = "available"
-COOLING = "cooling"
-EXHAUSTED = "exhausted"
-REAUTH = "reauth_required"
-DISABLED = "disabled"
+
+class AccountStatus(enum.StrEnum):
+    """An account's state for routing, as ``/status`` shows it."""
+
+    AVAILABLE = "available"  # can take requests
+    COOLING = "cooling"  # must not be used before its cooldown ends (throttled, forbidden)
+    EXHAUSTED = "exhausted"  # out of quota until a window resets
+    REAUTH_REQUIRED = "reauth_required"  # needs a new login (or key): only a human can fix it
+    DISABLED = "disabled"  # its API key was rejected: only a human can fix it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,20 +49,22 @@ class AccountView:
     windows: dict[str, Window] = dataclasses.field(default_factory=dict)
     active_sessions: int = 0
 
-    def status(self, now_s: float) -> str:
-        """One of available, cooling, exhausted, reauth_required, disabled."""
+    def status(self, now_s: float) -> AccountStatus:
+        """The account's :class:`AccountStatus` at ``now_s`` (epoch s)."""
         if self.disabled:
-            return DISABLED
+            return AccountStatus.DISABLED
         if self.reauth_required:
-            return REAUTH
+            return AccountStatus.REAUTH_REQUIRED
         if self.exhausted_until_s > now_s:
-            return EXHAUSTED
+            return AccountStatus.EXHAUSTED
         if self.cooldown_until_s > now_s:
-            return COOLING
-        return AVAILABLE
+            return AccountStatus.COOLING
+        return AccountStatus.AVAILABLE
 
     def usable(self, now_s: float) -> bool:
-        return self.status(now_s) == AVAILABLE
+        """Whether it can take a request at ``now_s``."""
+        return (not self.disabled and not self.reauth_required and self.exhausted_until_s <= now_s
+                and self.cooldown_until_s <= now_s)
 
     def available_at_s(self, now_s: float) -> float | None:
         """When this account becomes usable by itself (epoch s); None if only a human can fix it."""

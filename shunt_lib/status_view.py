@@ -9,17 +9,22 @@ def _pct(v) -> str:
     return "-" if v is None else f"{v * 100:.0f}%"
 
 
-def _until(at_s, now_s: float) -> str:
-    if not at_s:
-        return ""
-    secs = int(at_s - now_s)
-    if secs <= 0:
-        return "now"
+def duration_text(seconds: float) -> str:
+    """A short duration: ``42s``, ``7m05s``, ``3h20m``, ``2d4h`` (negative counts as 0)."""
+    secs = max(0, int(seconds))
+    if secs < 60:
+        return f"{secs}s"
     if secs < 3600:
         return f"{secs // 60}m{secs % 60:02d}s"
     if secs < 86400:
         return f"{secs // 3600}h{(secs % 3600) // 60:02d}m"
     return f"{secs // 86400}d{(secs % 86400) // 3600}h"
+
+
+def _until(at_s, now_s: float) -> str:
+    if not at_s:
+        return ""
+    return "now" if at_s - now_s < 1 else duration_text(at_s - now_s)
 
 
 def _tokens(n: int) -> str:

@@ -4,23 +4,7 @@ import json
 import socket
 import time
 
-from tests.conftest import MSG
-
-
-def raw(p, data: bytes, timeout=5) -> bytes:
-    s = socket.create_connection(("127.0.0.1", p.port), timeout=timeout)
-    s.sendall(data)
-    out = b""
-    try:
-        while True:
-            piece = s.recv(65536)
-            if not piece:
-                break
-            out += piece
-    except socket.timeout:
-        pass
-    s.close()
-    return out
+from tests.support import MSG, raw
 
 
 def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
@@ -29,7 +13,7 @@ def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
     assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large"
     assert upstream.received == []
     # Chunked uploads are limited too.
-    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
                  b"1000\r\n" + b"y" * 4096 + b"\r\n0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413")
 
@@ -37,7 +21,7 @@ def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
 def test_chunked_request_body_is_forwarded(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
     body = json.dumps(MSG).encode()
-    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
     assert out.startswith(b"HTTP/1.1 200")
     assert upstream.received[0].body == body
@@ -48,7 +32,7 @@ def test_malformed_http_gets_json_400(make_proxy, upstream):
     for bad in (b"GARBAGE\r\n\r\n", b"POST /v1/messages HTTP/9.9\r\n\r\n",
                 b"POST /v1/messages HTTP/1.1\r\ncontent-length: abc\r\n\r\n",
                 b"POST /v1/messages HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"):
-        out = raw(p, bad)
+        out = raw(p.port, bad)
         head, _, body = out.partition(b"\r\n\r\n")
         assert head.split(b" ")[1] in (b"400", b"505"), out
         assert json.loads(body)["type"] == "error"
@@ -85,18 +69,18 @@ def test_header_parsing_rules(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
     body = json.dumps(MSG).encode()
     head = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n" % len(body)
-    folded = raw(p, head + b"x-folded: a\r\n  b\r\n\r\n" + body)
+    folded = raw(p.port, head + b"x-folded: a\r\n  b\r\n\r\n" + body)
     assert folded.startswith(b"HTTP/1.1 400") and b"folding" in folded
-    assert raw(p, head + b"no colon here\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
-    assert raw(p, head + b"bad name: v\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
+    assert raw(p.port, head + b"no colon here\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
+    assert raw(p.port, head + b"bad name: v\r\n\r\n" + body).startswith(b"HTTP/1.1 400")
     many = b"".join(b"x-h%d: v\r\n" % i for i in range(101))
-    assert raw(p, head + many + b"\r\n" + body).startswith(b"HTTP/1.1 431")
-    assert raw(p, head + b"x-long: " + b"v" * 70000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    assert raw(p.port, head + many + b"\r\n" + body).startswith(b"HTTP/1.1 431")
+    assert raw(p.port, head + b"x-long: " + b"v" * 70000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
     assert upstream.received == []
     # Expect: 100-continue gets its interim answer; repeated headers are forwarded joined.
-    out = raw(p, head + b"expect: 100-continue\r\nx-dup: 1\r\nX-Dup: 2\r\nconnection: close\r\n\r\n" + body)
+    out = raw(p.port, head + b"expect: 100-continue\r\nx-dup: 1\r\nX-Dup: 2\r\nconnection: close\r\n\r\n" + body)
     assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200")
     assert upstream.received[-1].header("x-dup") == "1, 2"
-    # HTTP/1.0 closes after the answer.
-    out = raw(p, b"POST /v1/messages HTTP/1.0\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+    # HTTP/1.0 closes after the answer (raw() fails if the connection stays open).
+    out = raw(p.port, b"POST /v1/messages HTTP/1.0\r\ncontent-length: %d\r\n\r\n" % len(body) + body, timeout=5)
     assert b" 200 " in out.split(b"\r\n")[0]

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import socket
 
 import pytest
 import responses
@@ -12,7 +11,7 @@ from shunt_lib.cli import main
 from shunt_lib.config import Paths, load_config
 from shunt_lib.credentials import CredentialStore
 from shunt_lib.server import make_server
-from tests.conftest import MSG, Proxy, write_home
+from tests.support import MSG, Proxy, write_home
 
 
 def claude_file(tmp_path, token="sk-test-access"):
@@ -71,12 +70,10 @@ def test_add_account_api_key_reads_stdin_checks_it_and_never_argv(monkeypatch, c
 
 
 def test_status_and_use_talk_to_the_running_proxy(upstream, capsys):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    paths = write_home(os.environ["SHUNT_HOME"], upstream.url, [("a", "oauth"), ("b", "api_key")], {"port": port})
-    p = Proxy(make_server(load_config(paths), paths))
+    accounts = [("a", "oauth"), ("b", "api_key")]
+    paths = write_home(os.environ["SHUNT_HOME"], upstream.url, accounts)
+    p = Proxy(make_server(load_config(paths), paths, port=0))
+    write_home(paths.home, upstream.url, accounts, {"port": p.port})  # where the commands look for it
     try:
         p.request(body=MSG)
         assert main(["status"]) == 0

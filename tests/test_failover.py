@@ -4,7 +4,7 @@ import json
 import threading
 import time
 
-from tests.conftest import MSG
+from tests.support import MSG
 from tests.fakes.upstream import Reply, error_json, unified_headers
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
@@ -150,7 +150,7 @@ def test_connection_error_before_any_byte_fails_over(tmp_path, upstream, monkeyp
 
     from shunt_lib.config import load_config
     from shunt_lib.server import make_server
-    from tests.conftest import Proxy, write_home
+    from tests.support import Proxy, write_home
 
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
@@ -178,10 +178,10 @@ def test_other_statuses_are_returned_unchanged(make_proxy, upstream):
 
 def test_fifty_concurrent_401s_cause_exactly_one_refresh(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
-    gate = threading.Event()
 
     def token(req):
-        gate.wait(5)  # hold the refresh until every request has seen its 401
+        # Hold the refresh until every request has been answered 401 with the old token.
+        assert upstream.wait_for_requests(50, "tok-a", timeout=60)
         return 200, {"access_token": "tok-new", "refresh_token": "ref-new", "expires_in": 3600}
 
     upstream.token_handler = token
@@ -189,17 +189,13 @@ def test_fifty_concurrent_401s_cause_exactly_one_refresh(make_proxy, upstream):
     results = []
 
     def client():
-        results.append(p.request(body=MSG, timeout=30)[0])
+        results.append(p.request(body=MSG, timeout=90)[0])
 
     threads = [threading.Thread(target=client) for _ in range(50)]
     for t in threads:
         t.start()
-    deadline = time.time() + 10
-    while len(upstream.requests_for("tok-a")) < 50 and time.time() < deadline:
-        time.sleep(0.01)
-    gate.set()
     for t in threads:
-        t.join(30)
+        t.join()
     assert results == [200] * 50
     assert upstream.token_calls == 1
-    assert len(upstream.requests_for("tok-new")) == 50
+    assert len(upstream.requests_for("tok-a")) == 50 and len(upstream.requests_for("tok-new")) == 50

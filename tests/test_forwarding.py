@@ -1,11 +1,51 @@
-"""Integration: what reaches upstream and what comes back (real proxy, fake upstream on 127.0.0.1:0)."""
+"""What reaches upstream and what comes back: the pure forwarding rules, then the real proxy in front of
+a fake upstream on 127.0.0.1:0."""
 
 import json
 import os
 
-from tests.conftest import MSG
+from shunt_lib.forwarding import ResponseHead, narrow_accept_encoding, response_head, upstream_headers
+from tests.support import MSG
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "claude-code-2.1.328-turn1.json")
+
+
+def test_accept_encoding_is_narrowed_to_what_zlib_decodes():
+    assert narrow_accept_encoding("gzip, deflate, br, zstd") == "gzip, deflate"
+    assert narrow_accept_encoding("br, zstd") is None
+    assert narrow_accept_encoding("gzip;q=1.0, identity") == "gzip;q=1.0, identity"
+
+
+def test_upstream_headers_replace_credentials_and_keep_the_rest():
+    client = [("Authorization", "Bearer client"), ("x-api-key", "client-key"), ("Host", "127.0.0.1:8082"),
+              ("Connection", "keep-alive, x-hop"), ("x-hop", "1"), ("Keep-Alive", "5"), ("anthropic-beta", "a-1,b-2"),
+              ("x-claude-code-session-id", "s"), ("user-agent", "claude-cli/2"), ("accept-encoding", "gzip, br"),
+              ("content-length", "10"), ("x-custom", "v")]
+    h = upstream_headers(client, "oauth", "acct-token")
+    assert h["authorization"] == "Bearer acct-token"
+    assert "x-api-key" not in h and "host" not in h and "connection" not in h and "x-hop" not in h
+    assert "keep-alive" not in h and "content-length" not in h
+    assert h["anthropic-beta"] == "a-1,b-2,oauth-2025-04-20"
+    assert h["user-agent"] == "claude-cli/2" and h["x-custom"] == "v" and h["accept-encoding"] == "gzip"
+    h = upstream_headers([("anthropic-beta", "oauth-2025-04-20,x")], "oauth", "t")
+    assert h["anthropic-beta"] == "oauth-2025-04-20,x"
+    h = upstream_headers([], "oauth", "t")
+    assert h["anthropic-beta"] == "oauth-2025-04-20" and "accept-encoding" not in h
+    h = upstream_headers(client, "api_key", "sk-key")
+    assert h["x-api-key"] == "sk-key" and "authorization" not in h and h["anthropic-beta"] == "a-1,b-2"
+
+
+def test_response_head_keeps_status_reason_and_headers_and_frames_anew():
+    head = ResponseHead.from_items(529, "", [("Content-Type", "application/json"), ("Content-Length", "12"),
+                                             ("Transfer-Encoding", "chunked"), ("Connection", "keep-alive"),
+                                             ("X-Shunt-Account", "spoofed"), ("request-id", "r1")])
+    assert head.by_name["request-id"] == "r1"
+    assert response_head(head, "a", content_length=12) == (
+        b"HTTP/1.1 529 \r\nContent-Type: application/json\r\nrequest-id: r1\r\nx-shunt-account: a\r\n"
+        b"content-length: 12\r\n\r\n")
+    ok = ResponseHead.from_items(200, "OK", [("content-type", "text/event-stream")])
+    assert response_head(ok, "b", chunked=True).endswith(b"x-shunt-account: b\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert response_head(ok, "b", close=True).endswith(b"x-shunt-account: b\r\nconnection: close\r\n\r\n")
 
 
 def test_real_claude_code_request_is_forwarded_byte_for_byte(make_proxy, upstream, events):

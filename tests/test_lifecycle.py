@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -14,7 +15,7 @@ from shunt_lib.cli import main
 from shunt_lib.config import Paths, load_config
 from shunt_lib.credentials import CredentialStore
 from shunt_lib.server import start_background
-from tests.conftest import MSG, write_home
+from tests.support import MSG, ServeProcess, open_stream, read_until, write_home
 from tests.fakes.upstream import Reply, error_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,9 +41,8 @@ def test_proactive_refresh_happens_before_expiry(make_proxy, upstream, events):
     p = make_proxy([("a", "oauth")], expires_at_ms=expires_at_ms)
     start_background(p.srv, recovery=False, usage=False, reload=False)
     assert called.wait(10)
-    deadline = time.time() + 5
-    while p.srv.tokens.get("a").access_token == "tok-a" and time.time() < deadline:
-        time.sleep(0.01)
+    assert events.wait_for("token_refreshed")  # logged once the rotated pair is on disk
+    assert p.srv.tokens.get("a").access_token == "tok-new1"
     saved = CredentialStore(p.srv.paths.credentials).load()["a"]
     assert saved.access_token == "tok-new1" and saved.refresh_token == "ref-new1"
     assert saved.expires_at_ms > expires_at_ms and time.time() * 1000 < expires_at_ms  # before expiry
@@ -80,22 +80,15 @@ def test_kill_9_right_after_rotation_keeps_the_new_pair_and_the_proxy_works(tmp_
     assert r.returncode == -signal.SIGKILL
     saved = CredentialStore(paths.credentials).load()["a"]
     assert (saved.access_token, saved.refresh_token) == ("tok-new1", "ref-new1")
-    from tests.test_restart import free_port, start
-
-    port = free_port()
-    proc = start(port, env)
+    serve = ServeProcess(env)
     try:
-        import urllib.request
-
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/messages", data=json.dumps(MSG).encode(),
+        req = urllib.request.Request(f"http://127.0.0.1:{serve.port}/v1/messages", data=json.dumps(MSG).encode(),
                                      headers={"content-type": "application/json"})
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
             assert resp.status == 200
         assert upstream.requests_for()[-1].credential == "tok-new1"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        proc.stderr.close()
+        assert serve.stop(signal.SIGTERM) == 0
 
 
 @pytest.mark.parametrize("step, rotated", [("before-fsync", False), ("before-replace", False), ("after-replace", True)])
@@ -146,7 +139,7 @@ def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy
                                "seven_day": {"utilization": 8.0, "resets_at": "2099-01-05T00:00:00Z"}, "tangelo": None}
     upstream.profile["tok-a"] = {"account": {"email": "a@example.com", "has_claude_max": True}}
     p = make_proxy([("a", "oauth"), ("b", "oauth")])  # b's usage call fails (404): still routable
-    poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, interval_s=3600)
+    poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, p.srv.http, interval_s=3600)
     poller.start()
     p.srv.background.append(poller)
     assert poller.polled.wait(10)
@@ -227,7 +220,6 @@ def test_logout_revokes_and_keeps_the_account_as_reauth_required(make_proxy, ups
 
 def test_a_running_proxy_picks_up_an_added_account_and_routes_to_it(make_proxy, upstream, events, tmp_path):
     from tests.fakes.upstream import sse_events
-    from tests.test_streaming import open_stream, read_until
 
     p = make_proxy([("a", "oauth")])
     start_background(p.srv, refresh=False, recovery=False, usage=False)
@@ -235,7 +227,7 @@ def test_a_running_proxy_picks_up_an_added_account_and_routes_to_it(make_proxy, 
     evs = sse_events()
     gate = threading.Event()
     upstream.script("tok-a", Reply(events=evs, gates=[None, gate]))
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     read_until(resp, b"message_start")
     src = tmp_path / "b.json"
     src.write_text(json.dumps({"claudeAiOauth": {"accessToken": "tok-b", "refreshToken": "ref-b", "expiresAt": 4102444800000}}))
@@ -257,7 +249,7 @@ def test_a_running_proxy_picks_up_an_added_account_and_routes_to_it(make_proxy, 
     assert [a["name"] for a in p.srv.status()["accounts"]] == ["a"]
 
 
-def test_add_account_paste_runs_pkce_against_the_configured_endpoints(upstream, monkeypatch, capsys):
+def test_add_account_paste_runs_pkce_against_the_configured_endpoints(upstream, capsys):
     import urllib.parse
 
     seen = {}
@@ -276,13 +268,11 @@ def test_add_account_paste_runs_pkce_against_the_configured_endpoints(upstream, 
         state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))["state"]
         return f"the-code#{state}"
 
-    monkeypatch.setattr("shunt_lib.cli._read_secret", paste)
-    assert main(["add-account", "p", "--paste"]) == 0
+    assert main(["add-account", "p", "--paste"], read_secret=paste) == 0
     assert seen["grant_type"] == "authorization_code" and seen["code"] == "the-code" and seen["code_verifier"]
     cred = CredentialStore(paths.credentials).load()["p"]
     assert (cred.access_token, cred.email, cred.plan) == ("tok-p", "p@example.com", "pro")
-    monkeypatch.setattr("shunt_lib.cli._read_secret", lambda prompt: "the-code#forged-state")
-    assert main(["add-account", "q", "--paste"]) == 2
+    assert main(["add-account", "q", "--paste"], read_secret=lambda prompt: "the-code#forged-state") == 2
     assert "state does not match" in capsys.readouterr().err
     assert "q" not in CredentialStore(paths.credentials).load()
 

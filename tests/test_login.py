@@ -8,11 +8,14 @@ import pytest
 import responses
 
 from shunt_lib.account_info import parse_profile, parse_usage
+from shunt_lib.background import TokenRefresher
+from shunt_lib.config import AccountConfig
 from shunt_lib.config import ServerConfig
 from shunt_lib.credentials import Credential, CredentialStore
 from shunt_lib.errors import ConfigError
 from shunt_lib.login import exchange_code, keychain_service, parse_paste, pkce_start
 from shunt_lib.oauth import TokenManager
+from shunt_lib.state import Pool
 
 SERVER = ServerConfig(oauth_token_url="https://token.example/v1/oauth/token")
 
@@ -106,7 +109,9 @@ def test_copy_only_credentials_are_never_refreshed(tmp_path):
     store.put("a", cred)
     tm = TokenManager(store, {"a": cred}, token_url=SERVER.oauth_token_url)
     assert tm.refresh("a", failed_access_token="at").status == "copy_only"
-    assert tm.expiring(300) == [] and len(responses.calls) == 0
+    refresher = TokenRefresher(Pool([AccountConfig("a")], strategy="fill-first", session_ttl_s=60), tm)
+    assert refresher.tick() is None  # nothing is due, ever
+    assert len(responses.calls) == 0
 
 
 def test_usage_and_profile_parsing():

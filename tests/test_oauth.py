@@ -3,8 +3,11 @@ import threading
 
 import responses
 
+from shunt_lib.background import TokenRefresher
+from shunt_lib.config import AccountConfig
 from shunt_lib.credentials import Credential, CredentialStore
 from shunt_lib.oauth import CLIENT_ID, TokenManager
+from shunt_lib.state import Pool
 
 URL = "https://token.example/v1/oauth/token"
 
@@ -66,7 +69,18 @@ def test_concurrent_refreshes_make_one_call(tmp_path):
     assert all(r.status == "ok" and r.credential.access_token == "new-at" for r in results)
 
 
-def test_expiring_lists_tokens_inside_the_margin(tmp_path):
-    tm, _ = manager(tmp_path, now=1000.0)
-    assert tm.expiring(30) == []
-    assert tm.expiring(300) == ["a"]
+@responses.activate
+def test_the_refresher_refreshes_only_tokens_inside_their_margin(tmp_path):
+    now = 1000.0
+    store = CredentialStore(str(tmp_path / "credentials.json"))
+    creds = {"a": Credential(kind="oauth", access_token="at-a", refresh_token="rt-a", expires_at_ms=int((now + 60) * 1000)),
+             "b": Credential(kind="oauth", access_token="at-b", refresh_token="rt-b", expires_at_ms=int((now + 3600) * 1000))}
+    for name, cred in creds.items():
+        store.put(name, cred)
+    tm = TokenManager(store, creds, token_url=URL, clock=lambda: now)
+    pool = Pool([AccountConfig("a"), AccountConfig("b")], strategy="fill-first", session_ttl_s=60)
+    responses.post(URL, json={"access_token": "new-at", "refresh_token": "new-rt", "expires_in": 28800})
+    next_due = TokenRefresher(pool, tm, margin_s=300, jitter_s=0, clock=lambda: now).tick()
+    assert [json.loads(c.request.body)["refresh_token"] for c in responses.calls] == ["rt-a"]
+    assert tm.get("a").access_token == "new-at" and tm.get("b").access_token == "at-b"
+    assert next_due == now + 3600 - 300  # b falls due 5 minutes before it expires

@@ -21,7 +21,7 @@ FIXTURE_429 = {
 
 def test_unified_429_fixture_is_exhausted_until_5h_reset():
     rl = parse_rate_limits(FIXTURE_429, now_s=1785510000)
-    assert rl.unified and rl.rejected
+    assert rl.rejected
     assert rl.exhausted_until_s == 1785518400
     assert rl.windows["5h"].utilization == 1.01
     assert rl.windows["5h"].status == "rejected"
@@ -57,7 +57,6 @@ def test_api_key_headers_give_per_minute_windows():
          "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
          "anthropic-ratelimit-requests-reset": "2026-11-21T10:00:05Z"}
     rl = parse_rate_limits(h, now_s=0)
-    assert not rl.unified
     assert rl.windows["tokens"].utilization == 0.25
     assert rl.windows["tokens"].reset_at_s == parse_rfc3339_s("2026-11-21T10:00:30+00:00")
     assert rl.windows["requests"].utilization == 1.0 and rl.windows["requests"].status == "rejected"

@@ -9,17 +9,9 @@ import time
 
 from shunt_lib import credentials
 from shunt_lib.cli import main
-from shunt_lib.config import Paths
-from tests.conftest import MSG, STREAM_MSG, write_home
+from shunt_lib.config import AccountConfig, Paths
+from tests.support import MSG, STREAM_MSG, raw, send_raw, write_home
 from tests.fakes.upstream import Reply, error_json, message_json, sse_events, unified_headers
-from tests.test_bad_input import raw
-
-
-def send_raw(p, body: bytes, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> socket.socket:
-    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
-    s.sendall(b"POST /v1/messages " + version + b"\r\nhost: x\r\ncontent-type: application/json\r\n" + extra
-              + b"content-length: %d\r\n\r\n" % len(body) + body)
-    return s
 
 
 def test_a_failing_account_is_not_hammered_while_another_cools(make_proxy, upstream):
@@ -33,29 +25,27 @@ def test_a_failing_account_is_not_hammered_while_another_cools(make_proxy, upstr
 
 def test_an_account_removed_mid_request_does_not_break_the_request(make_proxy, upstream):
     p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first")
-    gate = threading.Event()
-
-    def remove_a():
-        gate.wait(5)
-        from shunt_lib.config import AccountConfig
-
-        p.pool.sync_accounts([AccountConfig("b", "oauth")])
-
-    upstream.script("tok-a", Reply(status=429, delay_s=0.3, body=error_json("rate_limit_error", "quota"),
-                                   headers=unified_headers(status_5h="rejected", util_5h=1.0)))
-    t = threading.Thread(target=remove_a)
-    t.start()
-    gate.set()
-    status, h, _ = p.request(body=MSG)
-    t.join()
+    arrived, release = threading.Event(), threading.Event()
+    upstream.script("tok-a", Reply(status=429, body=error_json("rate_limit_error", "quota"), arrived=arrived,
+                                   release=release, headers=unified_headers(status_5h="rejected", util_5h=1.0)))
+    result = []
+    client = threading.Thread(target=lambda: result.append(p.request(body=MSG)))
+    client.start()
+    assert arrived.wait(10)  # the request is on a, waiting for a's answer
+    p.pool.sync_accounts([AccountConfig("b", "oauth")])  # a reload removes a
+    release.set()  # a answers 429 for an account the pool no longer has
+    client.join()
+    status, h, _ = result[0]
     assert status == 200 and h["x-shunt-account"] == "b"
+    assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-b"]
+    assert p.pool.names() == ["b"]
 
 
 def test_a_cancelled_stream_still_counts_its_usage(make_proxy, upstream, events):
     p = make_proxy([("a", "oauth")])
     gates = [None] + [threading.Event() for _ in range(5)]
     upstream.script("tok-a", Reply(events=sse_events(input_tokens=50000), gates=gates))
-    s = send_raw(p, json.dumps(STREAM_MSG).encode())
+    s = send_raw(p.port, json.dumps(STREAM_MSG).encode())
     got = b""
     while b"message_start" not in got:
         got += s.recv(65536)
@@ -98,13 +88,13 @@ def test_odd_bodies_and_headers_get_answers_not_dropped_connections(make_proxy, 
     assert p.request(body=odd)[0] == 200
     deep = b'{"messages":' + b"[" * 100000 + b"]" * 100000 + b"}"
     assert p.request(body=deep)[0] == 200  # forwarded as is; upstream decides
-    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-foo: a\rb\r\ncontent-length: 2\r\n\r\n{}")
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-foo: a\rb\r\ncontent-length: 2\r\n\r\n{}")
     assert out.startswith(b"HTTP/1.1 400")
 
 
 def test_http10_clients_get_close_delimited_bodies_and_bad_chunks_are_refused(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
-    s = send_raw(p, json.dumps(STREAM_MSG).encode(), version=b"HTTP/1.0")
+    s = send_raw(p.port, json.dumps(STREAM_MSG).encode(), version=b"HTTP/1.0")
     out = b""
     while True:
         piece = s.recv(65536)
@@ -115,9 +105,9 @@ def test_http10_clients_get_close_delimited_bodies_and_bad_chunks_are_refused(ma
     assert b"transfer-encoding" not in head.lower()
     assert body == b"".join(sse_events())
     for bad in (b"-1\r\n", b"0x10\r\n", b"1_0\r\n"):
-        out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + bad + b"x" * 16 + b"\r\n0\r\n\r\n")
+        out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + bad + b"x" * 16 + b"\r\n0\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 400"), bad
-    out = raw(p, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n")
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")
 
 

@@ -1,32 +1,12 @@
 """Integration: SSE relayed as it arrives, broken streams, holds with pings, and client disconnects."""
 
-import http.client
 import json
 import socket
 import threading
 import time
 
-from tests.conftest import MSG, STREAM_MSG
+from tests.support import MSG, open_stream, read_until
 from tests.fakes.upstream import Reply, error_json, sse_events
-
-
-def open_stream(p, body=STREAM_MSG, headers=None, timeout=20):
-    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=timeout)
-    hdrs = {"content-type": "application/json"}
-    hdrs.update(headers or {})
-    conn.request("POST", "/v1/messages?beta=true", body=json.dumps(body).encode(), headers=hdrs)
-    return conn, conn.getresponse()
-
-
-def read_until(resp, marker: bytes, limit=1 << 20) -> bytes:
-    got = b""
-    while marker not in got:
-        piece = resp.read1(65536)
-        if not piece:
-            break
-        got += piece
-        assert len(got) < limit
-    return got
 
 
 def test_events_reach_the_client_as_the_upstream_sends_them(make_proxy, upstream):
@@ -34,7 +14,7 @@ def test_events_reach_the_client_as_the_upstream_sends_them(make_proxy, upstream
     evs = sse_events(text="streamed")
     gates = [None] + [threading.Event() for _ in evs[1:]]
     upstream.script("tok-a", Reply(events=evs, gates=gates))
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     assert resp.status == 200 and resp.getheader("x-shunt-account") == "a"
     assert resp.getheader("content-type") == "text/event-stream"
     # Each event arrives while the upstream is still holding back the next one: nothing is buffered.
@@ -51,7 +31,7 @@ def test_events_reach_the_client_as_the_upstream_sends_them(make_proxy, upstream
 def test_stream_broken_after_bytes_ends_with_sse_error_event(make_proxy, upstream, events):
     p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first")
     upstream.script("tok-a", Reply(events=sse_events(), break_after=2))
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     body = resp.read()  # the chunked stream is properly terminated
     first_two = b"".join(sse_events()[:2])
     assert body.startswith(first_two)
@@ -80,7 +60,7 @@ def test_hold_then_succeed_after_a_reset(make_proxy, upstream, events):
 def test_held_stream_gets_200_and_pings_then_the_stream(make_proxy, upstream):
     p = make_proxy([("a", "oauth")], max_wait_s=30, hold_first_ping_s=0.2, hold_ping_interval_s=0.3)
     p.pool.cool("a", time.time() + 1.2, "test")
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     assert resp.status == 200 and resp.getheader("content-type").startswith("text/event-stream")
     assert resp.getheader("x-shunt-held") == "1"
     body = resp.read()
@@ -96,7 +76,7 @@ def test_held_stream_upstream_error_becomes_sse_error_event(make_proxy, upstream
     err = error_json("invalid_request_error", "max_tokens: too large")
     upstream.script("tok-a", Reply(status=400, body=err))
     p.pool.cool("a", time.time() + 0.6, "test")
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     assert resp.status == 200
     body = resp.read()
     assert b"event: ping" in body
@@ -151,7 +131,7 @@ def test_client_disconnect_mid_stream_closes_the_upstream_response(make_proxy, u
     gone = threading.Event()
     gates = [None] + [threading.Event() for _ in evs[1:]]  # the upstream stalls after message_start
     upstream.script("tok-a", Reply(events=evs, gates=gates, on_disconnect=gone))
-    conn, resp = open_stream(p)
+    conn, resp = open_stream(p.port)
     read_until(resp, b"message_start")
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()

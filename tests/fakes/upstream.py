@@ -1,79 +1,49 @@
 """A scriptable fake Anthropic API on 127.0.0.1:0 for integration tests.
 
 Responses are scripted per credential (the bearer token or API key the proxy sends); unscripted
-requests get a default streaming or JSON reply. Every request received is recorded.
+requests get a default streaming or JSON reply. Every request received is recorded, and a test can
+wait for requests to arrive (:meth:`FakeUpstream.wait_for_requests`) instead of sleeping.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import select
+import socket
 import threading
-import time
 from collections import defaultdict, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-
-def sse_events(text: str = "Hello", *, model: str = "claude-test", input_tokens: int = 10, output_tokens: int = 5,
-               cache_read: int = 0, cache_creation: int = 0) -> list[bytes]:
-    """A complete Messages stream, one bytes object per SSE event."""
-    start = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [],
-             "model": model, "stop_reason": None, "usage": {"input_tokens": input_tokens, "output_tokens": 1,
-             "cache_read_input_tokens": cache_read, "cache_creation_input_tokens": cache_creation}}}
-    evs = [("message_start", start),
-           ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-           ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-           ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-           ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output_tokens}}),
-           ("message_stop", {"type": "message_stop"})]
-    return [f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in evs]
+from shunt_lib.simulator import error_json, message_events, message_json, unified_headers  # noqa: F401 (re-exported)
+from shunt_lib.wire import LAST_CHUNK, frame_chunk
 
 
-def message_json(text: str = "Hello", *, model: str = "claude-test", input_tokens: int = 10, output_tokens: int = 5) -> bytes:
-    return json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": model,
-                       "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                       "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}).encode()
-
-
-def error_json(etype: str, message: str) -> bytes:
-    return json.dumps({"type": "error", "error": {"type": etype, "message": message}, "request_id": "req_fake"}).encode()
-
-
-def unified_headers(*, util_5h=0.1, reset_5h=None, status_5h="allowed", util_7d=0.1, reset_7d=None, status_7d="allowed",
-                    overall=None) -> dict[str, str]:
-    now = time.time()
-    reset_5h = int(reset_5h if reset_5h is not None else now + 3600)
-    reset_7d = int(reset_7d if reset_7d is not None else now + 86400)
-    overall = overall or ("rejected" if "rejected" in (status_5h, status_7d) else "allowed")
-    return {
-        "anthropic-ratelimit-unified-status": overall,
-        "anthropic-ratelimit-unified-reset": str(reset_5h if status_5h == "rejected" else reset_7d if status_7d == "rejected" else reset_5h),
-        "anthropic-ratelimit-unified-5h-status": status_5h,
-        "anthropic-ratelimit-unified-5h-reset": str(reset_5h),
-        "anthropic-ratelimit-unified-5h-utilization": str(util_5h),
-        "anthropic-ratelimit-unified-7d-status": status_7d,
-        "anthropic-ratelimit-unified-7d-reset": str(reset_7d),
-        "anthropic-ratelimit-unified-7d-utilization": str(util_7d),
-    }
+def sse_events(text: str = "Hello", **kw) -> list[bytes]:
+    """A complete Messages stream with one text delta, one bytes object per SSE event."""
+    return message_events((text,), **kw)
 
 
 @dataclasses.dataclass
 class Reply:
     """One scripted answer.
 
-    ``events``: SSE events sent as separate chunks (``chunk_gate`` events let a test release them one
-    at a time); ``body``: a fixed body; ``break_after``: drop the connection after that many events.
+    ``events``: SSE events sent as separate chunks (``gates``: an Event per event, waited for before
+    sending it); ``body``: a fixed body; ``break_after``: drop the connection after that many events;
+    ``arrived``: set when the request arrives; ``release``: waited for before answering;
+    ``on_disconnect``: set when the client (the proxy) hung up mid-stream.
     """
 
     status: int = 200
     headers: dict = dataclasses.field(default_factory=dict)
     body: bytes | None = None
     events: list | None = None
-    delay_s: float = 0.0
-    gates: list | None = None  # threading.Event per event: wait before sending it
+    gates: list | None = None
     break_after: int | None = None
-    on_disconnect: threading.Event | None = None  # set when the client (the proxy) hung up mid-stream
+    arrived: threading.Event | None = None
+    release: threading.Event | None = None
+    on_disconnect: threading.Event | None = None
 
 
 @dataclasses.dataclass
@@ -91,11 +61,19 @@ class Received:
         return None
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the stdlib's 5 drops connections when a test sends 50 at once
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # shunt hanging up mid-body is expected
+
+
 class FakeUpstream:
-    """Start with :meth:`start`; ``url`` is its base URL; :meth:`close` stops it."""
+    """Start with :meth:`start`; ``url`` is its base URL; :meth:`close` stops it and ends its threads."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._scripts: dict[str, deque] = defaultdict(deque)
         self.received: list[Received] = []
         self.token_handler: Callable[[dict], tuple[int, dict]] | None = None
@@ -117,26 +95,40 @@ class FakeUpstream:
 
             do_POST = do_HEAD = do_PUT = do_DELETE = do_GET
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = lambda request, client_address: None  # shunt hanging up mid-body is expected
+        self.httpd = _Server(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread: threading.Thread | None = None
 
     def start(self) -> "FakeUpstream":
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fake-upstream", daemon=True)
+        self._thread.start()
         return self
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self._thread.join()
 
     def script(self, credential: str, *replies: Reply) -> None:
-        with self._lock:
+        with self._cond:
             self._scripts[credential].extend(replies)
 
     def requests_for(self, credential: str | None = None, path_prefix: str = "/v1/messages") -> list[Received]:
-        with self._lock:
+        with self._cond:
             return [r for r in self.received if r.path.startswith(path_prefix) and (credential is None or r.credential == credential)]
+
+    def wait_for_requests(self, count: int, credential: str | None = None, timeout: float = 30.0) -> bool:
+        """Block until ``count`` Messages requests (for ``credential``, if given) have arrived."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len([r for r in self.received if r.path.startswith("/v1/messages")
+                                                    and (credential is None or r.credential == credential)]) >= count,
+                                       timeout)
+
+    def _record(self, rec: Received) -> None:
+        with self._cond:
+            self.received.append(rec)
+            self._cond.notify_all()
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         n = int(h.headers.get("content-length") or 0)
@@ -145,40 +137,37 @@ class FakeUpstream:
         cred = auth[7:] if auth.lower().startswith("bearer ") else (h.headers.get("x-api-key") or "")
         rec = Received(h.command, h.path, list(h.headers.items()), body, cred)
         if h.path.startswith("/v1/oauth/token"):
-            with self._lock:
+            with self._cond:
                 self.token_calls += 1
-                self.received.append(rec)
+            self._record(rec)
             status, data = self.token_handler(json.loads(body or b"{}")) if self.token_handler else (500, {"error": "no handler"})
-            out = json.dumps(data).encode()
-            h.send_response(status)
-            h.send_header("content-type", "application/json")
-            h.send_header("content-length", str(len(out)))
-            h.end_headers()
-            h.wfile.write(out)
+            self._send(h, Reply(status=status, body=json.dumps(data).encode()))
             return
         if h.path.startswith("/api/oauth/") or h.path.startswith("/v1/oauth/revoke"):
-            with self._lock:
-                self.received.append(rec)
+            with self._cond:
                 if h.path.startswith("/v1/oauth/revoke"):
                     self.revoke_calls.append(json.loads(body or b"{}"))
                     doc = {}
                 else:
                     doc = (self.usage if h.path.startswith("/api/oauth/usage") else self.profile).get(cred)
+            self._record(rec)
             self._send(h, Reply(status=404, body=error_json("not_found_error", "no")) if doc is None
                        else Reply(body=json.dumps(doc).encode()))
             return
-        with self._lock:
-            self.received.append(rec)
+        with self._cond:
             q = self._scripts.get(cred)
             reply = q.popleft() if q else None
         if reply is None:
             stream = b'"stream": true' in body or b'"stream":true' in body
             reply = Reply(events=sse_events()) if stream else Reply(body=message_json())
+        self._record(rec)
+        if reply.arrived is not None:
+            reply.arrived.set()
+        if reply.release is not None:
+            reply.release.wait(30)
         self._send(h, reply)
 
     def _send(self, h: BaseHTTPRequestHandler, r: Reply) -> None:
-        if r.delay_s:
-            time.sleep(r.delay_s)
         h.send_response(r.status)
         for k, v in r.headers.items():
             h.send_header(k, v)
@@ -195,11 +184,11 @@ class FakeUpstream:
                     if r.break_after is not None and i >= r.break_after:
                         h.close_connection = True
                         h.wfile.flush()
-                        h.connection.shutdown(2)
+                        h.connection.shutdown(socket.SHUT_RDWR)
                         return
-                    h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                    h.wfile.write(frame_chunk(ev))
                     h.wfile.flush()
-                h.wfile.write(b"0\r\n\r\n")
+                h.wfile.write(LAST_CHUNK)
             except OSError:
                 h.close_connection = True
                 if r.on_disconnect is not None:
@@ -214,9 +203,6 @@ class FakeUpstream:
 
 
 def _peer_gone(h: BaseHTTPRequestHandler) -> bool:
-    import select
-    import socket
-
     r, _, _ = select.select([h.connection], [], [], 0)
     if not r:
         return False

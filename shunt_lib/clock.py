@@ -1,0 +1,33 @@
+"""Time as a seam: every read of the clock on the request path, and every wait, goes through a :class:`Clock`.
+
+The proxy takes its clock as an argument (:func:`~shunt_lib.server.make_server`), so tests can hold
+a request, ping it and release it in virtual time, in milliseconds of real time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class Clock:
+    """The system clock. Subclass it (or pass any object with these three methods) to fake time.
+
+    Any thread may call any method.
+    """
+
+    def time(self) -> float:
+        """Epoch seconds (wall clock): for everything that leaves the process (resets, cooldowns)."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps: for durations (request time, time held)."""
+        return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout_s: float) -> bool:
+        """Block until ``event`` is set or ``timeout_s`` seconds pass. :returns: whether it is set."""
+        return event.wait(timeout_s)
+
+
+#: The one real clock; the default everywhere.
+SYSTEM = Clock()

@@ -1,0 +1,91 @@
+"""API dialects: how a client's request becomes an upstream request, and the answer a client response.
+
+The relay's loop (route, attempt, fail over, hold) knows nothing of request or response shapes; it
+asks a :class:`Dialect`. :data:`ANTHROPIC` is the pass-through dialect of Anthropic clients: the
+request goes up unchanged but for its credential headers (:func:`~shunt_lib.forwarding.upstream_headers`)
+and the answer comes back unchanged. A translating dialect (OpenAI Chat Completions, say) plugs in
+by implementing the same hooks, with no change to the relay.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Protocol
+
+from . import sse
+from .errors import ShuntError
+from .forwarding import ResponseHead, upstream_headers
+from .wire import Headers
+
+
+class ProxyRequest(NamedTuple):
+    """A client request to forward: ``target`` is the path and query string as sent; ``body`` bytes."""
+
+    method: str
+    target: str
+    headers: Headers
+    body: bytes
+
+
+class UpstreamRequest(NamedTuple):
+    """What is sent upstream for one attempt; ``body`` None means no body."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes | None
+
+
+class Dialect(Protocol):
+    """The hooks through which the relay turns client requests into upstream ones and back.
+
+    ``account_kinds``: the account kinds that may serve this dialect's traffic (None: every kind);
+    ``ping``: the keep-alive event sent while a streaming request is held.
+    """
+
+    name: str
+    account_kinds: frozenset[str] | None
+    ping: bytes
+
+    def upstream_request(self, request: ProxyRequest, kind: str, secret: str) -> UpstreamRequest:
+        """The request to send through an account of ``kind`` holding ``secret``."""
+
+    def client_head(self, head: ResponseHead) -> ResponseHead:
+        """The head of a successful answer as the client gets it (its framing is shunt's)."""
+
+    def client_body(self, head: ResponseHead, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        """The successful answer's body pieces as the client gets them (raw upstream pieces in)."""
+
+    def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
+        """An upstream error answer as the client gets it."""
+
+    def error_body(self, err: ShuntError) -> bytes:
+        """The body of an error shunt answers itself, in the client's API shape."""
+
+
+class AnthropicPassthrough:
+    """Anthropic clients to Anthropic upstreams: everything forwarded unchanged but the credential."""
+
+    name = "anthropic"
+    account_kinds = None
+    ping = sse.PING
+
+    def upstream_request(self, request: ProxyRequest, kind: str, secret: str) -> UpstreamRequest:
+        body = request.body if request.body or request.method != "GET" else None
+        return UpstreamRequest(request.method, request.target, upstream_headers(request.headers.items(), kind, secret),
+                               body)
+
+    def client_head(self, head: ResponseHead) -> ResponseHead:
+        return head
+
+    def client_body(self, head: ResponseHead, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        return pieces
+
+    def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
+        return head, body
+
+    def error_body(self, err: ShuntError) -> bytes:
+        return err.body()
+
+
+#: The dialect of every ``/v1/`` path today.
+ANTHROPIC = AnthropicPassthrough()

@@ -1,0 +1,215 @@
+"""HTTP/1.1 as a client sends it to shunt: request line, header fields, body; and chunk framing.
+
+Pure functions over a file object with ``readline``/``read`` (a socket's buffered reader in the
+server, ``io.BytesIO`` in tests). Each malformation raises one typed error from
+:mod:`shunt_lib.errors`, which maps to one status:
+
+========================================  ===================  ======
+what is wrong                             raises               status
+========================================  ===================  ======
+request line not ``METHOD TARGET HTTP/x``  BadRequest           400
+HTTP/2 or later on this HTTP/1.1 port     VersionNotSupported  505
+a header line over 64 KiB, > 100 fields    HeadersTooLarge      431
+folded line, no colon, bad field name     BadRequest           400
+bad ``content-length`` or chunk framing   BadRequest           400
+body over the limit                        BodyTooLarge         413
+client closes inside the body             ClientDisconnected   (no answer: the connection is gone)
+========================================  ===================  ======
+
+The rules follow RFC 9112 (https://www.rfc-editor.org/rfc/rfc9112): obsolete line folding may be
+refused with 400 (§5.2); ``Transfer-Encoding: chunked`` wins over ``Content-Length`` (§6.3); chunked
+coding per §7.1. Limits are those of ``http.client`` (65,536-byte lines, 100 fields).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Protocol
+
+from .errors import BadRequest, BodyTooLarge, ClientDisconnected, HeadersTooLarge, VersionNotSupported
+
+MAX_HEADER_LINE = 65536
+MAX_HEADERS = 100
+CHUNK_LINE_MAX = 4096
+LAST_CHUNK = b"0\r\n\r\n"
+
+_TOKEN_BAD = frozenset(' \t"(),/:;<=>?@[\\]{}')
+_VALUE_BAD = frozenset("\r\n\0")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_BLANK = (b"\r\n", b"\n", b"")
+
+
+class Reader(Protocol):
+    """What the parser reads from: a buffered binary stream."""
+
+    def readline(self, limit: int = -1, /) -> bytes: ...
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class RequestLine(NamedTuple):
+    """A parsed request line. ``version`` is ``HTTP/0.9`` for a two-word ``GET /path`` (no headers
+    follow then), ``HTTP/1.0`` or ``HTTP/1.1``; ``persistent`` is the default before headers are read
+    (HTTP/1.1 and later keep the connection open)."""
+
+    method: str
+    target: str
+    version: str
+    persistent: bool
+
+
+class Headers:
+    """A request's header fields: :meth:`items` in order as sent, :attr:`by_name` (lower-case name →
+    value; a repeated name's values joined with ", ", as RFC 9110 §5.3 allows), and a case-insensitive
+    :meth:`get`. Stands in for ``http.client.HTTPMessage`` at a fraction of its cost."""
+
+    __slots__ = ("_items", "by_name")
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+        by_name: dict[str, str] = {}
+        for k, v in items:
+            lk = k.lower()
+            by_name[lk] = by_name[lk] + ", " + v if lk in by_name else v
+        self.by_name = by_name
+
+    def items(self) -> list[tuple[str, str]]:
+        """``(name, value)`` pairs in the order and spelling the client sent."""
+        return self._items
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.by_name.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.by_name.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self.by_name
+
+
+def parse_request_line(raw: bytes) -> RequestLine | None:
+    """Parse a request line (with or without its CRLF) by the standard library's rules.
+
+    :returns: the :class:`RequestLine`, or None for an empty line (a client that sent nothing).
+    :raises BadRequest: not ``METHOD TARGET [HTTP/x.y]``, a malformed version, or HTTP/0.9 other than GET.
+    :raises VersionNotSupported: HTTP/2.0 or later.
+    """
+    text = str(raw, "iso-8859-1").rstrip("\r\n")
+    words = text.split()
+    if not words:
+        return None
+    if len(words) == 3:
+        version = words[2]
+        try:
+            if not version.startswith("HTTP/"):
+                raise ValueError
+            parts = version[5:].split(".")
+            if len(parts) != 2 or not all(p.isdigit() and len(p) <= 10 for p in parts):
+                raise ValueError
+            number = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise BadRequest(f"Bad request version ({version!r})") from None
+        if number >= (2, 0):
+            raise VersionNotSupported(f"Invalid HTTP version ({version})")
+        target = words[1]
+        if target.startswith("//"):
+            target = "/" + target.lstrip("/")
+        return RequestLine(words[0], target, version, number >= (1, 1))
+    if len(words) == 2 and words[0] == "GET":
+        return RequestLine("GET", words[1], "HTTP/0.9", False)
+    if len(words) == 2:
+        raise BadRequest(f"Bad HTTP/0.9 request type ({words[0]!r})")
+    raise BadRequest(f"Bad request syntax ({text!r})")
+
+
+def read_headers(rfile: Reader) -> Headers:
+    """Read header lines up to the blank line.
+
+    :raises BadRequest: a folded line, a line without a colon, a bad field name or a control character.
+    :raises HeadersTooLarge: a line over 65,536 bytes or more than 100 fields.
+    """
+    items: list[tuple[str, str]] = []
+    while True:
+        line = rfile.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise HeadersTooLarge("header line too long")
+        if line in _BLANK:
+            return Headers(items)
+        if len(items) >= MAX_HEADERS:
+            raise HeadersTooLarge(f"more than {MAX_HEADERS} headers")
+        if line[:1] in (b" ", b"\t"):
+            raise BadRequest("obsolete header line folding is not accepted")
+        name, sep, value = line.decode("iso-8859-1").partition(":")
+        value = value.strip(" \t\r\n")
+        if not sep or not name or not _TOKEN_BAD.isdisjoint(name) or not _VALUE_BAD.isdisjoint(value):
+            raise BadRequest(f"malformed header line {line[:80]!r}")
+        items.append((name, value))
+
+
+def persistent(line: RequestLine, headers: Headers) -> bool:
+    """Whether the connection stays open after this request: the version's default, overridden by a
+    ``Connection: close`` or ``Connection: keep-alive`` field."""
+    conn = (headers.by_name.get("connection") or "").lower()
+    if conn == "close":
+        return False
+    if conn == "keep-alive":
+        return True
+    return line.persistent
+
+
+def read_body(rfile: Reader, headers: Headers, limit: int) -> bytes:
+    """Read the request body: chunked if ``transfer-encoding`` says so, else ``content-length`` bytes
+    in one read, else none.
+
+    :param limit: the largest body accepted, bytes.
+    :raises BodyTooLarge: over ``limit`` (nothing more is read: the caller closes the connection).
+    :raises BadRequest: a bad ``content-length`` or malformed chunk framing.
+    :raises ClientDisconnected: the client closed before the end of the body.
+    """
+    te = headers.by_name.get("transfer-encoding")
+    if te is not None and "chunked" in te.lower():
+        return _read_chunked(rfile, limit)
+    cl = headers.by_name.get("content-length")
+    if cl is None:
+        return b""
+    if not (cl.isascii() and cl.isdigit()):  # also refuses "-1", "+5" and a repeated "5, 5"
+        raise BadRequest("invalid content-length")
+    n = int(cl)
+    if n > limit:
+        raise BodyTooLarge(f"request body is {n} bytes; shunt accepts at most {limit} (server.max_body_bytes)")
+    data = rfile.read(n)
+    if len(data) != n:
+        raise ClientDisconnected("client closed before sending the whole body")
+    return data
+
+
+def _read_chunked(rfile: Reader, limit: int) -> bytes:
+    out = bytearray()
+    while True:
+        line = rfile.readline(CHUNK_LINE_MAX)
+        if not line.endswith(b"\n"):
+            if not line:
+                raise ClientDisconnected("client closed inside a chunked body")
+            raise BadRequest("malformed chunked body")
+        size_field = line.split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_field):
+            raise BadRequest("malformed chunk size")
+        size = int(size_field, 16)
+        if size == 0:
+            while rfile.readline(CHUNK_LINE_MAX) not in _BLANK:
+                pass  # trailer fields are ignored
+            return bytes(out)
+        if len(out) + size > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes (server.max_body_bytes)")
+        data = rfile.read(size)
+        if len(data) != size:
+            raise ClientDisconnected("client closed inside a chunk")
+        out += data
+        if rfile.readline(CHUNK_LINE_MAX) not in (b"\r\n", b"\n"):
+            raise BadRequest("chunk data not followed by CRLF")
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk: hex size, CRLF, data, CRLF (RFC 9112 §7.1). Empty data is the caller's
+    mistake (it would end the body): use :data:`LAST_CHUNK` for that."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
