@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from . import sse
-from .errors import ClientGone
+from .errors import ClientGone, UpstreamStreamError
 from .forwarding import ResponseHead, json_head, response_head
 from .usage import decode_body, make_decoder
 from .watch import ClientWatch
 from .wire import LAST_CHUNK, frame_chunk
 
-_HELD_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-              b"cache-control: no-cache\r\nx-shunt-held: 1\r\n")
+#: The head of a held streaming request, sent before the account that will serve it is known.
+HELD_HEAD = ResponseHead.from_items(200, "OK", [("content-type", "text/event-stream; charset=utf-8"),
+                                               ("cache-control", "no-cache"), ("x-shunt-held", "1")])
 
 
 class ClientConnection(Protocol):
@@ -106,8 +107,7 @@ class ClientStream:
     def ping(self, ping: bytes = sse.PING) -> None:
         """Send a keep-alive event, first sending the held stream's 200 and SSE head if not done yet."""
         if not self.sse_head_sent:
-            self.write(_HELD_HEAD + (b"transfer-encoding: chunked\r\n\r\n" if self.chunked_ok else
-                                     b"connection: close\r\n\r\n"))
+            self.write(response_head(HELD_HEAD, None, chunked=self.chunked_ok, close=not self.chunked_ok))
             self.sse_head_sent = True
         self.write(self.frame(ping))
 
@@ -161,6 +161,20 @@ class ClientStream:
         if data:
             self.write(self._pending + (self.frame(data) if self._framed else data))
             self._pending = b""
+
+    def relay_body(self, pieces: Iterator[bytes]) -> UpstreamStreamError | None:
+        """Relay body pieces as they arrive, until they end, the client leaves or the upstream breaks off.
+
+        :returns: the error that broke the upstream body off, or None.
+        """
+        try:
+            for piece in pieces:
+                if self.gone.is_set():
+                    return None
+                self.send_piece(piece)
+        except UpstreamStreamError as exc:
+            return exc
+        return None
 
     def finish_answer(self) -> None:
         """The body ended normally: send what is still pending and the end of a framed body."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TypedDict
 
+from .usage import UsageTap
+
 _MODEL_RE = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,200})"')
 MODEL_SCAN_BYTES = 65536  # how much of a request body is searched for its model when the answer did not say
 
@@ -31,6 +33,28 @@ class RequestRecord(TypedDict):
     duration_ms: int
     attempts: int
     held_ms: int
+
+
+def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
+                   ts_s: float, duration_s: float, held_s: float, attempts: int) -> RequestRecord:
+    """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
+    the request body when the answer did not say), durations in whole milliseconds."""
+    usage = tap.usage if tap is not None else {}
+    return {
+        "ts_s": int(ts_s),
+        "account": account,
+        "method": method,
+        "path": target.split("?", 1)[0],
+        "model": tap.model if tap is not None and tap.model else model_of_request(body),
+        "status": status,
+        "input_tokens": usage.get("input_tokens", 0),
+        "output_tokens": usage.get("output_tokens", 0),
+        "cache_read_tokens": usage.get("cache_read_tokens", 0),
+        "cache_creation_tokens": usage.get("cache_creation_tokens", 0),
+        "duration_ms": int(duration_s * 1000),
+        "attempts": attempts,
+        "held_ms": int(held_s * 1000),
+    }
 
 
 def model_of_request(body: bytes) -> str:

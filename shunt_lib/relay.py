@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import json
 import logging
 import math
 import time
@@ -25,12 +24,22 @@ from .attempts import Attempts, ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
-from .errors import (BadRequest, ClientGone, PoolRateLimited, ShuntError, Unauthorized, UpstreamConnectError,
-                     UpstreamRequestInvalid, UpstreamStreamError, UpstreamUnreachable)
+from .errors import (
+    BadRequest,
+    ClientGone,
+    PoolRateLimited,
+    ShuntError,
+    Unauthorized,
+    UpstreamConnectError,
+    UpstreamRequestInvalid,
+    UpstreamStreamError,
+    UpstreamUnreachable,
+)
+from .hold import Hold
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
 from .ratelimit import RateLimitInfo, parse_rate_limits
-from .record import RequestRecord, access_line, model_of_request
+from .record import access_line, request_record
 from .router import AccountView
 from .sessions import session_key
 from .state import Pool
@@ -56,11 +65,11 @@ class Next(enum.Enum):
 class _RequestState:
     """One request's trip through :meth:`Relay.handle`. Owned by the request's thread."""
 
-    __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "held_s",
-                 "next_ping", "is_stream", "active", "account", "tap", "recorded")
+    __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
+                 "account", "tap", "recorded")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
-                 deadline_s: float, started: float):
+                 deadline_s: float, started: float, hold: Hold):
         self.request = request
         self.dialect = dialect
         self.client = client
@@ -68,9 +77,7 @@ class _RequestState:
         self.attempts = Attempts()
         self.deadline_s = deadline_s  # epoch s past which a held request is answered instead
         self.started = started  # monotonic s
-        self.held_s = 0.0  # time spent held so far
-        self.next_ping: float | None = None  # monotonic s of a held stream's next ping
-        self.is_stream: bool | None = None  # the body asks for SSE (parsed only when holding)
+        self.hold = hold
         self.active: UpstreamResponse | None = None  # the upstream answer being read, if any
         self.account: str | None = None  # the account whose answer is being relayed
         self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
@@ -107,9 +114,11 @@ class Relay:
         Never raises for upstream trouble or a client that hung up; a bug costs this request (a JSON
         500 if nothing was written yet) and closes the connection, never the thread.
         """
-        client = ClientStream(conn)
+        client, started = ClientStream(conn), self.clock.monotonic()
+        hold = Hold(self.clock, started, request.body, first_ping_s=self.hold_first_ping_s,
+                    ping_interval_s=self.hold_ping_interval_s)
         st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
-                           self.clock.time() + self.max_wait_s, self.clock.monotonic())
+                           self.clock.time() + self.max_wait_s, started, hold)
         try:
             self._loop(st)
         except ClientGone:
@@ -233,7 +242,14 @@ class Relay:
         kinds = st.dialect.account_kinds
         recovery = self.pool.soonest_recovery(now, kinds=kinds)
         if recovery is not None and recovery[0] <= st.deadline_s:
-            if not self._hold(st, recovery):
+            self._watch(st)
+            if st.hold.held_s == 0:
+                events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
+                                duration_text(recovery[0] - now),
+                                extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
+            tried = st.attempts.tried
+            if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
+                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s):
                 return self._dropped(st)
             st.attempts = st.attempts.after_hold()
             return Next.ROUTE
@@ -245,44 +261,6 @@ class Relay:
         else:
             self._answer_error(st, pool_unavailable_error(self.pool.views(now, kinds=kinds), now, recovery))
         return Next.DONE
-
-    def _hold(self, st: _RequestState, recovery: tuple[float, str]) -> bool:
-        """Wait until an account recovers, pinging a held stream.
-
-        :returns: False if the client left; True to route again: an account this request has not
-            failed on is usable, or none will recover before the deadline (the next round answers).
-        """
-        if st.is_stream is None:
-            st.is_stream = _wants_stream(st.request.body)
-        self._watch(st)
-        clock, kinds = self.clock, st.dialect.account_kinds
-        held_since = clock.monotonic()
-        if st.held_s == 0:
-            events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
-                            duration_text(recovery[0] - clock.time()),
-                            extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
-        if st.next_ping is None:
-            st.next_ping = st.started + self.hold_first_ping_s
-        try:
-            while True:
-                now = clock.time()
-                if self.pool.any_usable(now, exclude=st.attempts.tried, kinds=kinds):
-                    return True
-                rec = self.pool.soonest_recovery(now, kinds=kinds)
-                if rec is None or rec[0] > st.deadline_s:
-                    return True
-                mono = clock.monotonic()
-                if st.is_stream and mono >= st.next_ping:
-                    st.client.ping(st.dialect.ping)
-                    st.next_ping = mono + self.hold_ping_interval_s
-                wait = rec[0] - now
-                if st.is_stream:
-                    wait = min(wait, st.next_ping - mono)
-                # At most 1 s at a time: a reload or another request may free an account early.
-                if clock.wait(st.client.gone, max(0.0, min(wait, 1.0)) + 0.001):
-                    return False
-        finally:
-            st.held_s += clock.monotonic() - held_since
 
     def _watch(self, st: _RequestState) -> None:
         """Notice at once if the client hangs up: wake a hold, unblock an upstream read."""
@@ -322,18 +300,8 @@ class Relay:
         if tap.sse:
             self._watch(st)
         client.start_answer(st.dialect.client_head(head), name, no_body=no_body, eager=tap.sse)
-        broke = None
-        if not no_body:
-            pieces = resp.iter_body()
-            if prefix:
-                pieces = itertools.chain((prefix,), pieces)
-            try:
-                for piece in st.dialect.client_body(head, _tapped(tap, pieces)):
-                    if client.gone.is_set():
-                        break
-                    client.send_piece(piece)
-            except UpstreamStreamError as exc:
-                broke = exc
+        pieces = itertools.chain((prefix,), resp.iter_body()) if prefix else resp.iter_body()
+        broke = None if no_body else client.relay_body(st.dialect.client_body(head, _tapped(tap, pieces)))
         if client.gone.is_set():
             self._dropped(st)
             return
@@ -355,24 +323,10 @@ class Relay:
     def _record(self, st: _RequestState, name: str | None, status: int) -> None:
         """Count the finished request in the pool and write its access-log line."""
         st.recorded = True
-        tap = st.tap
-        usage = tap.usage if tap is not None else {}
-        model = tap.model if tap is not None and tap.model else model_of_request(st.request.body)
-        record: RequestRecord = {
-            "ts_s": int(self.clock.time()),
-            "account": name,
-            "method": st.request.method,
-            "path": st.request.target.split("?", 1)[0],
-            "model": model,
-            "status": status,
-            "input_tokens": usage.get("input_tokens", 0),
-            "output_tokens": usage.get("output_tokens", 0),
-            "cache_read_tokens": usage.get("cache_read_tokens", 0),
-            "cache_creation_tokens": usage.get("cache_creation_tokens", 0),
-            "duration_ms": int((self.clock.monotonic() - st.started) * 1000),
-            "attempts": st.attempts.count,
-            "held_ms": int(st.held_s * 1000),
-        }
+        req = st.request
+        record = request_record(req.method, req.target, req.body, name, status, st.tap, ts_s=self.clock.time(),
+                                duration_s=self.clock.monotonic() - st.started, held_s=st.hold.held_s,
+                                attempts=st.attempts.count)
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(access_line(record), extra=_REQUEST_EVENT)
@@ -409,11 +363,3 @@ def _tapped(tap: UsageTap, pieces: Iterator[bytes]) -> Iterator[bytes]:
         tap.feed(piece)
         yield piece
 
-
-def _wants_stream(body: bytes) -> bool:
-    """Whether the request asked for SSE: the top-level ``stream`` field (parsed only when holding)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("stream") is True

@@ -32,8 +32,7 @@ from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, check_bind, load_config
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import (BY_STATUS, BadRequest, BodyTooLarge, ConfigError, NotFound, ShuntError, Unauthorized,
-                     error_body)
+from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, NotFound, ShuntError, Unauthorized, error_body
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -146,8 +145,7 @@ class ShuntServer(ThreadingHTTPServer):
         with self._reload_lock, self.tokens.store.lock():  # no refresh may land between reading and applying
             config = load_config(self.paths)
             change = self.apply_accounts(config.accounts, self.tokens.store.load())
-            self.pool.strategy = config.server.strategy
-            self.pool.session_ttl_s = config.server.session_ttl_s
+            self.pool.configure(strategy=config.server.strategy, session_ttl_s=config.server.session_ttl_s)
             if dataclasses.replace(config.server, strategy=self.config.server.strategy,
                                    session_ttl_s=self.config.server.session_ttl_s) != self.config.server:
                 log.warning("config.toml [server] changed: restart shunt to apply keys other than strategy and session_ttl_s")

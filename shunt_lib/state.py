@@ -63,6 +63,19 @@ class AccountRecord:
         return AccountView(self.name, self.index, self.kind, self.disabled, self.reauth_required,
                            self.cooldown_until_s, self.exhausted_until_s, self.windows, active_sessions)
 
+    def expire(self, now_s: float) -> tuple[bool, float | None]:
+        """Clear a cooldown or exhaustion whose time has passed.
+
+        :returns: (whether anything was cleared, the epoch s of the next expiry still ahead, or None).
+        """
+        changed = False
+        if self.cooldown_until_s and self.cooldown_until_s <= now_s:
+            self.cooldown_until_s, self.cooldown_reason, changed = 0.0, "", True
+        if self.exhausted_until_s and self.exhausted_until_s <= now_s:
+            self.exhausted_until_s, changed = 0.0, True
+        ahead = [t for t in (self.cooldown_until_s, self.exhausted_until_s) if t]
+        return changed, min(ahead) if ahead else None
+
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("disabled", "reauth_required", "cooldown_until_s", "cooldown_reason",
                                            "exhausted_until_s", "rate_limits_at_s") + COUNTERS}
@@ -126,14 +139,10 @@ class Pool:
         self.version = 0  # bumped under the lock whenever persisted state changes; the writer polls it
 
     # -- configuration ------------------------------------------------------------------------
-    @property
-    def session_ttl_s(self) -> float:
-        return self._sessions.ttl_s
-
-    @session_ttl_s.setter
-    def session_ttl_s(self, ttl_s: float) -> None:
+    def configure(self, *, strategy: str, session_ttl_s: float) -> None:
+        """Apply the ``[server]`` keys a reload may change (new bindings get the new TTL)."""
         with self._lock:
-            self._sessions.ttl_s = ttl_s
+            self.strategy, self._sessions.ttl_s = strategy, session_ttl_s
 
     @property
     def pinned(self) -> str | None:
@@ -173,12 +182,6 @@ class Pool:
         with self._lock:
             rec = self._accounts.get(name)
             return rec is not None and rec.reauth_required
-
-    def is_disabled(self, name: str) -> bool:
-        """Whether ``name`` is ``disabled`` (False for an unknown name)."""
-        with self._lock:
-            rec = self._accounts.get(name)
-            return rec is not None and rec.disabled
 
     def _records(self, kinds: frozenset[str] | None) -> Iterable[AccountRecord]:
         recs = self._accounts.values()
@@ -351,28 +354,19 @@ class Pool:
 
         :returns: (names that became usable, next epoch s at which something expires, or None).
         """
-        recovered = []
-        nxt = None
+        recovered, ahead = [], []
         with self._lock:
             for rec in self._accounts.values():
-                changed = False
-                if rec.cooldown_until_s and rec.cooldown_until_s <= now_s:
-                    rec.cooldown_until_s = 0.0
-                    rec.cooldown_reason = ""
-                    changed = True
-                if rec.exhausted_until_s and rec.exhausted_until_s <= now_s:
-                    rec.exhausted_until_s = 0.0
-                    changed = True
+                changed, at = rec.expire(now_s)
                 if changed:
                     self._touch()
                     if rec.view().usable(now_s):
                         recovered.append(rec.name)
-                for t in (rec.cooldown_until_s, rec.exhausted_until_s):
-                    if t and (nxt is None or t < nxt):
-                        nxt = t
+                if at is not None:
+                    ahead.append(at)
         for name in recovered:
             events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
-        return recovered, nxt
+        return recovered, min(ahead) if ahead else None
 
     # -- persistence ----------------------------------------------------------------------------
     def to_json(self, now_s: float) -> dict:

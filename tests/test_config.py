@@ -2,8 +2,15 @@ import os
 
 import pytest
 
-from shunt_lib.config import (Paths, ServerConfig, add_account_to_config, check_bind, load_config, parse_config,
-                              remove_account_from_config)
+from shunt_lib.config import (
+    Paths,
+    ServerConfig,
+    add_account_to_config,
+    check_bind,
+    load_config,
+    parse_config,
+    remove_account_from_config,
+)
 from shunt_lib.credentials import CredentialStore, parse_claude_code_credentials
 from shunt_lib.errors import ConfigError
 from shunt_lib.server import make_server

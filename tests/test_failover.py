@@ -4,8 +4,8 @@ import json
 import threading
 import time
 
-from tests.support import MSG
 from tests.fakes.upstream import Reply, error_json, unified_headers
+from tests.support import MSG
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 

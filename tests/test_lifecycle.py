@@ -15,8 +15,8 @@ from shunt_lib.cli import main
 from shunt_lib.config import Paths, load_config
 from shunt_lib.credentials import CredentialStore
 from shunt_lib.server import start_background
-from tests.support import MSG, ServeProcess, open_stream, read_until, write_home
 from tests.fakes.upstream import Reply, error_json
+from tests.support import MSG, ServeProcess, open_stream, read_until, write_home
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

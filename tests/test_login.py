@@ -9,8 +9,7 @@ import responses
 
 from shunt_lib.account_info import parse_profile, parse_usage
 from shunt_lib.background import TokenRefresher
-from shunt_lib.config import AccountConfig
-from shunt_lib.config import ServerConfig
+from shunt_lib.config import AccountConfig, ServerConfig
 from shunt_lib.credentials import Credential, CredentialStore
 from shunt_lib.errors import ConfigError
 from shunt_lib.login import exchange_code, keychain_service, parse_paste, pkce_start

@@ -10,8 +10,8 @@ import time
 from shunt_lib import credentials
 from shunt_lib.cli import main
 from shunt_lib.config import AccountConfig, Paths
-from tests.support import MSG, STREAM_MSG, FakeClock, raw, send_raw, write_home
 from tests.fakes.upstream import Reply, error_json, message_json, sse_events, unified_headers
+from tests.support import MSG, STREAM_MSG, FakeClock, raw, send_raw, write_home
 
 
 def test_a_failing_account_is_not_hammered_while_another_cools(make_proxy, upstream):

@@ -5,8 +5,8 @@ import socket
 import threading
 import time
 
-from tests.support import MSG, FakeClock, open_stream, read_until
 from tests.fakes.upstream import Reply, error_json, sse_events
+from tests.support import MSG, FakeClock, open_stream, read_until
 
 
 def test_events_reach_the_client_as_the_upstream_sends_them(make_proxy, upstream):

@@ -5,8 +5,17 @@ import io
 import pytest
 
 from shunt_lib import errors
-from shunt_lib.wire import (LAST_CHUNK, MAX_HEADERS, Headers, RequestLine, frame_chunk, parse_request_line, persistent,
-                            read_body, read_headers)
+from shunt_lib.wire import (
+    LAST_CHUNK,
+    MAX_HEADERS,
+    Headers,
+    RequestLine,
+    frame_chunk,
+    parse_request_line,
+    persistent,
+    read_body,
+    read_headers,
+)
 
 
 def headers(raw: bytes) -> Headers:
