@@ -58,6 +58,7 @@ def _paths() -> Paths:
 
 # -- serve --------------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
+    """``shunt serve``: run the proxy in the foreground until SIGTERM/SIGINT, then stop cleanly."""
     setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
@@ -114,6 +115,7 @@ def _describe(cred: Credential) -> str:
 
 
 def cmd_import(args) -> int:
+    """``shunt import``: add an OAuth account from a Claude Code login (file or Keychain)."""
     paths = _paths()
     live = False
     if args.keychain:
@@ -164,6 +166,7 @@ def _check_api_key(paths: Paths, key: str) -> None:
 
 
 def cmd_add_account(args) -> int:
+    """``shunt add-account``: log in with ``claude auth login``, ``--paste`` (PKCE) or ``--api-key``."""
     paths = _paths()
     config = load_config(paths)
     if args.api_key:
@@ -195,6 +198,7 @@ def cmd_add_account(args) -> int:
 
 
 def cmd_accounts(args) -> int:
+    """``shunt accounts``: list accounts and their token state (never a secret)."""
     paths = _paths()
     config = load_config(paths)
     creds = CredentialStore(paths.credentials).load()
@@ -216,6 +220,7 @@ def cmd_accounts(args) -> int:
 
 
 def cmd_remove(args) -> int:
+    """``shunt remove``: delete an account's config, credentials, state and login directory."""
     paths = _paths()
     removed_cfg = remove_account_from_config(paths, args.name)
     removed_cred = CredentialStore(paths.credentials).remove(args.name)
@@ -233,6 +238,7 @@ def cmd_remove(args) -> int:
 
 
 def cmd_logout(args) -> int:
+    """``shunt logout``: revoke an account's refresh token and forget it; it stays configured."""
     paths = _paths()
     config = load_config(paths)
     store = CredentialStore(paths.credentials)
@@ -277,6 +283,7 @@ def _control(method: str, path: str, body: dict | None = None, timeout: float = 
 
 
 def cmd_status(args) -> int:
+    """``shunt status``: the running proxy's accounts, as a table or ``--json``."""
     doc = _control("GET", "/status")
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -286,6 +293,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_use(args) -> int:
+    """``shunt use NAME|auto``: pin all traffic to one account, or route again."""
     doc = _control("POST", "/use", {"account": args.account})
     pinned = doc.get("pinned_account")
     print(f"pinned all traffic to {pinned}" if pinned else "routing automatically")
@@ -293,10 +301,12 @@ def cmd_use(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every command."""
     p = argparse.ArgumentParser(prog="shunt", description="Pool several Claude accounts behind one Anthropic endpoint.")
     p.add_argument("--version", action="version", version=f"shunt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -99,6 +99,7 @@ class ClientStream:
             self._watch = watcher
 
     def unwatch(self) -> None:
+        """Stop watching the client for hang-ups (idempotent)."""
         if self._watch is not None:
             self._watch.remove(self._conn.connection)
             self._watch = None

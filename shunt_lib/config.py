@@ -159,14 +159,17 @@ class Paths:
 
     @property
     def config(self) -> str:
+        """``config.toml``."""
         return os.path.join(self.home, "config.toml")
 
     @property
     def credentials(self) -> str:
+        """``credentials.json`` (secrets, 0600)."""
         return os.path.join(self.home, "credentials.json")
 
     @property
     def state(self) -> str:
+        """``state.json`` (runtime state, 0600)."""
         return os.path.join(self.home, "state.json")
 
     def login_dir(self, name: str) -> str:

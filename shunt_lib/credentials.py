@@ -57,6 +57,7 @@ class Credential:
         return self.kind == "oauth" and bool(self.refresh_token) and not self.copy_only
 
     def to_json(self) -> dict:
+        """The ``credentials.json`` entry (secrets included: write it only through :class:`CredentialStore`)."""
         if self.kind == "api_key":
             out = {"kind": "api_key", "api_key": self.api_key}
         else:

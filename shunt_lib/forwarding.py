@@ -46,6 +46,7 @@ class ResponseHead(NamedTuple):
 
     @classmethod
     def from_items(cls, status: int, reason: str, items: list[tuple[str, str]]) -> "ResponseHead":
+        """A head from a status, a reason and ``(name, value)`` pairs."""
         return cls(status, reason, items, {k.lower(): v for k, v in items})
 
 

@@ -99,6 +99,7 @@ class TokenManager:
             self._creds[name] = cred
 
     def names(self) -> list[str]:
+        """The accounts that have a credential."""
         return list(self._creds)
 
     def blocked_until(self, name: str) -> float:

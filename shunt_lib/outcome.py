@@ -34,6 +34,7 @@ EXHAUSTED_FALLBACK_S = 5 * 3600.0
 
 
 class Action(enum.Enum):
+    """What an upstream answer means (see the table above)."""
     SUCCESS = "success"
     RETURN = "return"
     EXHAUSTED = "exhausted"

@@ -37,10 +37,12 @@ class Window(NamedTuple):
     status: str = ""
 
     def to_json(self) -> dict:
+        """As stored in ``state.json`` and shown in ``/status``."""
         return {"utilization": self.utilization, "reset_at_s": self.reset_at_s, "status": self.status}
 
     @classmethod
     def from_json(cls, d: dict) -> "Window":
+        """From :meth:`to_json`'s shape (missing keys: unknown)."""
         return cls(d.get("utilization"), d.get("reset_at_s"), d.get("status") or "")
 
 

@@ -89,6 +89,7 @@ class ShuntServer(ThreadingHTTPServer):
 
     @property
     def port(self) -> int:
+        """The port bound (the real one when 0 was asked for)."""
         return self.server_address[1]
 
     # -- accounts ------------------------------------------------------------------------------

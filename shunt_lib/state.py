@@ -60,6 +60,7 @@ class AccountRecord:
     cache_creation_tokens: int = 0
 
     def view(self, active_sessions: int = 0) -> AccountView:
+        """The account as routing sees it (:class:`~shunt_lib.router.AccountView`)."""
         return AccountView(self.name, self.index, self.kind, self.disabled, self.reauth_required,
                            self.cooldown_until_s, self.exhausted_until_s, self.windows, active_sessions)
 
@@ -77,6 +78,7 @@ class AccountRecord:
         return changed, min(ahead) if ahead else None
 
     def to_json(self) -> dict:
+        """As stored in ``state.json``."""
         d = {k: getattr(self, k) for k in ("disabled", "reauth_required", "cooldown_until_s", "cooldown_reason",
                                            "exhausted_until_s", "rate_limits_at_s") + COUNTERS}
         d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
@@ -174,6 +176,7 @@ class Pool:
 
     # -- reading ------------------------------------------------------------------------------
     def names(self) -> list[str]:
+        """Account names in config order."""
         with self._lock:
             return list(self._accounts)
 

@@ -60,6 +60,7 @@ class UsageTap:
         self._overflow = False
 
     def feed(self, piece: bytes) -> None:
+        """Take the next raw body piece (any size, split anywhere)."""
         if self._decoder is not None:
             try:
                 piece = self._decoder.decompress(piece)

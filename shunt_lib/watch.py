@@ -87,6 +87,7 @@ class ClientWatch:
                         log.exception("client-gone callback failed")
 
     def close(self) -> None:
+        """Stop the watch thread and close its selector (call once, from any other thread)."""
         self._closed = True
         self._poke()
         self._thread.join(2)

@@ -78,6 +78,7 @@ class Headers:
         return self._items
 
     def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of ``name`` (any case), or ``default``."""
         return self.by_name.get(name.lower(), default)
 
     def __getitem__(self, name: str) -> str | None:
