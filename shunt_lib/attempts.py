@@ -20,7 +20,6 @@ AUTH               API key: DISABLE the account; OAuth: REFRESH it once, then RE
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from typing import NamedTuple
 
@@ -57,9 +56,9 @@ class Step(enum.Enum):
     REAUTH = "reauth"  # rejected right after a refresh: the account needs a new login; route again
 
 
-@dataclasses.dataclass(frozen=True)
-class Attempts:
-    """One request's history across accounts. Immutable: every method returns a new value.
+class Attempts(NamedTuple):
+    """One request's history across accounts. Immutable: every method returns a new value (a
+    NamedTuple rather than a frozen dataclass: one is built per attempt, on the hot path).
 
     ``tried``: accounts this request must not be routed to again (until a hold clears them);
     ``refreshed``: accounts whose token this request already refreshed; ``overload_retried``: the one
@@ -75,7 +74,7 @@ class Attempts:
 
     def attempt(self, name: str) -> "Attempts":
         """One more attempt is being made (on ``name``)."""
-        return dataclasses.replace(self, count=self.count + 1)
+        return Attempts(self.tried, self.refreshed, self.overload_retried, self.last_failure, self.count + 1)
 
     @property
     def moving(self) -> bool:
@@ -84,7 +83,7 @@ class Attempts:
 
     def skip(self, name: str) -> "Attempts":
         """``name`` cannot be used by this request (no credential): do not route to it again."""
-        return dataclasses.replace(self, tried=self.tried | {name})
+        return self._replace(tried=self.tried | {name})
 
     def after(self, name: str, kind: str, outcome: Outcome, answer: UpstreamAnswer) -> tuple["Attempts", Step]:
         """The next history and step after ``name`` (of ``kind`` ``oauth``/``api_key``) gave ``answer``,
@@ -94,32 +93,32 @@ class Attempts:
             return self, Step.ANSWER
         tried = self.tried | {name}
         if act in (Action.EXHAUSTED, Action.THROTTLE):
-            return dataclasses.replace(self, tried=tried, last_failure=None), Step.NEXT
+            return self._replace(tried=tried, last_failure=None), Step.NEXT
         if act in (Action.FORBIDDEN, Action.SERVER_ERROR):
-            return dataclasses.replace(self, tried=tried, last_failure=answer), Step.NEXT
+            return self._replace(tried=tried, last_failure=answer), Step.NEXT
         if act is Action.OVERLOADED:
             if self.overload_retried:
                 return self, Step.ANSWER
-            return dataclasses.replace(self, tried=tried, last_failure=answer, overload_retried=True), Step.BACKOFF
+            return self._replace(tried=tried, last_failure=answer, overload_retried=True), Step.BACKOFF
         if act is Action.AUTH:
-            nxt = dataclasses.replace(self, tried=tried, last_failure=answer)
+            nxt = self._replace(tried=tried, last_failure=answer)
             if kind != "oauth":
                 return nxt, Step.DISABLE
             if name in self.refreshed:
                 return nxt, Step.REAUTH
-            return dataclasses.replace(nxt, refreshed=self.refreshed | {name}), Step.REFRESH
+            return nxt._replace(refreshed=self.refreshed | {name}), Step.REFRESH
         raise ValueError(f"no step for {act}")
 
     def after_connect_error(self, failure: ConnectFailure) -> "Attempts":
         """``failure.account`` could not be reached: route elsewhere. A connection failure is kept only
         while no upstream answer was seen (an answer is the better thing to return)."""
         keep = self.last_failure if isinstance(self.last_failure, UpstreamAnswer) else failure
-        return dataclasses.replace(self, tried=self.tried | {failure.account}, last_failure=keep)
+        return self._replace(tried=self.tried | {failure.account}, last_failure=keep)
 
     def retry(self, name: str) -> "Attempts":
         """``name``'s token was refreshed: it may be tried again."""
-        return dataclasses.replace(self, tried=self.tried - {name})
+        return self._replace(tried=self.tried - {name})
 
     def after_hold(self) -> "Attempts":
         """An account recovered while the request was held: every account may be tried (and refreshed) again."""
-        return dataclasses.replace(self, tried=frozenset(), refreshed=frozenset())
+        return self._replace(tried=frozenset(), refreshed=frozenset())

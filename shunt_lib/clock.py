@@ -7,7 +7,8 @@ a request, ping it and release it in virtual time, in milliseconds of real time.
 from __future__ import annotations
 
 import threading
-import time
+from time import monotonic as _monotonic
+from time import time as _time
 
 
 class Clock:
@@ -16,13 +17,11 @@ class Clock:
     Any thread may call any method.
     """
 
-    def time(self) -> float:
-        """Epoch seconds (wall clock): for everything that leaves the process (resets, cooldowns)."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Seconds on a clock that never jumps: for durations (request time, time held)."""
-        return time.monotonic()
+    #: Epoch seconds (wall clock): for everything that leaves the process (resets, cooldowns).
+    #: (The built-in itself, not a method around it: it is read several times per request.)
+    time = staticmethod(_time)
+    #: Seconds on a clock that never jumps: for durations (request time, time held).
+    monotonic = staticmethod(_monotonic)
 
     def wait(self, event: threading.Event, timeout_s: float) -> bool:
         """Block until ``event`` is set or ``timeout_s`` seconds pass. :returns: whether it is set."""

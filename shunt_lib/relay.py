@@ -53,6 +53,7 @@ access_log = logging.getLogger("shunt.access")
 events_log = logging.getLogger("shunt.events")
 
 _REQUEST_EVENT = {"event": "request"}
+_NO_ATTEMPTS = Attempts()  # immutable, so every request can start from the same one
 
 
 class Next(enum.Enum):
@@ -69,15 +70,15 @@ class _RequestState:
                  "account", "tap", "recorded")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
-                 deadline_s: float, started: float, hold: Hold):
+                 deadline_s: float, started: float):
         self.request = request
         self.dialect = dialect
         self.client = client
         self.session = session
-        self.attempts = Attempts()
+        self.attempts = _NO_ATTEMPTS
         self.deadline_s = deadline_s  # epoch s past which a held request is answered instead
         self.started = started  # monotonic s
-        self.hold = hold
+        self.hold: Hold | None = None  # made the first time the request is held
         self.active: UpstreamResponse | None = None  # the upstream answer being read, if any
         self.account: str | None = None  # the account whose answer is being relayed
         self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
@@ -114,11 +115,9 @@ class Relay:
         Never raises for upstream trouble or a client that hung up; a bug costs this request (a JSON
         500 if nothing was written yet) and closes the connection, never the thread.
         """
-        client, started = ClientStream(conn), self.clock.monotonic()
-        hold = Hold(self.clock, started, request.body, first_ping_s=self.hold_first_ping_s,
-                    ping_interval_s=self.hold_ping_interval_s)
+        client = ClientStream(conn)
         st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
-                           self.clock.time() + self.max_wait_s, started, hold)
+                           self.clock.time() + self.max_wait_s, self.clock.monotonic())
         try:
             self._loop(st)
         except ClientGone:
@@ -243,7 +242,9 @@ class Relay:
         recovery = self.pool.soonest_recovery(now, kinds=kinds)
         if recovery is not None and recovery[0] <= st.deadline_s:
             self._watch(st)
-            if st.hold.held_s == 0:
+            if st.hold is None:
+                st.hold = Hold(self.clock, st.started, st.request.body, first_ping_s=self.hold_first_ping_s,
+                               ping_interval_s=self.hold_ping_interval_s)
                 events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
                                 duration_text(recovery[0] - now),
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
@@ -325,7 +326,8 @@ class Relay:
         st.recorded = True
         req = st.request
         record = request_record(req.method, req.target, req.body, name, status, st.tap, ts_s=self.clock.time(),
-                                duration_s=self.clock.monotonic() - st.started, held_s=st.hold.held_s,
+                                duration_s=self.clock.monotonic() - st.started,
+                                held_s=st.hold.held_s if st.hold is not None else 0.0,
                                 attempts=st.attempts.count)
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):

@@ -64,6 +64,28 @@ class AccountRecord:
         return AccountView(self.name, self.index, self.kind, self.disabled, self.reauth_required,
                            self.cooldown_until_s, self.exhausted_until_s, self.windows, active_sessions)
 
+    def count(self, record: RequestRecord) -> None:
+        """Add one finished request and its tokens to the counters."""
+        self.requests += 1
+        self.input_tokens += record["input_tokens"]
+        self.output_tokens += record["output_tokens"]
+        self.cache_read_tokens += record["cache_read_tokens"]
+        self.cache_creation_tokens += record["cache_creation_tokens"]
+
+    def set_flags(self, reauth_required: bool | None, disabled: bool | None) -> tuple[bool, bool]:
+        """Set or clear the flags given (None: unchanged). :returns: which of the two became set just now."""
+        newly = (bool(reauth_required) and not self.reauth_required, bool(disabled) and not self.disabled)
+        if reauth_required is not None:
+            self.reauth_required = reauth_required
+        if disabled is not None:
+            self.disabled = disabled
+        return newly
+
+    def cool(self, until_s: float, reason: str) -> None:
+        """Block until ``until_s`` (epoch s) for ``reason``; a later deadline is never shortened."""
+        if until_s > self.cooldown_until_s:
+            self.cooldown_until_s, self.cooldown_reason = until_s, reason
+
     def expire(self, now_s: float) -> tuple[bool, float | None]:
         """Clear a cooldown or exhaustion whose time has passed.
 
@@ -190,11 +212,15 @@ class Pool:
         recs = self._accounts.values()
         return recs if kinds is None else [r for r in recs if r.kind in kinds]
 
+    def _views(self, now_s: float, kinds: frozenset[str] | None, sessions: bool = True) -> list[AccountView]:
+        """Views of the accounts of ``kinds``, with live session counts if ``sessions`` (under the lock)."""
+        counts = self._sessions.active_counts(self._accounts, now_s) if sessions else {}
+        return [r.view(counts.get(r.name, 0)) for r in self._records(kinds)]
+
     def views(self, now_s: float, *, kinds: frozenset[str] | None = None) -> list[AccountView]:
         """A routing snapshot of every account (of ``kinds``, if given), config order."""
         with self._lock:
-            counts = self._sessions.active_counts(self._accounts, now_s)
-            return [r.view(counts[r.name]) for r in self._records(kinds)]
+            return self._views(now_s, kinds)
 
     def snapshot(self, now_s: float) -> PoolSnapshot:
         """Everything ``/status`` shows, copied under the lock."""
@@ -221,11 +247,7 @@ class Pool:
                 if rec is not None and (kinds is None or rec.kind in kinds) and rec.view().usable(now_s):
                     self._sessions.bind(session, bound, now_s)
                     return Choice(bound, "session")
-            if self.strategy == "least-utilization":
-                counts = self._sessions.active_counts(self._accounts, now_s)
-                views = [r.view(counts[r.name]) for r in self._records(kinds)]
-            else:
-                views = [r.view() for r in self._records(kinds)]
+            views = self._views(now_s, kinds, sessions=self.strategy == "least-utilization")
             choice = choose_account(views, strategy=self.strategy, now_s=now_s, tried=tried, pinned=self._pinned,
                                     session_account=bound, rr_counter=self._rr)
             if choice is None:
@@ -303,9 +325,7 @@ class Pool:
             rec = self._record(name)
             if rec is None:
                 return
-            if until_s > rec.cooldown_until_s:
-                rec.cooldown_until_s = until_s
-                rec.cooldown_reason = reason
+            rec.cool(until_s, reason)
             self._touch()
         events_log.info("account %s cooling until %s (%s)", name, _hhmmss(until_s), reason,
                         extra={"event": "cooling", "account": name, "until_s": until_s, "reason": reason})
@@ -316,12 +336,7 @@ class Pool:
             rec = self._record(name)
             if rec is None:
                 return
-            newly_reauth = bool(reauth_required) and not rec.reauth_required
-            newly_disabled = bool(disabled) and not rec.disabled
-            if reauth_required is not None:
-                rec.reauth_required = reauth_required
-            if disabled is not None:
-                rec.disabled = disabled
+            newly_reauth, newly_disabled = rec.set_flags(reauth_required, disabled)
             kind = rec.kind
             self._touch()
         if newly_reauth:
@@ -336,11 +351,7 @@ class Pool:
         with self._lock:
             rec = self._accounts.get(record["account"] or "")
             if rec is not None:
-                rec.requests += 1
-                rec.input_tokens += record["input_tokens"]
-                rec.output_tokens += record["output_tokens"]
-                rec.cache_read_tokens += record["cache_read_tokens"]
-                rec.cache_creation_tokens += record["cache_creation_tokens"]
+                rec.count(record)
             self._recent.append(record)
             self._touch()
 
@@ -398,9 +409,7 @@ class Pool:
             pinned = data.get("pinned_account")
             self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
             recent = data.get("recent_requests")
-            for entry in (recent[-RECENT_MAX:] if isinstance(recent, list) else ()):
-                if isinstance(entry, dict):
-                    self._recent.append(entry)
+            self._recent.extend(e for e in (recent if isinstance(recent, list) else ()) if isinstance(e, dict))
 
 
 def _hhmmss(epoch_s: float) -> str:

@@ -12,14 +12,85 @@ test can drive it with any object that has the same methods.
 
 from __future__ import annotations
 
+import socket
+import ssl
 import urllib.parse
 from typing import Iterator
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.util import SKIP_HEADER
 
 from .errors import UpstreamConnectError, UpstreamRequestInvalid, UpstreamStreamError
 from .forwarding import ResponseHead
+from .wire import field_block
+
+#: Linux's "more data follows" send flag: the head waits for the body's first bytes in one segment.
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+
+
+class OneWrite:
+    """How shunt's upstream connections send a request (mixed into urllib3's two connection classes).
+
+    urllib3 sends the head in one write and the body in another, and ``http.client`` validates each
+    header field with two regular expressions. A forwarded request's fields were checked when the
+    client sent them (:mod:`shunt_lib.wire`) and shunt's own are plain: here the fields urllib3 and
+    ``http.client`` put are collected as they are, checked in one pass over the whole block, and the
+    head leaves with the body: in the same ``send`` (``MSG_MORE`` on Linux, so without a copy), or
+    concatenated on TLS. The bytes on the wire are the ones urllib3 would send.
+    """
+
+    _fields: list[bytes] | None = None  # the fields of the head being built
+    _head: bytes | None = None  # a head built and not sent yet: it goes with the body
+
+    def putrequest(self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False) -> None:
+        self._fields, self._head = [], None
+        super().putrequest(method, url, skip_host=skip_host, skip_accept_encoding=skip_accept_encoding)
+
+    def putheader(self, header: str | bytes, *values) -> None:
+        if self._fields is None or len(values) != 1:
+            return super().putheader(header, *values)
+        value = values[0]
+        if value is SKIP_HEADER:
+            return None
+        if isinstance(value, int):
+            value = str(value)
+        self._fields.append((header.encode("ascii") if isinstance(header, str) else header) + b": "
+                            + (value.encode("latin-1") if isinstance(value, str) else value))
+
+    def send(self, data) -> None:
+        if self._fields is not None:  # http.client's head: the request line and a blank line
+            fields, self._fields = self._fields, None
+            block = field_block(fields)
+            if block is None:
+                raise ValueError("a header field name or value cannot be sent (a control character or a bad name)")
+            self._head = data[:-2] + block
+            return None
+        head = self._head
+        if head is None:
+            return super().send(data)
+        self._head = None
+        if self.sock is None:
+            self.connect()
+        if _MSG_MORE and not isinstance(self.sock, ssl.SSLSocket) and isinstance(data, (bytes, bytearray)):
+            self.sock.sendall(head, _MSG_MORE)
+            return super().send(data)
+        return super().send(head + data)
+
+    def request(self, method, url, body=None, headers=None, **options) -> None:
+        super().request(method, url, body=body, headers=headers, **options)
+        if self._head is not None:  # a request without a body
+            head, self._head = self._head, None
+            super().send(head)
+
+
+class OneWriteHTTPConnection(OneWrite, HTTPConnection):
+    """urllib3's plain-HTTP connection, sending as :class:`OneWrite` says."""
+
+
+class OneWriteHTTPSConnection(OneWrite, HTTPSConnection):
+    """urllib3's TLS connection, sending as :class:`OneWrite` says."""
 
 
 class UpstreamResponse:
@@ -106,6 +177,7 @@ class Upstream:
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
         )
+        self._pool.ConnectionCls = OneWriteHTTPSConnection if parsed.scheme == "https" else OneWriteHTTPConnection
 
     def send(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> UpstreamResponse:
         """Send one request; return its response with the body unread.

@@ -33,9 +33,14 @@ MAX_HEADERS = 100
 CHUNK_LINE_MAX = 4096
 LAST_CHUNK = b"0\r\n\r\n"
 
-_TOKEN_BAD = frozenset(' \t"(),/:;<=>?@[\\]{}')
-_VALUE_BAD = frozenset("\r\n\0")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# A field line as RFC 9110 §5.1 and RFC 9112 §5 define it: a token, a colon, a value of visible
+# characters with spaces or tabs inside (no CR, LF or NUL), optional whitespace around it, CRLF.
+_NAME = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_VALUE = rb"[^\r\n\0]*"  # trailing spaces and tabs are stripped after the match (a fast character-class scan)
+_FIELD = re.compile(rb"(" + _NAME + rb"):[ \t]*(" + _VALUE + rb")\r\n")
+_CONTROL = re.compile(rb"[\r\n\0]")
+_BLOCK = re.compile(rb"(?:" + _NAME + rb":" + _VALUE + rb"\r\n)*\r\n")  # all fields and the blank line
 _BLANK = (b"\r\n", b"\n", b"")
 
 
@@ -126,9 +131,30 @@ def parse_request_line(raw: bytes) -> RequestLine | None:
 def read_headers(rfile: Reader) -> Headers:
     """Read header lines up to the blank line.
 
+    When the whole block is already buffered (a client sends its head in one go, as they do) it is
+    taken in one read and parsed by one regular expression; otherwise line by line, with the same
+    rules (and a message naming what is wrong).
+
     :raises BadRequest: a folded line, a line without a colon, a bad field name or a control character.
     :raises HeadersTooLarge: a line over 65,536 bytes or more than 100 fields.
     """
+    peek = getattr(rfile, "peek", None)
+    if peek is not None:
+        buffered = peek(MAX_HEADER_LINE)
+        end = 2 if buffered.startswith(b"\r\n") else buffered.find(b"\r\n\r\n") + 4
+        if end != 3 and _BLOCK.fullmatch(buffered, 0, end):
+            lines = buffered[:end - 4].decode("latin-1").split("\r\n") if end > 2 else []
+            if len(lines) <= MAX_HEADERS:
+                rfile.read(end)
+                items = []
+                for line in lines:  # each is NAME:VALUE, as the block's match proved
+                    name, _, value = line.partition(":")
+                    items.append((name, value.strip(" \t")))
+                return Headers(items)
+    return _read_header_lines(rfile)
+
+
+def _read_header_lines(rfile: Reader) -> Headers:
     items: list[tuple[str, str]] = []
     while True:
         line = rfile.readline(MAX_HEADER_LINE + 1)
@@ -140,11 +166,20 @@ def read_headers(rfile: Reader) -> Headers:
             raise HeadersTooLarge(f"more than {MAX_HEADERS} headers")
         if line[:1] in (b" ", b"\t"):
             raise BadRequest("obsolete header line folding is not accepted")
-        name, sep, value = line.decode("iso-8859-1").partition(":")
-        value = value.strip(" \t\r\n")
-        if not sep or not name or not _TOKEN_BAD.isdisjoint(name) or not _VALUE_BAD.isdisjoint(value):
+        m = _FIELD.fullmatch(line if line.endswith(b"\r\n") else line.rstrip(b"\n") + b"\r\n")
+        if m is None:
             raise BadRequest(f"malformed header line {line[:80]!r}")
-        items.append((name, value))
+        items.append((m[1].decode("latin-1"), m[2].rstrip(b" \t").decode("latin-1")))
+
+
+def field_block(fields: list[bytes]) -> bytes | None:
+    """``fields`` (``b"name: value"`` each) as the header block of a request: each with CRLF, then
+    a blank line. :returns: None if a field breaks the rules :func:`read_headers` applies to a
+    client's (a name that is not a token; CR, LF or NUL anywhere, which could smuggle in a field)."""
+    if _CONTROL.search(b"".join(fields)):
+        return None
+    block = b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    return block if _BLOCK.fullmatch(block) else None
 
 
 def persistent(line: RequestLine, headers: Headers) -> bool:

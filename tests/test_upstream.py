@@ -7,9 +7,10 @@ import socket
 import threading
 
 import pytest
+import urllib3
 
 from shunt_lib.errors import UpstreamConnectError, UpstreamRequestInvalid, UpstreamStreamError
-from shunt_lib.upstream import Upstream
+from shunt_lib.upstream import _MSG_MORE, OneWriteHTTPConnection, Upstream
 from shunt_lib.watch import ClientWatch
 
 
@@ -145,3 +146,96 @@ def test_the_watcher_calls_back_once_when_a_client_hangs_up():
     finally:
         a.close()
         watch.close()
+
+
+class CaptureServer:
+    """Accepts connections one after another; records each request's bytes (head and body) and answers 204."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head = data.split(b"\r\n\r\n", 1)[0].lower()
+                length = int(head.split(b"content-length: ", 1)[1].split(b"\r\n")[0]) if b"content-length: " in head else 0
+                while len(data) < len(head) + 4 + length:
+                    data += conn.recv(65536)
+                self.requests.append(data)
+                conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join()
+
+
+def test_requests_go_out_byte_for_byte_as_urllib3_would_send_them():
+    import json
+    import os
+
+    srv = CaptureServer()
+    fx = json.load(open(os.path.join(os.path.dirname(__file__), "fixtures", "claude-code-2.1.328-turn1.json")))
+    headers = {k: v for k, v in fx["headers"].items() if k not in ("host", "content-length", "connection")}
+    body = json.dumps(fx["body"]).encode()
+    plain = urllib3.HTTPConnectionPool("127.0.0.1", srv.port, retries=False)
+    up = Upstream(f"http://127.0.0.1:{srv.port}")
+    try:
+        for method, target, hdrs, data in (("POST", "/v1/messages?beta=true", headers, body),
+                                           ("GET", "/v1/models", {"x-api-key": "k"}, None),
+                                           ("POST", "/v1/messages", {}, b"{}")):
+            plain.urlopen(method, target, body=data, headers=hdrs, retries=False).release_conn()
+            up.send(method, target, hdrs, data).release()
+        assert len(srv.requests) == 6
+        for vanilla, ours in zip(srv.requests[0::2], srv.requests[1::2]):
+            assert ours == vanilla
+    finally:
+        plain.close()
+        up.close()
+        srv.close()
+
+
+class RecordingSocket:
+    def __init__(self):
+        self.calls: list[tuple[bytes, int]] = []
+
+    def sendall(self, data, flags=0):
+        self.calls.append((bytes(data), flags))
+
+    def settimeout(self, timeout):
+        pass
+
+
+def connection() -> OneWriteHTTPConnection:
+    conn = OneWriteHTTPConnection("example.test", 80)
+    conn.sock = RecordingSocket()
+    return conn
+
+
+def test_the_head_leaves_with_the_body_and_bad_fields_never_leave():
+    conn = connection()
+    conn.request("POST", "/v1/messages", body=b'{"a":1}', headers={"x-a": "1", "User-Agent": "u"})
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: example.test\r\nAccept-Encoding: identity\r\n"
+            b"Content-Length: 7\r\nx-a: 1\r\nUser-Agent: u\r\n\r\n")
+    if _MSG_MORE:  # Linux: two sends, the first flagged "more follows", no copy of the body
+        assert conn.sock.calls == [(head, _MSG_MORE), (b'{"a":1}', 0)]
+    else:
+        assert conn.sock.calls == [(head + b'{"a":1}', 0)]
+    conn = connection()
+    conn.request("GET", "/v1/models", headers={"x-a": "1"})  # no body: the head alone
+    assert [flags for _, flags in conn.sock.calls] == [0] and conn.sock.calls[0][0].startswith(b"GET /v1/models")
+    for bad in ({"x-a": "1\r\nx-injected: 1"}, {"bad name": "1"}, {"x-a": "nul\0"}):
+        conn = connection()
+        with pytest.raises(ValueError):
+            conn.request("POST", "/v1/messages", body=b"{}", headers=bad)
+        assert conn.sock.calls == []
