@@ -225,30 +225,35 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- measuring ----------------------------------------------------------------------------
-    def load(self, t: Target, kind: str, *, conc: int, count: int, duration_s: float, warmup: int) -> report.Run:
-        cmd = [sys.executable, os.path.join(HERE, "loadgen.py"), "closed", "--port", str(t.port), "--request", kind,
-               "--fixture", FIXTURE, "--conc", str(conc), "--count", str(count), "--duration", str(duration_s),
-               "--warmup", str(warmup)]
+    def load(self, t: Target, kinds: tuple[str, ...], *, conc: int, count: int, duration_s: float,
+             warmup: int) -> dict[str, report.Run]:
+        """One load generator run against ``t``; several ``kinds`` are sent in turn on each connection.
+        :returns: kind -> its samples."""
+        cmd = [sys.executable, os.path.join(HERE, "loadgen.py"), "closed", "--port", str(t.port), "--request",
+               ",".join(kinds), "--fixture", FIXTURE, "--conc", str(conc), "--count", str(count), "--duration",
+               str(duration_s), "--warmup", str(warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 90, env=self.env)
         if out.returncode != 0:
             raise SystemExit(f"load generator failed against {t.label}: {out.stderr.strip()[-2000:]}")
-        return report.Run(**json.loads(out.stdout.strip().splitlines()[-1]))
+        doc = json.loads(out.stdout.strip().splitlines()[-1])
+        return {k: report.Run(**r) for k, r in doc["by_kind"].items()} if "by_kind" in doc else {kinds[0]: report.Run(**doc)}
 
     def interleaved(self, rounds: int, kinds: tuple[str, ...], *, conc: int, **kw) -> dict[str, report.Scenario]:
-        """``rounds`` rounds; in each, every target runs every request kind in turn. The order of the
-        targets rotates by one each round; the order of the kinds alternates. :returns: kind -> scenario."""
+        """``rounds`` rounds; in each, every target runs once, with the request ``kinds`` in turn on each
+        connection (one after the other, so they share the machine's state of the moment). The order
+        of the targets rotates by one each round. :returns: kind -> scenario."""
         out = {k: {t.label: report.Side() for t in self.targets} for k in kinds}
         cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for r in range(rounds):
             shift = r % len(self.targets)
             for t in self.targets[shift:] + self.targets[:shift]:
-                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
-                    before = _cpu_s(t.pid) if t.pid else (0.0, 0.0)
-                    run = self.load(t, kind, conc=conc, **kw)
+                before = _cpu_s(t.pid) if t.pid else (0.0, 0.0)
+                runs = self.load(t, kinds if r % 2 == 0 else kinds[::-1], conc=conc, **kw)
+                after = _cpu_s(t.pid) if t.pid else (0.0, 0.0)
+                n = sum(len(run.lat_us) for run in runs.values()) + kw["warmup"] * conc
+                for kind, run in runs.items():
                     out[kind][t.label].runs.append(run)
-                    if t.pid:
-                        n = len(run.lat_us) + kw["warmup"] * conc
-                        after = _cpu_s(t.pid)
+                    if t.pid:  # one process served every kind: its CPU is shared out per request
                         cpu.setdefault((kind, t.label), []).append(
                             ((after[0] - before[0]) / n * 1e6, (after[1] - before[1]) / n * 1e6))
         for (kind, label), samples in cpu.items():
@@ -292,9 +297,11 @@ def run(b: Bench, args, res: report.Results) -> None:
     """Measure the scenarios asked for into ``res``."""
     c1 = {"conc": 1, "count": args.samples, "duration_s": 30.0, "warmup": args.warmup}
     if args.only in (None, "latency"):
-        print("latency, c=1, small and Claude Code requests ...", flush=True)
+        print("latency, c=1 ...", flush=True)
+        res.latency = b.interleaved(args.rounds, ("small",), **c1)["small"]
+        print("latency, c=1, the Claude Code request and the small one in turn ...", flush=True)
         both = b.interleaved(args.rounds, ("small", "claude-code"), **c1)
-        res.latency, res.large = both["small"], both["claude-code"]
+        res.large, res.large_small = both["claude-code"], both["small"]
     if args.only in (None, "throughput"):
         print("throughput, c=8 ...", flush=True)
         res.throughput = b.interleaved(args.tp_rounds, ("small",), conc=8, count=10 ** 9,
@@ -318,6 +325,8 @@ def main(argv=None) -> int:
     p.add_argument("--shunt-dir", default=REPO, help="checkout whose shunt.py to benchmark (default: this repo)")
     p.add_argument("--against", metavar="DIR", help="another checkout whose shunt.py is measured in the same rounds"
                    " (shown as 'before'; the --shunt-dir one is 'after')")
+    p.add_argument("--label", nargs=2, metavar=("BEFORE", "AFTER"), help="how docs/benchmarks.md names the two"
+                   " checkouts (default: their directory names)")
     p.add_argument("--only", choices=("latency", "throughput", "ttfb", "streams"),
                    help="run one scenario only (latency: metrics 1 and 5, measured in the same rounds)")
     args = p.parse_args(argv)
@@ -339,7 +348,9 @@ def main(argv=None) -> int:
         loadavg = " ".join(f.read().split()[:3])
     settings = {"mode": "--quick" if args.quick else "default", "rounds": args.rounds, "samples": args.samples,
                 "warmup": args.warmup, "tp_rounds": args.tp_rounds, "tp_seconds": args.tp_seconds,
-                "shunt_dir": args.shunt_dir, "against": args.against}
+                "shunt_dir": args.shunt_dir, "against": args.against,
+                "against_label": args.label[0] if args.label else f"`{os.path.basename(args.against or '')}`",
+                "shunt_label": args.label[1] if args.label else f"`{os.path.basename(args.shunt_dir)}`"}
     res = report.Results(["before", "shunt"] if args.against else ["shunt"], settings, loadavg)
     b = Bench(args)
     t0, ticks0 = time.monotonic(), _cpu_ticks()

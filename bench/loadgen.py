@@ -3,9 +3,9 @@
 
 Started by ``bench/bench.py`` once per measured run, so it shares no GIL with the server it measures:
 
-* ``python bench/loadgen.py closed --port P --request KIND --conc N ...``: a closed loop (each
-  connection sends its next request when the previous answer is complete); prints one JSON line
-  with the samples, in integer microseconds;
+* ``python bench/loadgen.py closed --port P --request KIND[,KIND] --conc N ...``: a closed loop (each
+  connection sends its next request when the previous answer is complete, the kinds in turn);
+  prints one JSON line with the samples, in integer microseconds;
 * ``python bench/loadgen.py held --port P --n 500``: opens ``n`` held streams; prints ``READY {...}``
   once every one has its ``message_start``, then ``DONE {...}`` when they have all ended.
 
@@ -68,14 +68,20 @@ class Conn:
     byte arrived (0.0 before).
     """
 
-    __slots__ = ("sock", "req", "buf", "t0", "t_first", "body_at", "clen", "chunked", "pos")
+    __slots__ = ("sock", "reqs", "sent", "buf", "t0", "t_first", "body_at", "clen", "chunked", "pos")
 
-    def __init__(self, port: int, req: bytes):
+    def __init__(self, port: int, *reqs: bytes):
         self.sock = socket.create_connection((HOST, port), timeout=30)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.req = req
+        self.reqs = reqs  # sent in turn, one per request
+        self.sent = 0  # requests sent; (sent - 1) % len(reqs) is the one in progress
         self.t0 = 0.0
         self.reset()
+
+    @property
+    def which(self) -> int:
+        """The index in ``reqs`` of the request in progress."""
+        return (self.sent - 1) % len(self.reqs)
 
     def reset(self) -> None:
         self.buf = bytearray()
@@ -86,9 +92,11 @@ class Conn:
         self.pos = 0  # chunked: offset of the next chunk-size line
 
     def send(self) -> None:
+        req = self.reqs[self.sent % len(self.reqs)]
+        self.sent += 1
         self.reset()
         self.t0 = time.perf_counter()
-        self.sock.sendall(self.req)
+        self.sock.sendall(req)
 
     def feed(self, data: bytes, now: float) -> bool:
         """Add received bytes. :returns: True when the response is complete. :raises ValueError: non-200."""
@@ -148,8 +156,8 @@ class Pump:
         self.sel = selectors.DefaultSelector()
         self.conns: list[Conn] = []
 
-    def open(self, port: int, req: bytes) -> Conn:
-        c = Conn(port, req)
+    def open(self, port: int, *reqs: bytes) -> Conn:
+        c = Conn(port, *reqs)
         self.conns.append(c)
         self.sel.register(c.sock, selectors.EVENT_READ, c)
         return c
@@ -188,19 +196,22 @@ class Pump:
         self.sel.close()
 
 
-def closed_loop(port: int, kind: str, conc: int, count: int, duration_s: float, warmup: int,
+def closed_loop(port: int, kinds: list[str], conc: int, count: int, duration_s: float, warmup: int,
                 fixture: str | None) -> dict:
-    """``conc`` connections, each sending its next request when the previous answer is complete.
+    """``conc`` connections, each sending its next request when the previous answer is complete; with
+    several ``kinds``, each connection sends them in turn, so every kind meets the same conditions
+    (two kinds measured in separate runs differ by whatever the machine did in between).
 
-    The first ``warmup * conc`` answers are not recorded; then answers are recorded until ``count``
-    or ``duration_s`` seconds have passed. :returns: ``lat_us`` (request sent to last byte) and
-    ``ttfb_us`` (to the first body byte), integer microseconds; ``rps`` over the measured part;
-    ``errors`` (non-200 answers); ``request_bytes``.
+    The first ``warmup * conc`` answers are not recorded; then answers are recorded until each kind
+    has ``count`` or ``duration_s`` seconds have passed. :returns: per kind (``{"by_kind": {...}}``
+    with several kinds): ``lat_us`` (request sent to last byte) and ``ttfb_us`` (to the first body
+    byte), integer microseconds; ``rps`` over the measured part; ``errors`` (non-200 answers);
+    ``request_bytes``.
     """
     pump = Pump()
-    conns = [pump.open(port, request_for(kind, port, i, fixture)) for i in range(conc)]
-    lat: list[int] = []
-    ttfb: list[int] = []
+    conns = [pump.open(port, *(request_for(k, port, i, fixture) for k in kinds)) for i in range(conc)]
+    lats: list[list[int]] = [[] for _ in kinds]
+    ttfbs: list[list[int]] = [[] for _ in kinds]
     errors = 0
     warm_left = warmup * conc
     deadline = time.monotonic() + duration_s + 60  # replaced when measuring starts
@@ -208,7 +219,7 @@ def closed_loop(port: int, kind: str, conc: int, count: int, duration_s: float, 
     for c in conns:
         c.send()
     for ev in pump.events(1.0):
-        if len(lat) >= count or time.monotonic() >= deadline:
+        if min(map(len, lats)) >= count or time.monotonic() >= deadline:
             break
         if ev is None:
             continue
@@ -229,15 +240,16 @@ def closed_loop(port: int, kind: str, conc: int, count: int, duration_s: float, 
                 t_start = t_end = time.perf_counter()
                 deadline = time.monotonic() + duration_s
         else:
-            lat.append(int((ev.now - c.t0) * 1e6))
+            lats[c.which].append(int((ev.now - c.t0) * 1e6))
             if c.t_first:
-                ttfb.append(int((c.t_first - c.t0) * 1e6))
+                ttfbs[c.which].append(int((c.t_first - c.t0) * 1e6))
             t_end = ev.now
         c.send()
     pump.close()
-    elapsed_s = t_end - t_start if lat else 0.0
-    return {"lat_us": lat, "ttfb_us": ttfb, "rps": len(lat) / elapsed_s if elapsed_s > 0 else 0.0,
-            "errors": errors, "request_bytes": len(conns[0].req)}
+    elapsed_s = t_end - t_start if lats[0] else 0.0
+    runs = {k: {"lat_us": lats[i], "ttfb_us": ttfbs[i], "rps": len(lats[i]) / elapsed_s if elapsed_s > 0 else 0.0,
+                "errors": errors, "request_bytes": len(conns[0].reqs[i])} for i, k in enumerate(kinds)}
+    return runs[kinds[0]] if len(kinds) == 1 else {"by_kind": runs}
 
 
 def held_streams(port: int, n: int, timeout_s: float) -> None:
@@ -279,7 +291,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("closed", help="closed-loop load; prints one JSON line")
     c.add_argument("--port", type=int, required=True)
-    c.add_argument("--request", choices=KINDS, default="small")
+    c.add_argument("--request", default="small", help="a request kind (" + ", ".join(KINDS) + "), or several"
+                   " separated by commas, sent in turn on each connection")
     c.add_argument("--fixture", help="recorded request (JSON with path, headers, body) for --request claude-code")
     c.add_argument("--conc", type=int, default=1, help="concurrent connections")
     c.add_argument("--count", type=int, default=1000, help="measured answers to collect")
@@ -291,7 +304,10 @@ def main(argv=None) -> int:
     h.add_argument("--timeout", type=float, default=40.0, help="seconds to wait for all of them to end")
     args = p.parse_args(argv)
     if args.mode == "closed":
-        out = closed_loop(args.port, args.request, args.conc, args.count, args.duration, args.warmup, args.fixture)
+        kinds = args.request.split(",")
+        if not set(kinds) <= set(KINDS):
+            p.error(f"--request: unknown kind in {args.request!r}")
+        out = closed_loop(args.port, kinds, args.conc, args.count, args.duration, args.warmup, args.fixture)
         print(json.dumps(out))
     else:
         held_streams(args.port, args.n, args.timeout)

@@ -22,6 +22,7 @@ TARGET_TTFB_OVERHEAD_MS = 1.0
 TARGET_STREAMS = 500
 TARGET_STREAMS_RSS_MB = 100.0
 TARGET_LARGE_EXTRA_P50_MS = 0.2
+INSTRUCTIONS_BEGIN, INSTRUCTIONS_END = "<!-- instructions:begin -->", "<!-- instructions:end -->"
 
 METHOD = """\
 ## Method
@@ -53,11 +54,11 @@ Each c=1 figure: warm-up requests, then rounds in which every target (direct, sh
 "before" shunt if any) is measured in turn, the order rotating from round to round; percentiles
 (`statistics.quantiles`, inclusive method) are over all measured samples of all rounds, and the
 per-round differences are shown to judge the noise. Latency = request sent to last response byte;
-first byte = request sent to the first byte of the response body (the first SSE chunk). Metric 5 is
-measured in the same rounds as metric 1: each target runs the small request and the Claude Code one
-back to back (which goes first alternates by round), each on its own connection with its own warm-up;
-the figure is shunt's added p50 for the Claude Code request minus its added p50 for the small one,
-that is what a real request's size and headers add to shunt's own cost. Throughput: closed loop with
+first byte = request sent to the first byte of the response body (the first SSE chunk). Metric 5 has
+rounds of its own, in which each connection sends the Claude Code request and the small one in turn,
+so that both meet the same state of the machine; the figure is shunt's added p50 for the Claude Code
+request minus its added p50 for the small one of those same runs: what a real request's size and
+headers add to shunt's own cost. Throughput: closed loop with
 8 connections for a fixed time per round, median of rounds. Streams: 500 connections each open a
 held stream; once every one has received `message_start`, shunt's `VmRSS` is read from
 `/proc/<pid>/status` five times (the maximum is reported), then the fake finishes all streams and
@@ -65,6 +66,11 @@ every one must complete. Shunt CPU per request comes from `/proc/<pid>/stat` (ut
 each shunt run (warm-up included), median of rounds. CPU steal is the hypervisor's share of the
 machine's CPU time during the run (`/proc/stat`); with more than a few percent, absolute figures are
 inflated and only the per-round differences within one run are comparable.
+
+To judge a before/after difference, run the same checkout against itself first (`--against .`): on
+a shared machine that A/A run differs by as much as a tenth of a millisecond, and so does any
+difference smaller than it. `bench/instructions.py` counts the instructions shunt spends per request
+under callgrind, which other load does not change (section below).
 """
 
 
@@ -180,7 +186,8 @@ class Results:
     settings: dict  # mode, rounds, samples, warmup, tp_rounds, tp_seconds, shunt_dir, against
     loadavg_start: str
     latency: Scenario | None = None
-    large: Scenario | None = None
+    large: Scenario | None = None  # the Claude Code request, alternating with the small one on each connection
+    large_small: Scenario | None = None  # the small requests of those same runs
     throughput: Scenario | None = None
     ttfb: Scenario | None = None
     streams: dict[str, Streams] | None = None
@@ -241,9 +248,9 @@ def evaluate(r: Results, who: str) -> list[Row]:
         rows.append(Row(f"4. {TARGET_STREAMS} open streams: shunt RSS", f"{d.started}/{TARGET_STREAMS} open",
                         f"{s.started}/{TARGET_STREAMS} open, {s.completed} completed", f"{s.rss_open_mb:.1f} MB",
                         f"<= {TARGET_STREAMS_RSS_MB:.0f} MB, all open", ok))
-    if r.large and r.latency:
+    if r.large and r.large_small:
         d, s = r.large["direct"].pct(), r.large[who].pct()
-        extra = added_p50(r.large, who) - added_p50(r.latency, who)
+        extra = added_p50(r.large, who) - added_p50(r.large_small, who)
         rows.append(Row("5. added latency of a ~90 KB Claude Code request minus added latency of the small one,"
                         " p50, c=1", f"{d.p50:.3f} ms", f"{s.p50:.3f} ms", f"{extra:+.3f} ms",
                         f"<= {TARGET_LARGE_EXTRA_P50_MS} ms", extra <= TARGET_LARGE_EXTRA_P50_MS))
@@ -296,8 +303,8 @@ def details(r: Results) -> list[str]:
             parts.append(f"{names[who]} {s.trio()} (n={s.n}), added p50 per round: {_ms(round_added(lat, who))},"
                          f" CPU {lat[who].cpu.text()}")
         out.append("; ".join(parts))
-    if r.large and r.latency:
-        big, small = r.large, r.latency
+    if r.large and r.large_small:
+        big, small = r.large, r.large_small
         size = big["direct"].runs[0].request_bytes
         parts = [f"Claude Code request ({size} bytes with headers) c=1 (ms): direct p50 {big['direct'].pct().p50:.3f}"
                  f" (small {small['direct'].pct().p50:.3f})"]
@@ -305,7 +312,7 @@ def details(r: Results) -> list[str]:
             extra = [b - s for b, s in zip(round_added(big, who), round_added(small, who), strict=True)]
             parts.append(f"{names[who]} p50 {big[who].pct().p50:.3f} (small {small[who].pct().p50:.3f}), added"
                          f" {added_p50(big, who):+.3f} (small {added_p50(small, who):+.3f}), difference per round:"
-                         f" {_ms(extra)}, CPU {big[who].cpu.text()} (small {small[who].cpu.total_us:.0f})")
+                         f" {_ms(extra)}, CPU {big[who].cpu.text()} (the two kinds together)")
         out.append("; ".join(parts))
     if r.throughput:
         tp = r.throughput
@@ -333,7 +340,8 @@ def details(r: Results) -> list[str]:
                        f" (direct {direct_started}); shunt RSS idle {s.rss_before_mb:.1f} MB, with streams open"
                        f" {s.rss_open_mb:.1f} MB ({s.threads_open} threads), after {s.rss_after_mb:.1f} MB;"
                        f" completed {s.completed}, errors {s.errors}")
-    errs = sum(side.errors for scn in (r.latency, r.large, r.throughput, r.ttfb) if scn for side in scn.values())
+    errs = sum(side.errors for scn in (r.latency, r.large, r.large_small, r.throughput, r.ttfb) if scn
+               for side in scn.values())
     out.append(f"non-200 answers during the run: {errs}")
     return out
 
@@ -356,12 +364,18 @@ def write_doc(r: Results, path: str) -> str:
         f" {s['tp_rounds']} x {s['tp_seconds']:g} s for c=8, {s['warmup']} warm-up requests per c=1 run)",
     ]
     if s.get("against"):
-        lines.append(f"* before: the shunt of `{s['against']}` (`--against`), measured in the same rounds as after:"
-                     f" the shunt of `{s['shunt_dir']}`")
+        lines.append(f"* before: {s['against_label']} (`--against`), measured in the same rounds as after:"
+                     f" {s['shunt_label']}")
     cells = table(r)
     lines += ["", "## Results", "", "| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(cells[0])]
     lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
     lines += ["", "Details:", ""] + [f"* {d}" for d in details(r)] + ["", METHOD]
+    kept = ""  # the instruction counts of bench/instructions.py, written between their markers
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        if INSTRUCTIONS_BEGIN in old and INSTRUCTIONS_END in old:
+            kept = old[old.index(INSTRUCTIONS_BEGIN):old.index(INSTRUCTIONS_END) + len(INSTRUCTIONS_END)] + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + ("\n" + kept if kept else ""))
     return path
