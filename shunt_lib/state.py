@@ -178,13 +178,7 @@ class Pool:
         removed ones with their sessions and pin. :returns: (added names, removed names)."""
         with self._lock:
             old = self._accounts
-            new: dict[str, AccountRecord] = {}
-            for i, a in enumerate(accounts):
-                rec = old.get(a.name)
-                if rec is None or rec.kind != a.kind:
-                    rec = AccountRecord(a.name, a.kind, i)
-                rec.index = i
-                new[a.name] = rec
+            new = _reconcile(old, accounts)
             added = [n for n in new if n not in old]
             removed = [n for n in old if n not in new]
             self._accounts = new
@@ -410,6 +404,19 @@ class Pool:
             self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
             recent = data.get("recent_requests")
             self._recent.extend(e for e in (recent if isinstance(recent, list) else ()) if isinstance(e, dict))
+
+
+def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig]) -> dict[str, AccountRecord]:
+    """The records for ``accounts``, in their order: an account known with the same kind keeps its
+    record (re-indexed), any other gets a fresh one."""
+    new: dict[str, AccountRecord] = {}
+    for i, a in enumerate(accounts):
+        rec = old.get(a.name)
+        if rec is None or rec.kind != a.kind:
+            rec = AccountRecord(a.name, a.kind, i)
+        rec.index = i
+        new[a.name] = rec
+    return new
 
 
 def _hhmmss(epoch_s: float) -> str:
