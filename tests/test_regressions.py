@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 
-from shunt_lib import credentials
 from shunt_lib.cli import main
 from shunt_lib.config import AccountConfig, Paths
 from tests.fakes.upstream import Reply, error_json, message_json, sse_events, unified_headers
@@ -122,24 +121,24 @@ def test_error_bodies_over_1_mib_pass_through_whole(make_proxy, upstream):
     assert p.request(body=MSG)[0] == 200  # the connection pool is fine afterwards
 
 
-def test_a_rotated_pair_survives_a_failed_save(make_proxy, upstream, monkeypatch):
+def test_a_rotated_pair_survives_a_failed_save(make_proxy, upstream):
     from shunt_lib.background import TokenRefresher
 
     calls = []
     upstream.token_handler = lambda req: (calls.append(req["refresh_token"]) or 200,
                                           {"access_token": "tok-new", "refresh_token": "ref-new", "expires_in": 28800})
     p = make_proxy([("a", "oauth")], expires_at_ms=int((time.time() + 60) * 1000))
-    real = credentials.atomic_write_json
+    store = p.srv.tokens.store
 
-    def disk_full(path, obj, mode=0o600):
+    def disk_full(name, cred):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(credentials, "atomic_write_json", disk_full)
+    store.put = disk_full  # this store's writes fail, as on a full disk
     r = TokenRefresher(p.pool, p.srv.tokens)
     r.tick()
     assert calls == ["ref-a"] and p.srv.tokens.get("a").refresh_token == "ref-new"  # kept in memory
     assert p.request(body=MSG)[0] == 200 and upstream.requests_for()[-1].credential == "tok-new"
-    monkeypatch.setattr(credentials, "atomic_write_json", real)
+    del store.put  # the disk has room again
     r.tick()  # saves the pending pair, makes no second refresh
     assert calls == ["ref-a"]
     assert p.srv.tokens.store.load()["a"].refresh_token == "ref-new"
