@@ -176,8 +176,9 @@ class CaptureServer:
                 conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
 
     def close(self) -> None:
-        self.sock.close()
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (closing alone does not, on Linux)
         self.thread.join()
+        self.sock.close()
 
 
 def test_requests_go_out_byte_for_byte_as_urllib3_would_send_them():
