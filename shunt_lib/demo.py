@@ -101,6 +101,7 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
         stats: dict = {}
         printer = _Printer(t0, out, stats)
         events = logging.getLogger("shunt.events")
+        saved_logging = (events.level, events.propagate)
         events.addHandler(printer)
         events.setLevel(logging.INFO)
         events.propagate = False
@@ -121,6 +122,7 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
             t.join(duration_s + 60)
         status = srv.status()
         events.removeHandler(printer)
+        events.level, events.propagate = saved_logging
         srv.close()
         sim.close()
     ok = sum(1 for r in results if r["ok"])

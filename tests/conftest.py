@@ -52,10 +52,14 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
     monkeypatch.setenv("SHUNT_HOME", str(tmp_path / "shunt"))
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
-    root = logging.getLogger("shunt")
-    saved = (list(root.handlers), root.propagate, root.level)
+    # Commands run in-process (serve's logging set-up, the demo) configure shunt's loggers; a test
+    # that asserts on caplog must not depend on which of them ran before it.
+    loggers = [logging.getLogger("shunt")] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                                              if name.startswith("shunt.")]
+    saved = [(log, list(log.handlers), log.propagate, log.level) for log in loggers]
     yield
-    root.handlers[:], root.propagate, root.level = saved
+    for log, handlers, propagate, level in saved:
+        log.handlers[:], log.propagate, log.level = handlers, propagate, level
 
 
 @pytest.fixture

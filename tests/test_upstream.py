@@ -49,80 +49,71 @@ def servers():
         s.close()
 
 
-def test_nothing_listening_is_a_connect_error():
+@pytest.fixture
+def upstream():
+    """``upstream(url, **options)`` makes an Upstream that is closed when the test ends."""
+    made: list[Upstream] = []
+    yield lambda url, **options: made.append(Upstream(url, **options)) or made[-1]
+    for up in made:
+        up.close()
+
+
+def test_nothing_listening_is_a_connect_error(upstream):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{s.getsockname()[1]}"
     s.close()
-    up = Upstream(url, connect_timeout_s=2)
-    try:
-        with pytest.raises(UpstreamConnectError, match="ConnectionError|NewConnectionError|refused"):
-            up.send("POST", "/v1/messages", {}, b"{}")
-    finally:
-        up.close()
+    up = upstream(url, connect_timeout_s=2)
+    with pytest.raises(UpstreamConnectError, match="ConnectionError|NewConnectionError|refused"):
+        up.send("POST", "/v1/messages", {}, b"{}")
 
 
-def test_a_header_http_client_refuses_is_a_client_error(servers):
-    up = Upstream("http://127.0.0.1:9")
-    try:
-        with pytest.raises(UpstreamRequestInvalid):
-            up.send("POST", "/v1/messages", {"x-bad": "a\nb"}, b"{}")
-    finally:
-        up.close()
+def test_a_header_http_client_refuses_is_a_client_error(upstream):
+    up = upstream("http://127.0.0.1:9")
+    with pytest.raises(UpstreamRequestInvalid):
+        up.send("POST", "/v1/messages", {"x-bad": "a\nb"}, b"{}")
 
 
-def test_the_head_is_kept_as_received_and_the_body_streams(servers):
+def test_the_head_is_kept_as_received_and_the_body_streams(servers, upstream):
     srv = servers(b"HTTP/1.1 529 Site Overloaded\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 5\r\n\r\nhello")
-    up = Upstream(srv.url + "/prefix")
-    try:
-        resp = up.send("POST", "/v1/messages?beta=true", {"content-type": "application/json"}, b"{}")
-        assert (resp.head.status, resp.head.reason) == (529, "Site Overloaded")
-        assert [k for k, _ in resp.head.items].count("X-A") + [k for k, _ in resp.head.items].count("x-a") == 2
-        assert resp.read_small() == (b"hello", True)
-        resp.release()
-    finally:
-        up.close()
+    up = upstream(srv.url + "/prefix")
+    resp = up.send("POST", "/v1/messages?beta=true", {"content-type": "application/json"}, b"{}")
+    assert (resp.head.status, resp.head.reason) == (529, "Site Overloaded")
+    assert [k for k, _ in resp.head.items].count("X-A") + [k for k, _ in resp.head.items].count("x-a") == 2
+    assert resp.read_small() == (b"hello", True)
+    resp.release()
 
 
-def test_a_body_that_breaks_off_raises_a_stream_error(servers):
+def test_a_body_that_breaks_off_raises_a_stream_error(servers, upstream):
     srv = servers(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-    up = Upstream(srv.url)
-    try:
-        resp = up.send("GET", "/v1/models", {}, None)
-        with pytest.raises(UpstreamStreamError):
-            list(resp.iter_body())
-        resp.abort()
-    finally:
-        up.close()
+    up = upstream(srv.url)
+    resp = up.send("GET", "/v1/models", {}, None)
+    with pytest.raises(UpstreamStreamError):
+        list(resp.iter_body())
+    resp.abort()
 
 
-def test_a_small_read_stops_at_its_limit(servers):
+def test_a_small_read_stops_at_its_limit(servers, upstream):
     srv = servers(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 10\r\n\r\n0123456789")
-    up = Upstream(srv.url)
-    try:
-        resp = up.send("GET", "/v1/models", {}, None)
-        data, complete = resp.read_small(limit=4)
-        assert not complete and data.startswith(b"0123") and b"".join(resp.iter_body()) == b"0123456789"[len(data):]
-        resp.release()
-    finally:
-        up.close()
+    up = upstream(srv.url)
+    resp = up.send("GET", "/v1/models", {}, None)
+    data, complete = resp.read_small(limit=4)
+    assert not complete and data.startswith(b"0123") and b"".join(resp.iter_body()) == b"0123456789"[len(data):]
+    resp.release()
 
 
-def test_interrupt_unblocks_a_read_waiting_on_a_silent_upstream(servers):
+def test_interrupt_unblocks_a_read_waiting_on_a_silent_upstream(servers, upstream):
     hold = threading.Event()
     srv = servers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n", hold)
-    up = Upstream(srv.url, read_timeout_s=30)
-    try:
-        resp = up.send("POST", "/v1/messages", {}, b"{}")
-        pieces = resp.iter_body()
-        assert next(pieces) == b"first"
-        threading.Timer(0.05, resp.interrupt).start()  # a client hangs up while the upstream is silent
-        with pytest.raises(UpstreamStreamError):
-            next(pieces)
-        resp.abort()
-        resp.interrupt()  # harmless once closed
-    finally:
-        up.close()
+    up = upstream(srv.url, read_timeout_s=30)
+    resp = up.send("POST", "/v1/messages", {}, b"{}")
+    pieces = resp.iter_body()
+    assert next(pieces) == b"first"
+    threading.Timer(0.05, resp.interrupt).start()  # a client hangs up while the upstream is silent
+    with pytest.raises(UpstreamStreamError):
+        next(pieces)
+    resp.abort()
+    resp.interrupt()  # harmless once closed
 
 
 def test_the_watcher_calls_back_once_when_a_client_hangs_up():
