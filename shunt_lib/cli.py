@@ -22,7 +22,8 @@ import requests
 from . import __version__
 from .account_info import fetch_profile
 from .config import Paths, add_account_to_config, load_config, remove_account_from_config, shunt_home
-from .credentials import Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials
+from .credentials import (Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials,
+                          secret_problem)
 from .demo import run_demo
 from .errors import ConfigError
 from .httpclient import new_session
@@ -173,8 +174,9 @@ def cmd_add_account(args) -> int:
         key = args.read_secret(f"Anthropic API key for {args.name}: ")
         if not key:
             raise ConfigError("no API key given (pipe it on stdin or type it at the prompt)")
-        if any(c.isspace() for c in key):
-            raise ConfigError("the API key contains whitespace")
+        problem = secret_problem(key)
+        if problem is not None:
+            raise ConfigError(f"the API key {problem}; nothing was saved")
         _check_api_key(paths, key)
         _store_account(paths, args.name, Credential(kind="api_key", api_key=key))
         print(f"added API-key account {args.name!r}")
@@ -201,13 +203,16 @@ def cmd_accounts(args) -> int:
     """``shunt accounts``: list accounts and their token state (never a secret)."""
     paths = _paths()
     config = load_config(paths)
-    creds = CredentialStore(paths.credentials).load()
+    store = CredentialStore(paths.credentials)
+    creds, unusable = store.load(), store.unusable()
     if not config.accounts:
         print("no accounts; add one with `shunt add-account NAME`, `shunt import` or `shunt add-account NAME --api-key`")
         return 0
     for a in config.accounts:
         c = creds.get(a.name)
-        if c is None:
+        if a.name in unusable:
+            detail = "unusable credentials: " + unusable[a.name].split(": ", 1)[1]
+        elif c is None:
             detail = f"no credentials: run `shunt add-account {a.name}`"
         elif c.kind == "oauth":
             exp = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.expires_at_ms / 1000)) if c.expires_at_ms else "unknown"

@@ -11,6 +11,12 @@ Claude Code's own file (``~/.claude/.credentials.json``, ``docs/protocol.md`` §
 ``{"claudeAiOauth": {"accessToken", "refreshToken", "expiresAt" (epoch ms), "subscriptionType", ...}}``.
 
 An account's identity (``email``, ``plan``) lives here, with its secret, and nowhere else.
+
+Every secret is checked to be sendable as an HTTP header value before it is stored and when it is
+loaded (:func:`secret_problem`): a token with a newline or a space would otherwise fail on its way
+upstream, and the failure could echo it. A stored entry that fails the check is kept in the file as it
+is but not used: its account needs a new login, and every message about it names the account and
+the field, never the value.
 """
 
 from __future__ import annotations
@@ -19,11 +25,36 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import threading
 
 from .errors import ConfigError
 from .fsutil import atomic_write_json, mtime_ns, read_json
+
+log = logging.getLogger("shunt.credentials")
+
+#: The fields of an entry that hold a secret, each sent upstream in a header (or a token request).
+SECRET_FIELDS = ("access_token", "refresh_token", "api_key")
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` cannot be used as a token or key, or None if it can. Never quotes the value.
+
+    A secret must be one or more visible ASCII characters (``%x21-7E``): no space, tab, line break,
+    other control character or non-ASCII character. That is RFC 9110 §5.5's ``field-vchar`` without
+    ``obs-text`` (https://www.rfc-editor.org/rfc/rfc9110#section-5.5), and a superset of the
+    ``b64token`` syntax of bearer tokens (RFC 6750 §2.1, https://www.rfc-editor.org/rfc/rfc6750#section-2.1).
+    """
+    if not value:
+        return "is empty"
+    if not value.isascii():
+        return "contains a non-ASCII character"
+    if any(c.isspace() for c in value):
+        return "contains whitespace (a space, tab or line break)"
+    if not value.isprintable():
+        return "contains a control character"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +86,19 @@ class Credential:
     def refreshable(self) -> bool:
         """An OAuth credential shunt may refresh: it has a refresh token and was not imported copy-only."""
         return self.kind == "oauth" and bool(self.refresh_token) and not self.copy_only
+
+    def problem(self) -> str | None:
+        """Why this credential cannot be used (a secret field fails :func:`secret_problem`), naming the
+        field and never its value; None if it can be used."""
+        fields = ("api_key",) if self.kind == "api_key" else ("access_token", "refresh_token")
+        for field in fields:
+            value = getattr(self, field)
+            if field == "refresh_token" and not value:
+                continue  # optional: an imported login may come without one
+            why = secret_problem(value)
+            if why is not None:
+                return f"{field} {why}"
+        return None
 
     def to_json(self) -> dict:
         """The ``credentials.json`` entry (secrets included: write it only through :class:`CredentialStore`)."""
@@ -120,6 +164,7 @@ class CredentialStore:
         self._rlock = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
+        self._warned: set[tuple[str, str]] = set()  # (account, problem) already logged
 
     @contextlib.contextmanager
     def lock(self):
@@ -145,38 +190,82 @@ class CredentialStore:
                     self._fd = None
 
     def load(self) -> dict[str, Credential]:
-        """:returns: name → Credential. :raises ConfigError: if the file is malformed."""
+        """:returns: name → Credential, for the entries that can be used (an unusable secret is logged
+        once, naming the account, and its account is left out). :raises ConfigError: if the file is malformed."""
+        creds, bad = self._read()
+        for name, (_, problem) in bad.items():
+            if (name, problem) not in self._warned:
+                self._warned.add((name, problem))
+                log.warning("%s", unusable_message(name, problem))
+        return creds
+
+    def unusable(self) -> dict[str, str]:
+        """name → why its stored credential cannot be used (never the value), for the entries :meth:`load` leaves out.
+
+        :raises ConfigError: if the file is malformed."""
+        return {name: unusable_message(name, problem) for name, (_, problem) in self._read()[1].items()}
+
+    def _read(self) -> tuple[dict[str, Credential], dict[str, tuple[object, str]]]:
+        """The usable credentials, and the unusable entries as ``name → (raw entry, problem)``."""
         try:
             data = read_json(self.path, default={"accounts": {}})
         except ValueError as exc:
             raise ConfigError(f"credentials.json is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("accounts", {}), dict):
             raise ConfigError("credentials.json: top level must be {\"accounts\": {...}}")
-        return {name: Credential.from_json(name, d) for name, d in data.get("accounts", {}).items()}
+        creds: dict[str, Credential] = {}
+        bad: dict[str, tuple[object, str]] = {}
+        for name, d in data.get("accounts", {}).items():
+            cred = Credential.from_json(name, d)
+            problem = cred.problem()
+            if problem is None:
+                creds[name] = cred
+            else:
+                bad[name] = (d, problem)
+        return creds, bad
 
     def put(self, name: str, cred: Credential) -> None:
-        """Store (or replace) one account's credential atomically."""
+        """Store (or replace) one account's credential atomically.
+
+        :raises ConfigError: if a secret of ``cred`` cannot be used (:meth:`Credential.problem`); nothing is written.
+        """
+        problem = cred.problem()
+        if problem is not None:
+            raise ConfigError(f"the credential for account {name!r} cannot be used: its {problem}; nothing was saved")
         with self.lock():
-            creds = self.load()
+            creds, bad = self._read()
+            bad.pop(name, None)
             creds[name] = cred
-            self._write(creds)
+            self._write(creds, bad)
 
     def remove(self, name: str) -> bool:
-        """Delete one account's credential. :returns: True if it existed."""
+        """Delete one account's credential (usable or not). :returns: True if it existed."""
         with self.lock():
-            creds = self.load()
-            if name not in creds:
+            creds, bad = self._read()
+            if name not in creds and name not in bad:
                 return False
-            del creds[name]
-            self._write(creds)
+            creds.pop(name, None)
+            bad.pop(name, None)
+            self._write(creds, bad)
             return True
 
     def mtime_ns(self) -> int:
         """Modification time of the file in ns (0 if missing): cheap change detection for reloads."""
         return mtime_ns(self.path)
 
-    def _write(self, creds: dict[str, Credential]) -> None:
-        atomic_write_json(self.path, {"accounts": {n: c.to_json() for n, c in sorted(creds.items())}})
+    def _write(self, creds: dict[str, Credential], bad: dict[str, tuple[object, str]]) -> None:
+        """Write every entry: the usable ones from ``creds``, the unusable ones unchanged, as they were read."""
+        accounts = {n: c.to_json() for n, c in creds.items()}
+        accounts.update({n: raw for n, (raw, _) in bad.items()})
+        atomic_write_json(self.path, {"accounts": dict(sorted(accounts.items()))})
+
+
+def unusable_message(name: str, problem: str) -> str:
+    """The message for an account whose stored credential cannot be used: names the account, the field
+    and the fix, never the value."""
+    return (f"credentials.json: the {problem.split(' ', 1)[0]} of account {name!r} cannot be used: it "
+            f"{problem.split(' ', 1)[1]}; the account needs a new login (`shunt add-account {name}`, or "
+            f"`shunt add-account {name} --api-key` for an API key)")
 
 
 def default_claude_credentials_path() -> str:

@@ -248,14 +248,18 @@ def parse_token_response(resp: requests.Response, old: Credential | None, now_s:
         expires_in = data.get("expires_in")
         expires_in = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600
         account = data.get("account") if isinstance(data.get("account"), dict) else {}
-        return RefreshResult(RefreshStatus.OK, Credential(
+        cred = Credential(
             kind="oauth",
             access_token=data["access_token"],
             refresh_token=data.get("refresh_token") or (old.refresh_token if old else ""),
             expires_at_ms=int((now_s + expires_in) * 1000),
             email=str(account.get("email_address") or (old.email if old else "")),
             plan=old.plan if old else "",
-        ))
+        )
+        problem = cred.problem()  # never stored nor sent upstream: it could not go in a header
+        if problem is not None:
+            return RefreshResult(RefreshStatus.ERROR, message=f"the token endpoint answered with an unusable token: its {problem}")
+        return RefreshResult(RefreshStatus.OK, cred)
     err = str(data.get("error") or "")
     if err in ("invalid_grant", "invalid_client", "unauthorized_client") or (resp.status_code in (400, 401) and not err):
         return RefreshResult(RefreshStatus.INVALID_GRANT, message=f"{err or resp.status_code}: {data.get('error_description') or ''}".strip(": "))

@@ -167,8 +167,9 @@ class Relay:
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
         try:
             resp = self.upstream.send(up.method, up.target, up.headers, up.body)
-        except UpstreamRequestInvalid as exc:
-            self._answer_error(st, BadRequest(f"the request cannot be forwarded: {exc}"))
+        except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
+            self._answer_error(st, BadRequest("the request cannot be forwarded: a header field name or value "
+                                              "cannot be sent (a control character or a bad name)"))
             return Next.DONE
         except UpstreamConnectError as exc:
             events_log.warning("upstream unreachable via %s: %s", name, exc,
