@@ -63,6 +63,10 @@ def cmd_serve(args) -> int:
     setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
+    if paths.writable_by_others():
+        log.warning("shunt's home %s is writable by other users (mode %03o): they could replace its credentials "
+                    "and config; fix it with `chmod go-w %s`", paths.home, os.stat(paths.home).st_mode & 0o777,
+                    paths.home)
     srv = make_server(config, paths, host=args.host, port=args.port)
     start_background(srv)
 

@@ -17,6 +17,7 @@ import re
 import tomllib
 from typing import Any, Callable
 
+from .credentials import secret_problem
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes, mtime_ns
 
@@ -49,6 +50,24 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     return conv
 
 
+REMOTE_KEY_MIN_CHARS = 16
+
+
+def _remote_key(v: Any) -> str:
+    """``""`` (no key) or a key of at least :data:`REMOTE_KEY_MIN_CHARS` visible ASCII characters.
+    The error never quotes the value."""
+    v = _str(v)
+    if v == "":
+        return v
+    problem = secret_problem(v)
+    if problem is not None:
+        raise ValueError(problem + " (clients send it in a header: visible ASCII only, no spaces)")
+    if len(v) < REMOTE_KEY_MIN_CHARS:
+        raise ValueError(f"is too short: use at least {REMOTE_KEY_MIN_CHARS} characters, e.g. from "
+                         "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    return v
+
+
 def _strategy(v: Any) -> str:
     v = _str(v)
     if v not in STRATEGIES:
@@ -56,11 +75,11 @@ def _strategy(v: Any) -> str:
     return v
 
 
-def _key(default: Any, conv: Callable[[Any], Any], help_text: str) -> Any:
+def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, secret: bool = False) -> Any:
     """One ``[server]`` key: its default, the converter that validates a TOML value (raising
     ``ValueError``) and its help text (with the unit). The template, the loader and the README table
-    are all derived from these fields."""
-    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text})
+    are all derived from these fields. A ``secret`` key's value is never quoted in an error."""
+    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +98,9 @@ class ServerConfig:
                            "longest a request is held while every account cools, seconds (0: answer 429 at once)")
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
                                "largest request body, bytes; larger ones get 413 `request_too_large`")
-    remote_key: str = _key("", _str, "if set, every endpoint but `/health` requires it as `x-api-key` or "
-                                     "`Authorization: Bearer` (checked in constant time)")
+    remote_key: str = _key("", _remote_key, "if set, every endpoint but `/health` requires it as `x-api-key` or "
+                                            "`Authorization: Bearer` (checked in constant time); at least 16 "
+                                            "visible ASCII characters, no spaces", secret=True)
     oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
                                     "PKCE authorize page for `add-account --paste`")
     oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,
@@ -180,6 +200,14 @@ class Paths:
         """Modification time of config.toml in ns (0 if missing)."""
         return mtime_ns(self.config)
 
+    def writable_by_others(self) -> bool:
+        """Whether the home directory (if it exists) is writable by its group or by anyone: then
+        another user can replace the files in it, credentials.json included."""
+        try:
+            return bool(os.stat(self.home).st_mode & 0o022)
+        except OSError:
+            return False
+
     def ensure(self) -> None:
         """Create the home (mode 0700) if missing."""
         os.makedirs(self.home, mode=0o700, exist_ok=True)
@@ -197,6 +225,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     if not isinstance(server_raw, dict):
         raise ConfigError("config.toml: [server] must be a table")
     known = {f.name: f.metadata["conv"] for f in SERVER_KEYS}
+    secret = {f.name for f in SERVER_KEYS if f.metadata["secret"]}
     values: dict[str, Any] = {}
     for key, raw in server_raw.items():
         if key not in known:
@@ -204,7 +233,8 @@ def parse_config(data: dict[str, Any]) -> Config:
         try:
             values[key] = known[key](raw)
         except ValueError as exc:
-            raise ConfigError(f"config.toml: server.{key} {exc} (got {raw!r})") from None
+            got = "" if key in secret else f" (got {raw!r})"
+            raise ConfigError(f"config.toml: server.{key} {exc}{got}") from None
     server = ServerConfig(**values)
     accounts_raw = data.get("accounts", [])
     if not isinstance(accounts_raw, list):

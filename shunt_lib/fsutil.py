@@ -2,6 +2,11 @@
 
 A reader (or a process restarted after ``kill -9``) therefore sees either the old file or the
 new one, never a torn or empty file.
+
+A path that is a symbolic link is written through: the link's target is replaced, in its own
+directory, and the link is kept. Replacing the link itself by a regular file would leave the target
+(where the user keeps the file on purpose: a secrets volume, a dotfiles checkout) holding stale
+content, such as a refresh token that was spent by the rotation just saved.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import tempfile
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically with permissions ``mode``.
+    """Write ``data`` to ``path`` atomically with permissions ``mode`` (through a symbolic link: to its target).
 
     :raises OSError: if the directory is not writable or the disk is full (the old file is kept).
     """
+    path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)

@@ -142,14 +142,14 @@ def test_utilization_headers_feed_status(make_proxy, upstream):
 
 
 def test_remote_key_guards_everything_but_health(make_proxy, upstream):
-    p = make_proxy([("a", "oauth")], remote_key="s3cret")
+    p = make_proxy([("a", "oauth")], remote_key="s3cret-key-0123456789")
     assert p.request(method="GET", path="/health")[0] == 200
     status, _, body = p.request(body=MSG)
     assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error"
     assert p.request(method="GET", path="/status")[0] == 401
     assert p.request(body=MSG, headers={"x-api-key": "wrong"})[0] == 401
     assert upstream.received == []
-    assert p.request(body=MSG, headers={"x-api-key": "s3cret"})[0] == 200
-    assert p.request(body=MSG, headers={"authorization": "Bearer s3cret"})[0] == 200
+    assert p.request(body=MSG, headers={"x-api-key": "s3cret-key-0123456789"})[0] == 200
+    assert p.request(body=MSG, headers={"authorization": "Bearer s3cret-key-0123456789"})[0] == 200
     for r in upstream.received:
         assert r.header("x-api-key") is None and r.header("authorization") == "Bearer tok-a"
