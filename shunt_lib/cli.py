@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Callable
 
@@ -27,6 +28,7 @@ from .credentials import (Credential, CredentialStore, default_claude_credential
 from .demo import run_demo
 from .errors import ConfigError
 from .httpclient import new_session
+from .instance import HomeBusy, ServeLock, is_addr_in_use, local_url, port_in_use_message, running_url
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
@@ -59,7 +61,10 @@ def _paths() -> Paths:
 
 # -- serve --------------------------------------------------------------------------------------
 def cmd_serve(args) -> int:
-    """``shunt serve``: run the proxy in the foreground until SIGTERM/SIGINT, then stop cleanly."""
+    """``shunt serve``: run the proxy in the foreground until SIGTERM/SIGINT, then stop cleanly.
+
+    :returns: 0 after a clean stop; 1 if another ``serve`` holds this home or the port is taken.
+    """
     setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
@@ -67,7 +72,29 @@ def cmd_serve(args) -> int:
         log.warning("shunt's home %s is writable by other users (mode %03o): they could replace its credentials "
                     "and config; fix it with `chmod go-w %s`", paths.home, os.stat(paths.home).st_mode & 0o777,
                     paths.home)
-    srv = make_server(config, paths, host=args.host, port=args.port)
+    lock = ServeLock(paths)
+    try:
+        lock.acquire()
+    except HomeBusy as exc:
+        print(f"shunt: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _serve_locked(args, config, paths, lock)
+    finally:
+        lock.release()
+
+
+def _serve_locked(args, config, paths: Paths, lock: ServeLock) -> int:
+    host = args.host if args.host is not None else config.server.host
+    port = args.port if args.port is not None else config.server.port
+    try:
+        srv = make_server(config, paths, host=host, port=port)
+    except OSError as exc:
+        if is_addr_in_use(exc):
+            print(f"shunt: {port_in_use_message(host, port)}", file=sys.stderr)
+        else:
+            print(f"shunt: cannot listen on port {port} on {host}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     start_background(srv)
 
     def stop(signum, frame):
@@ -77,6 +104,7 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     host, port = srv.server_address[:2]
+    lock.announce(host, port)
     log.info("shunt %s listening on http://%s:%d with %d account(s); strategy %s", __version__, host, port,
              len(config.accounts), config.server.strategy)
     if not config.accounts:
@@ -267,12 +295,29 @@ def cmd_logout(args) -> int:
 
 
 # -- talking to a running proxy ---------------------------------------------------------------------
-def _control(method: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:
-    config = load_config(_paths(), create=False)
-    host = config.server.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    url = f"http://{host}:{config.server.port}{path}"
+def proxy_url(paths: Paths, given: str | None = None) -> str:
+    """Where the running proxy is: ``given`` (``--url``), else ``$SHUNT_URL``, else what the running
+    ``serve`` of this home recorded (:func:`~shunt_lib.instance.running_url`), else ``[server]`` host and port.
+
+    :raises ConfigError: if ``given`` or ``$SHUNT_URL`` is not an ``http://host:port`` URL.
+    """
+    for source, url in (("--url", given), ("SHUNT_URL", os.environ.get("SHUNT_URL"))):
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+                raise ConfigError(f"{source} must be shunt's address, like http://127.0.0.1:8082 (got {url!r})")
+            return url.rstrip("/")
+    recorded = running_url(paths)
+    if recorded:
+        return recorded
+    server = load_config(paths, create=False).server
+    return local_url(server.host, server.port)
+
+
+def _control(method: str, path: str, body: dict | None = None, timeout: float = 10, url: str | None = None) -> dict:
+    paths = _paths()
+    config = load_config(paths, create=False)
+    url = proxy_url(paths, url) + path
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
     req.add_header("content-type", "application/json")
     if config.server.remote_key:
@@ -293,7 +338,7 @@ def _control(method: str, path: str, body: dict | None = None, timeout: float = 
 
 def cmd_status(args) -> int:
     """``shunt status``: the running proxy's accounts, as a table or ``--json``."""
-    doc = _control("GET", "/status")
+    doc = _control("GET", "/status", url=args.url)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -303,7 +348,7 @@ def cmd_status(args) -> int:
 
 def cmd_use(args) -> int:
     """``shunt use NAME|auto``: pin all traffic to one account, or route again."""
-    doc = _control("POST", "/use", {"account": args.account})
+    doc = _control("POST", "/use", {"account": args.account}, url=args.url)
     pinned = doc.get("pinned_account")
     print(f"pinned all traffic to {pinned}" if pinned else "routing automatically")
     return 0
@@ -312,6 +357,10 @@ def cmd_use(args) -> int:
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
+
+
+URL_HELP = ("the running shunt, e.g. http://127.0.0.1:8082 (default: $SHUNT_URL, else where this home's "
+            "`shunt serve` listens, else server.host and server.port)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,10 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="show the running proxy's accounts")
     s.add_argument("--json", action="store_true", help="print the raw /status JSON")
+    s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("use", help="pin all traffic to one account, or `auto` to route")
     s.add_argument("account", metavar="NAME|auto")
+    s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_use)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
