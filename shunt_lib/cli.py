@@ -165,6 +165,9 @@ def cmd_import(args) -> int:
     cred = parse_claude_code_credentials(raw)
     if args.copy_only:
         cred = dataclasses.replace(cred, copy_only=True)
+    if not args.force and not _may_replace(paths, args.name):
+        print(f"kept account {args.name!r} as it was")
+        return 1
     _store_account(paths, args.name, cred)
     print(f"imported account {args.name!r} from {src}{_describe(cred)}")
     if args.copy_only:
@@ -174,6 +177,22 @@ def cmd_import(args) -> int:
               "that Claude Code will have to log in again. `shunt add-account NAME` gives shunt a login of its "
               "own; `--copy-only` imports without ever refreshing.", file=sys.stderr)
     return 0
+
+
+def _may_replace(paths: Paths, name: str) -> bool:
+    """Whether ``import`` may store ``name``: yes if no such account exists; otherwise the answer to a
+    question on a terminal. :raises ConfigError: if it exists and there is no terminal to ask on."""
+    store = CredentialStore(paths.credentials)
+    exists = any(a.name == name for a in load_config(paths).accounts) or name in store.unusable()
+    current = store.load().get(name)
+    if not exists and current is None:
+        return True
+    what = f"account {name!r}{_describe(current) if current else ''} already exists"
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{what}; importing would replace its login: add --force to replace it, "
+                          "or choose another name with --name")
+    answer = input(f"{what}. Replace its login with this one? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
 
 
 def read_secret(prompt: str) -> str:
@@ -381,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--from", dest="source", metavar="PATH", help="credentials file (default: ~/.claude/.credentials.json)")
     src.add_argument("--keychain", action="store_true", help="read Claude Code's macOS Keychain item")
     s.add_argument("--copy-only", action="store_true", help="use the token until it expires; never refresh it")
+    s.add_argument("--force", action="store_true", help="replace an account of the same name without asking")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("add-account", help="log in a new account with Claude Code's own flow (or --paste / --api-key)")

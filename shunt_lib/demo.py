@@ -27,10 +27,49 @@ WINDOW_S = 12.0
 CONVERSATIONS = 6
 
 
+#: The symbols the demo prints, and what stands in for them where the output cannot encode them.
+SYMBOLS = {"exhausted": ("⛔", "XX"), "cooling": ("🧊", "~~"), "hold": ("⏸ ", "||"), "recovered": ("✅", "ok"),
+           "failover": ("↪ ", "->"), "overloaded": ("⚠ ", "!!"), "server_error": ("⚠ ", "!!"), "other": ("· ", "- "),
+           "to": ("→", "->"), "failed": ("✗", "x"), "ellipsis": ("…", "...")}
+
+
+class Out:
+    """The demo's output: picks Unicode symbols or their ASCII stand-ins for the stream's encoding
+    (``sys.stdout`` on a non-UTF-8 terminal or pipe, e.g. ``LANG=C``), and writes every line so that
+    it cannot fail to encode (what remains unencodable is backslash-escaped). Lines are written whole
+    under a lock, so concurrent conversations never interleave."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self.unicode = _can_encode("".join(u for u, _ in SYMBOLS.values()), self.encoding)
+        self._lock = threading.Lock()
+
+    def sym(self, name: str) -> str:
+        """The symbol ``name`` of :data:`SYMBOLS` as this output can show it."""
+        unicode, ascii_ = SYMBOLS[name]
+        return unicode if self.unicode else ascii_
+
+    def say(self, text: str = "") -> None:
+        """Write ``text`` and a newline, and flush."""
+        safe = text.encode(self.encoding, "backslashreplace").decode(self.encoding)
+        with self._lock:
+            self.stream.write(safe + "\n")
+            self.stream.flush()
+
+
+def _can_encode(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 class _Printer(logging.Handler):
     """Prints shunt's account events (exhausted, cooling, hold, recovered, failover) as they happen."""
 
-    def __init__(self, t0: float, out, stats: dict):
+    def __init__(self, t0: float, out: Out, stats: dict):
         super().__init__(logging.INFO)
         self.t0, self.out, self.stats = t0, out, stats
 
@@ -39,12 +78,22 @@ class _Printer(logging.Handler):
         if event in (None, "request"):
             return
         self.stats[event] = self.stats.get(event, 0) + 1
-        icon = {"exhausted": "⛔", "cooling": "🧊", "hold": "⏸ ", "recovered": "✅", "failover": "↪ ",
-                "overloaded": "⚠ ", "server_error": "⚠ "}.get(event, "· ")
-        print(f"[{time.monotonic() - self.t0:5.1f}s] {icon} {record.getMessage()}", file=self.out, flush=True)
+        icon = self.out.sym(event if event in SYMBOLS else "other")
+        self.out.say(f"[{time.monotonic() - self.t0:5.1f}s] {icon} {record.getMessage()}")
 
 
-def _conversation(port: int, idx: int, deadline: float, t0: float, out, results: list, lock: threading.Lock) -> None:
+def _conversation_or_failure(port: int, idx: int, deadline: float, t0: float, out: Out, results: list,
+                             lock: threading.Lock) -> None:
+    """Run one conversation; if it crashes, count that as a failed turn and say so (the demo then fails)."""
+    try:
+        _conversation(port, idx, deadline, t0, out, results, lock)
+    except Exception as exc:  # noqa: BLE001 - a crash must fail the demo, not vanish with its thread
+        with lock:
+            results.append({"ok": False, "account": None, "tokens": 0, "took": 0.0, "status": "CRASH"})
+        out.say(f"[{time.monotonic() - t0:5.1f}s]    conversation {idx} crashed: {type(exc).__name__}: {exc}")
+
+
+def _conversation(port: int, idx: int, deadline: float, t0: float, out: Out, results: list, lock: threading.Lock) -> None:
     rnd = random.Random(idx)
     session = f"demo-conversation-{idx}"
     messages: list[dict] = []
@@ -78,17 +127,21 @@ def _conversation(port: int, idx: int, deadline: float, t0: float, out, results:
         status = resp.status if resp is not None else "ERR"
         with lock:
             results.append({"ok": ok, "account": account, "tokens": tokens, "took": took, "status": status})
-            mark = "" if ok else f"  ✗ {data[:120]!r}"
+            mark = "" if ok else f"  {out.sym('failed')} {data[:120]!r}"
             held = f"  (held {took:.1f}s)" if took > 2 else ""
-            print(f"[{time.monotonic() - t0:5.1f}s]    conversation {idx} turn {turn:<2} → {account or '-':<8} "
-                  f"{status}  {tokens:>3} tokens{held}{mark}", file=out, flush=True)
-        messages.append({"role": "assistant", "content": "Working on it…"})
+        out.say(f"[{time.monotonic() - t0:5.1f}s]    conversation {idx} turn {turn:<2} {out.sym('to')} "
+                f"{account or '-':<8} {status}  {tokens:>3} tokens{held}{mark}")
+        messages.append({"role": "assistant", "content": "Working on it" + SYMBOLS["ellipsis"][0]})
         time.sleep(rnd.uniform(0.3, 1.5))
 
 
 def run_demo(duration_s: float = 40.0, out=None) -> int:
-    """Run the demo for about ``duration_s`` seconds of workload; print a summary. :returns: exit code."""
-    out = out or sys.stdout
+    """Run the demo for about ``duration_s`` seconds of workload; print a summary.
+
+    :param out: a text stream (default ``sys.stdout``); symbols fall back to ASCII where it cannot encode them.
+    :returns: the exit code: 0 if every turn was answered, 1 if one failed or a conversation crashed.
+    """
+    out = Out(out or sys.stdout)
     sim = SimulatedAnthropic([SimAccount(f"sim-token-{n}", budget, WINDOW_S) for n, budget in ACCOUNTS]).start()
     with tempfile.TemporaryDirectory(prefix="shunt-demo-") as home:
         paths = write_home(home, sim.url, [(name, "oauth") for name, _ in ACCOUNTS],
@@ -106,38 +159,40 @@ def run_demo(duration_s: float = 40.0, out=None) -> int:
         events.setLevel(logging.INFO)
         events.propagate = False
         budgets = ", ".join(f"{n} {b} tokens" for n, b in ACCOUNTS)
-        print(f"shunt demo: the real proxy on 127.0.0.1:{srv.port} in front of a simulated Anthropic API.\n"
-              f"Three simulated accounts whose 5-hour window lasts {WINDOW_S:.0f}s ({budgets} per window);\n"
-              f"{CONVERSATIONS} conversations stream turns through shunt for {duration_s:.0f}s. "
-              "No real account or network is used.\n", file=out, flush=True)
+        out.say(f"shunt demo: the real proxy on 127.0.0.1:{srv.port} in front of a simulated Anthropic API.\n"
+                f"Three simulated accounts whose 5-hour window lasts {WINDOW_S:.0f}s ({budgets} per window);\n"
+                f"{CONVERSATIONS} conversations stream turns through shunt for {duration_s:.0f}s. "
+                "No real account or network is used.\n")
         results: list = []
         lock = threading.Lock()
         deadline = t0 + duration_s
-        threads = [threading.Thread(target=_conversation, args=(srv.port, i + 1, deadline, t0, out, results, lock), daemon=True)
+        threads = [threading.Thread(target=_conversation_or_failure, args=(srv.port, i + 1, deadline, t0, out, results,
+                                                                           lock), daemon=True)
                    for i in range(CONVERSATIONS)]
         for t in threads:
             t.start()
             time.sleep(0.15)
         for t in threads:
             t.join(duration_s + 60)
+        stuck = sum(1 for t in threads if t.is_alive())
         status = srv.status()
         events.removeHandler(printer)
         events.level, events.propagate = saved_logging
         srv.close()
         sim.close()
     ok = sum(1 for r in results if r["ok"])
-    failed = len(results) - ok
+    failed = len(results) - ok + stuck
     longest = max((r["took"] for r in results), default=0)
-    print(f"\nSummary after {time.monotonic() - t0:.0f}s: {len(results)} turns, {ok} answered, {failed} failed"
-          + (": no conversation ever saw a 429 or an error." if failed == 0 else "."), file=out)
+    out.say(f"\nSummary after {time.monotonic() - t0:.0f}s: {len(results)} turns, {ok} answered, {failed} failed"
+            + (f" ({stuck} conversation(s) never finished)" if stuck else "")
+            + (": no conversation ever saw a 429 or an error." if failed == 0 else "."))
     for a in status["accounts"]:
-        print(f"  {a['name']:<8} {a['requests']:>3} requests  {a['output_tokens']:>6} output tokens  "
-              f"{a['cache_read_tokens']:>6} cache-read tokens", file=out)
-    print(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
-          f"{stats.get('hold', 0)} holds, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s", file=out)
-    print("\nNext: add your accounts (`shunt add-account NAME`, `shunt import`, `shunt add-account NAME --api-key`),\n"
-          "run `shunt serve`, and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude",
-          file=out, flush=True)
+        out.say(f"  {a['name']:<8} {a['requests']:>3} requests  {a['output_tokens']:>6} output tokens  "
+                f"{a['cache_read_tokens']:>6} cache-read tokens")
+    out.say(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
+            f"{stats.get('hold', 0)} holds, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s")
+    out.say("\nNext: add your accounts (`shunt add-account NAME`, `shunt import`, `shunt add-account NAME --api-key`),\n"
+            "run `shunt serve`, and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude")
     return 0 if failed == 0 else 1
 
 

@@ -107,3 +107,27 @@ def test_demo_runs_end_to_end_without_failures():
     text = out.getvalue()
     assert "Summary after" in text and " 0 failed" in text
     assert "alpha" in text and "bravo" in text and "charlie" in text
+
+
+def test_import_over_an_existing_account_asks_or_needs_force(tmp_path, monkeypatch, capsys):
+    assert main(["import", "--name", "work", "--from", claude_file(tmp_path, "sk-first")]) == 0
+    second = claude_file(tmp_path / "2", "sk-second")
+    paths = Paths(os.environ["SHUNT_HOME"])
+    capsys.readouterr()
+    assert main(["import", "--name", "work", "--from", second]) == 2  # no terminal to ask on
+    assert "--force" in capsys.readouterr().err
+    assert CredentialStore(paths.credentials).load()["work"].access_token == "sk-first"
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    assert main(["import", "--name", "work", "--from", second]) == 1
+    assert CredentialStore(paths.credentials).load()["work"].access_token == "sk-first"
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    assert main(["import", "--name", "work", "--from", second]) == 0
+    assert CredentialStore(paths.credentials).load()["work"].access_token == "sk-second"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["import", "--name", "work", "--force", "--from", claude_file(tmp_path / "3", "sk-third")]) == 0
+    assert CredentialStore(paths.credentials).load()["work"].access_token == "sk-third"
