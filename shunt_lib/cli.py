@@ -29,6 +29,7 @@ from .demo import run_demo
 from .errors import ConfigError
 from .httpclient import new_session
 from .instance import HomeBusy, ServeLock, is_addr_in_use, local_url, port_in_use_message, running_url
+from .logfmt import LogFormatter
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
@@ -47,7 +48,7 @@ def setup_logging(verbose: bool = False) -> None:
     logging._srcfile = None  # documented switch: no sys._getframe() walk per record
     logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(LogFormatter())
     root = logging.getLogger("shunt")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

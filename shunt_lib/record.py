@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TypedDict
 
+from .logfmt import ids_text
 from .usage import UsageTap
 
 _MODEL_RE = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,200})"')
@@ -17,7 +18,8 @@ class RequestRecord(TypedDict):
     ``ts_s``: epoch seconds when it finished; ``account``: the account whose answer was relayed (None
     if none was); ``status``: the status the client got (499: the client left first); token counts from
     the answer's usage; ``duration_ms`` in total, ``held_ms`` of it spent waiting for an account;
-    ``attempts``: upstream attempts made.
+    ``attempts``: upstream attempts made; ``request_id``: shunt's id for the request (in its log lines);
+    ``upstream_request_id``: the ``request-id`` header of the upstream answer relayed, if any.
     """
 
     ts_s: int
@@ -33,10 +35,13 @@ class RequestRecord(TypedDict):
     duration_ms: int
     attempts: int
     held_ms: int
+    request_id: str | None
+    upstream_request_id: str | None
 
 
 def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
-                   ts_s: float, duration_s: float, held_s: float, attempts: int) -> RequestRecord:
+                   ts_s: float, duration_s: float, held_s: float, attempts: int, request_id: str | None = None,
+                   upstream_request_id: str | None = None) -> RequestRecord:
     """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
     the request body when the answer did not say), durations in whole milliseconds."""
     usage = tap.usage if tap is not None else {}
@@ -54,6 +59,8 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "duration_ms": int(duration_s * 1000),
         "attempts": attempts,
         "held_ms": int(held_s * 1000),
+        "request_id": request_id,
+        "upstream_request_id": upstream_request_id,
     }
 
 
@@ -64,8 +71,9 @@ def model_of_request(body: bytes) -> str:
 
 
 def access_line(r: RequestRecord) -> str:
-    """The access log's line for ``r``: method, path, account, model, status, tokens, duration."""
+    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, ids."""
+    ids = ids_text(r.get("request_id"), r.get("upstream_request_id"))
     return (f"{r['method']} {r['path']} account={r['account'] or '-'} model={r['model'] or '-'} status={r['status']} "
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
             f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
-            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else ""))
+            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (f" {ids}" if ids else ""))

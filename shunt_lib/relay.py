@@ -36,6 +36,8 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .hold import Hold
+from .logfmt import (current_request_id, install_request_context, new_request_id, request_context,
+                     set_upstream_request_id, upstream_request_id)
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
 from .ratelimit import RateLimitInfo, parse_rate_limits
@@ -107,6 +109,7 @@ class Relay:
         self.hold_first_ping_s = hold_first_ping_s
         self.hold_ping_interval_s = hold_ping_interval_s
         self.overload_backoff_s = overload_backoff_s
+        install_request_context()  # events and access lines carry the request's ids
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -115,6 +118,10 @@ class Relay:
         Never raises for upstream trouble or a client that hung up; a bug costs this request (a JSON
         500 if nothing was written yet) and closes the connection, never the thread.
         """
+        with request_context(new_request_id()):
+            self._handle(conn, request, dialect)
+
+    def _handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect) -> None:
         client = ClientStream(conn)
         st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
                            self.clock.time() + self.max_wait_s, self.clock.monotonic())
@@ -165,6 +172,7 @@ class Relay:
             events_log.info("request moved to %s", name, extra={"event": "failover", "account": name, "reason": reason})
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
+        set_upstream_request_id(None)
         try:
             resp = self.upstream.send(up.method, up.target, up.headers, up.body)
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
@@ -178,6 +186,7 @@ class Relay:
             return Next.ROUTE
         st.active = resp
         st.account = name
+        set_upstream_request_id(resp.head.by_name.get("request-id"))
         if st.client.gone.is_set():  # the client left while the response head was awaited
             return self._dropped(st)
         now = self.clock.time()
@@ -329,7 +338,8 @@ class Relay:
         record = request_record(req.method, req.target, req.body, name, status, st.tap, ts_s=self.clock.time(),
                                 duration_s=self.clock.monotonic() - st.started,
                                 held_s=st.hold.held_s if st.hold is not None else 0.0,
-                                attempts=st.attempts.count)
+                                attempts=st.attempts.count, request_id=current_request_id(),
+                                upstream_request_id=upstream_request_id())
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(access_line(record), extra=_REQUEST_EVENT)

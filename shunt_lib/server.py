@@ -362,6 +362,8 @@ class Handler(BaseHTTPRequestHandler):
             authorized = self._authorized()
             body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
             if not authorized:
+                log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
+                            "a wrong" if self._offers_key() else "no")  # never the key given
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             if route.startswith("/v1/"):
                 with self.server.request_in_flight():
@@ -387,6 +389,10 @@ class Handler(BaseHTTPRequestHandler):
         if not given and auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
         return hmac.compare_digest(given.encode(), key.encode())
+
+    def _offers_key(self) -> bool:
+        """Whether the request sent a key at all (x-api-key or Authorization)."""
+        return bool(self.headers.by_name.get("x-api-key") or self.headers.by_name.get("authorization"))
 
     # -- control endpoints (each takes the request body) ----------------------------------------------
     def _status(self, body: bytes) -> None:

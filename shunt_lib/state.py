@@ -24,6 +24,7 @@ from .advice import action_for
 from .clock import SYSTEM, Clock
 from .config import AccountConfig
 from .fsutil import atomic_write_bytes, atomic_write_json, read_json
+from .logfmt import clock_text
 from .loop import Loop
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
@@ -36,6 +37,7 @@ events_log = logging.getLogger("shunt.events")
 
 STATE_VERSION = 1
 RECENT_MAX = 200
+NEWS_S = 1.0  # a cooldown or exhaustion is logged when it starts or moves later by more than this, seconds
 COUNTERS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
 
@@ -308,10 +310,12 @@ class Pool:
             rec = self._record(name)
             if rec is None:
                 return
+            news = until_s > rec.exhausted_until_s + NEWS_S  # racing requests report one fact once
             rec.exhausted_until_s = max(rec.exhausted_until_s, until_s)
             self._touch()
-        events_log.info("account %s exhausted until %s", name, _hhmmss(until_s),
-                        extra={"event": "exhausted", "account": name, "until_s": until_s})
+        if news:
+            events_log.info("account %s exhausted until %s", name, _clock(until_s),
+                            extra={"event": "exhausted", "account": name, "until_s": until_s})
 
     def cool(self, name: str, until_s: float, reason: str) -> None:
         """``name`` must not be used before ``until_s`` (epoch s); a later deadline is never shortened."""
@@ -319,10 +323,12 @@ class Pool:
             rec = self._record(name)
             if rec is None:
                 return
+            news = until_s > rec.cooldown_until_s + NEWS_S  # racing requests report one fact once
             rec.cool(until_s, reason)
             self._touch()
-        events_log.info("account %s cooling until %s (%s)", name, _hhmmss(until_s), reason,
-                        extra={"event": "cooling", "account": name, "until_s": until_s, "reason": reason})
+        if news:
+            events_log.info("account %s cooling until %s (%s)", name, _clock(until_s), reason,
+                            extra={"event": "cooling", "account": name, "until_s": until_s, "reason": reason})
 
     def set_flag(self, name: str, *, reauth_required: bool | None = None, disabled: bool | None = None) -> None:
         """Set or clear ``reauth_required`` / ``disabled`` on ``name``; a newly set flag is logged with its fix."""
@@ -419,8 +425,8 @@ def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig])
     return new
 
 
-def _hhmmss(epoch_s: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch_s))
+def _clock(epoch_s: float) -> str:
+    return clock_text(epoch_s, time.time())  # with the date when it is not today
 
 
 class StateWriter(Loop):

@@ -1,0 +1,112 @@
+"""How shunt's log reads: times with a date unless they are today, and the request behind each line.
+
+Every proxied request gets a short random id (:func:`new_request_id`); while its thread serves it,
+the id and the upstream's ``request-id`` response header (the id Anthropic's support asks for,
+https://docs.anthropic.com/en/api/errors#request-id) are held in context variables
+(:func:`request_context`). :class:`RequestContextFilter`, installed on the ``shunt.events`` and
+``shunt.access`` loggers, copies them onto every record logged meanwhile as ``request_id`` and
+``upstream_request_id``, whichever module logs it: an account going into cooldown because of a
+request is logged with that request's ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import secrets
+import time
+from typing import Iterator
+
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_request_id", default=None)
+_UPSTREAM_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_upstream_request_id", default=None)
+
+#: The loggers whose records carry the request's ids.
+CONTEXT_LOGGERS = ("shunt.events", "shunt.access")
+
+
+def new_request_id() -> str:
+    """A fresh request id: 8 random hex digits (unique enough to find one request in a day's log)."""
+    return secrets.token_hex(4)
+
+
+@contextlib.contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Within the block, records of :data:`CONTEXT_LOGGERS` logged by this thread carry ``request_id``."""
+    token, upstream_token = _REQUEST_ID.set(request_id), _UPSTREAM_ID.set(None)
+    try:
+        yield
+    finally:
+        _UPSTREAM_ID.reset(upstream_token)
+        _REQUEST_ID.reset(token)
+
+
+def set_upstream_request_id(value: str | None) -> None:
+    """The upstream's ``request-id`` for the attempt being served (None: the attempt had none)."""
+    _UPSTREAM_ID.set(value or None)
+
+
+def current_request_id() -> str | None:
+    """The id of the request this thread is serving, if any."""
+    return _REQUEST_ID.get()
+
+
+def upstream_request_id() -> str | None:
+    """The current request's upstream ``request-id``, if an answer carried one."""
+    return _UPSTREAM_ID.get()
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds ``request_id`` and ``upstream_request_id`` (None outside a request) to every record it sees;
+    values a caller passed in ``extra`` are kept. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = _REQUEST_ID.get()
+        if getattr(record, "upstream_request_id", None) is None:
+            record.upstream_request_id = _UPSTREAM_ID.get()
+        return True
+
+
+_FILTER = RequestContextFilter()
+
+
+def install_request_context() -> None:
+    """Put :class:`RequestContextFilter` on :data:`CONTEXT_LOGGERS` (idempotent)."""
+    for name in CONTEXT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
+
+def ids_text(request_id: str | None, upstream_id: str | None) -> str:
+    """``"id=ab12cd34 upstream_id=req_..."`` for the ids there are ('' if none)."""
+    return " ".join(f"{k}={v}" for k, v in (("id", request_id), ("upstream_id", upstream_id)) if v)
+
+
+def clock_text(at_s: float, now_s: float) -> str:
+    """A local time of day for ``at_s`` (epoch s): ``HH:MM:SS`` when it falls on ``now_s``'s local date,
+    ``YYYY-MM-DD HH:MM:SS`` otherwise (a weekly window's reset is often days away)."""
+    at, now = time.localtime(at_s), time.localtime(now_s)
+    same_day = (at.tm_year, at.tm_yday) == (now.tm_year, now.tm_yday)
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", at)
+
+
+class LogFormatter(logging.Formatter):
+    """``2026-12-03 14:02:11 INFO    shunt.events: message [id=ab12cd34 upstream_id=req_...]``.
+
+    Every line starts with the full local date and time (a log is read after the day it was written).
+    A record that carries request ids and does not show them in its message (events; the access line
+    already does) gets them appended in brackets.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if getattr(record, "event", None) != "request":
+            ids = ids_text(getattr(record, "request_id", None), getattr(record, "upstream_request_id", None))
+            if ids:
+                line += f" [{ids}]"
+        return line
