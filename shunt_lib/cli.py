@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from typing import Callable
 
@@ -28,7 +27,7 @@ from .credentials import (Credential, CredentialStore, default_claude_credential
 from .demo import run_demo
 from .errors import ConfigError
 from .httpclient import new_session
-from .instance import HomeBusy, ServeLock, is_addr_in_use, local_url, port_in_use_message, running_url
+from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url
 from .logfmt import LogFormatter
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
@@ -78,6 +77,9 @@ def cmd_serve(args) -> int:
         lock.acquire()
     except HomeBusy as exc:
         print(f"shunt: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"shunt: cannot lock {lock.lock_path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
         return _serve_locked(args, config, paths, lock)
@@ -315,25 +317,6 @@ def cmd_logout(args) -> int:
 
 
 # -- talking to a running proxy ---------------------------------------------------------------------
-def proxy_url(paths: Paths, given: str | None = None) -> str:
-    """Where the running proxy is: ``given`` (``--url``), else ``$SHUNT_URL``, else what the running
-    ``serve`` of this home recorded (:func:`~shunt_lib.instance.running_url`), else ``[server]`` host and port.
-
-    :raises ConfigError: if ``given`` or ``$SHUNT_URL`` is not an ``http://host:port`` URL.
-    """
-    for source, url in (("--url", given), ("SHUNT_URL", os.environ.get("SHUNT_URL"))):
-        if url:
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
-                raise ConfigError(f"{source} must be shunt's address, like http://127.0.0.1:8082 (got {url!r})")
-            return url.rstrip("/")
-    recorded = running_url(paths)
-    if recorded:
-        return recorded
-    server = load_config(paths, create=False).server
-    return local_url(server.host, server.port)
-
-
 def _control(method: str, path: str, body: dict | None = None, timeout: float = 10, url: str | None = None) -> dict:
     paths = _paths()
     config = load_config(paths, create=False)

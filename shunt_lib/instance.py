@@ -18,9 +18,10 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
-from .config import Paths
+from .config import Paths, load_config
 from .errors import ConfigError
 from .fsutil import atomic_write_json, read_json
 
@@ -127,6 +128,25 @@ def running_url(paths: Paths) -> str | None:
     info = ServeLock(paths).info() or {}
     url = info.get("url")
     return url if isinstance(url, str) and url.startswith("http://") else None
+
+
+def proxy_url(paths: Paths, given: str | None = None) -> str:
+    """Where the running proxy is: ``given`` (``--url``), else ``$SHUNT_URL``, else what the running
+    ``serve`` of this home recorded (:func:`running_url`), else ``[server]`` host and port.
+
+    :raises ConfigError: if ``given`` or ``$SHUNT_URL`` is not an ``http://host:port`` URL.
+    """
+    for source, url in (("--url", given), ("SHUNT_URL", os.environ.get("SHUNT_URL"))):
+        if url:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+                raise ConfigError(f"{source} must be shunt's address, like http://127.0.0.1:8082 (got {url!r})")
+            return url.rstrip("/")
+    recorded = running_url(paths)
+    if recorded:
+        return recorded
+    server = load_config(paths, create=False).server
+    return local_url(server.host, server.port)
 
 
 def port_in_use_message(host: str, port: int) -> str:

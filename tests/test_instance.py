@@ -106,3 +106,12 @@ def test_local_url_reaches_wildcard_binds_on_loopback():
     assert local_url("::", 8082) == "http://[::1]:8082"
     assert local_url("::1", 9) == "http://[::1]:9"
     assert local_url("192.168.1.5", 80) == "http://192.168.1.5:80"
+
+
+def test_a_symlinked_lock_file_is_refused_without_a_traceback(tmp_path, capsys):
+    paths = Paths(os.environ["SHUNT_HOME"])
+    paths.ensure()
+    os.symlink(tmp_path / "elsewhere", os.path.join(paths.home, "serve.lock"))
+    assert main(["serve", "--port", "0"]) == 1
+    assert "cannot lock" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "elsewhere")
