@@ -131,7 +131,8 @@ class UpstreamStreamError(UpstreamError):
 
 
 class UpstreamRequestInvalid(ValueError):
-    """The request cannot be sent as given (``http.client`` refused a header name or value): a client error."""
+    """The request cannot be sent as given (``http.client`` refused a header name or value): a client error.
+    Its message never quotes the header (the value may be a credential)."""
 
 
 class ClientGone(ConnectionError):

@@ -1,8 +1,8 @@
 """How shunt's log reads: times with a date unless they are today, and the request behind each line.
 
 Every proxied request gets a short random id (:func:`new_request_id`); while its thread serves it,
-the id and the upstream's ``request-id`` response header (the id Anthropic's support asks for,
-https://docs.anthropic.com/en/api/errors#request-id) are held in context variables
+the id and the upstream's ``request-id`` response header (on every Anthropic response: ``docs/protocol.md``,
+https://platform.claude.com/docs/en/api/errors) are held in context variables
 (:func:`request_context`). :class:`RequestContextFilter`, installed on the ``shunt.events`` and
 ``shunt.access`` loggers, copies them onto every record logged meanwhile as ``request_id`` and
 ``upstream_request_id``, whichever module logs it: an account going into cooldown because of a

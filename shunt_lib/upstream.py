@@ -203,8 +203,9 @@ class Upstream:
             )
         except (Urllib3Error, OSError) as exc:
             raise UpstreamConnectError(f"{type(exc).__name__}: {exc}") from exc
-        except ValueError as exc:  # http.client's header validation
-            raise UpstreamRequestInvalid(str(exc)) from exc
+        except ValueError:  # http.client's header validation: its text quotes the value (maybe a credential)
+            raise UpstreamRequestInvalid("a header field name or value cannot be sent (a control character "
+                                         "or a bad name)") from None
         return UpstreamResponse(resp)
 
     def close(self) -> None:

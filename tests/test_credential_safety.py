@@ -132,3 +132,20 @@ def test_an_upstream_refusal_of_a_header_is_answered_without_its_text(make_proxy
     status, _, body = p.request(body=MSG)
     assert status == 400 and b"cannot be forwarded" in body
     assert_absent(SECRET, body)
+
+
+def test_the_upstream_layer_never_quotes_a_refused_header(monkeypatch):
+    from shunt_lib.upstream import Upstream
+
+    up = Upstream("http://127.0.0.1:9")
+    try:
+        def urlopen(*args, **kwargs):
+            raise ValueError(f"Invalid header value {SECRET.encode()!r}")  # what http.client says
+
+        monkeypatch.setattr(up._pool, "urlopen", urlopen)
+        with pytest.raises(UpstreamRequestInvalid) as exc:
+            up.send("POST", "/v1/messages", {"authorization": "Bearer " + SECRET}, b"{}")
+        assert exc.value.__cause__ is None and exc.value.__suppress_context__
+        assert_absent(SECRET, str(exc.value), repr(exc.value))
+    finally:
+        up.close()
