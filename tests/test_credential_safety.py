@@ -149,3 +149,16 @@ def test_the_upstream_layer_never_quotes_a_refused_header(monkeypatch):
         assert_absent(SECRET, str(exc.value), repr(exc.value))
     finally:
         up.close()
+
+
+def test_an_unusable_token_written_while_running_takes_the_account_out_on_reload(make_proxy, upstream, caplog):
+    caplog.set_level(logging.DEBUG, logger="shunt")
+    p = make_proxy(accounts=[("a", "api_key")])
+    assert p.request(body=MSG)[0] == 200
+    corrupt(Paths(os.environ["SHUNT_HOME"]), "a", "api_key", SECRET)
+    p.srv.reload()
+    status, _, body = p.request(body=MSG)
+    assert status == 401 and len(upstream.requests_for()) == 1
+    assert p.srv.status()["accounts"][0]["status"] == "reauth_required"
+    assert "account 'a'" in caplog.text
+    assert_absent(SECRET, body, caplog.text)
