@@ -11,7 +11,7 @@ from tests.support import ROOT
 
 def test_the_demo_works_in_ascii_on_a_non_utf8_stdout(tmp_path):
     env = dict(os.environ, PYTHONIOENCODING="ascii", LANG="C", LC_ALL="C", PYTHONUTF8="0", PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "shunt.py"), "demo", "--seconds", "2"], env=env,
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "shunt.py"), "demo", "--seconds", "1"], env=env,
                           capture_output=True, timeout=120)
     out, err = proc.stdout.decode("ascii"), proc.stderr.decode()  # ASCII only: decoding would raise otherwise
     assert proc.returncode == 0, out + err
