@@ -183,14 +183,15 @@ def cmd_import(args) -> int:
 
 
 def _may_replace(paths: Paths, name: str) -> bool:
-    """Whether ``import`` may store ``name``: yes if no such account exists; otherwise the answer to a
-    question on a terminal. :raises ConfigError: if it exists and there is no terminal to ask on."""
-    store = CredentialStore(paths.credentials)
-    exists = any(a.name == name for a in load_config(paths).accounts) or name in store.unusable()
-    current = store.load().get(name)
-    if not exists and current is None:
+    """Whether ``import`` may store ``name``'s login: yes if it has no usable one (a new account, or one
+    logged out or needing a login); otherwise the answer to a question on a terminal.
+
+    :raises ConfigError: if a usable login would be replaced and there is no terminal to ask on.
+    """
+    current = CredentialStore(paths.credentials).load().get(name)
+    if current is None:
         return True
-    what = f"account {name!r}{_describe(current) if current else ''} already exists"
+    what = f"account {name!r}{_describe(current)} already has a login"
     if not sys.stdin.isatty():
         raise ConfigError(f"{what}; importing would replace its login: add --force to replace it, "
                           "or choose another name with --name")

@@ -131,3 +131,9 @@ def test_import_over_an_existing_account_asks_or_needs_force(tmp_path, monkeypat
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["import", "--name", "work", "--force", "--from", claude_file(tmp_path / "3", "sk-third")]) == 0
     assert CredentialStore(paths.credentials).load()["work"].access_token == "sk-third"
+
+
+def test_import_over_a_logged_out_account_needs_no_force(tmp_path, capsys):
+    assert main(["import", "--name", "work", "--from", claude_file(tmp_path, "sk-first")]) == 0
+    CredentialStore(Paths(os.environ["SHUNT_HOME"]).credentials).remove("work")  # as logout leaves it
+    assert main(["import", "--name", "work", "--from", claude_file(tmp_path / "2", "sk-second")]) == 0
