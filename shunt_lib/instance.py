@@ -153,16 +153,18 @@ def port_in_use_message(host: str, port: int) -> str:
     """What to say when ``host``:``port`` cannot be bound because it is taken: which port, and whether
     what listens there is a shunt. A shunt answers ``GET /health`` with ``{"status":"ok"}`` and
     ``GET /status`` with its status document (``version``, ``accounts``), or, behind a ``remote_key``,
-    with a 401 asking for the shunt key."""
+    with a 401 ``authentication_error`` in Anthropic's error shape."""
     url = local_url(host, port)
     health = _probe(url + "/health")
     if health is None:
         return f"port {port} on {host} is in use by a program that does not answer HTTP (not a shunt)"
     status = _probe(url + "/status")
     doc = status[1] if status is not None else None
-    shunt = health[0] == 200 and health[1] == {"status": "ok"} and status is not None and (
+    healthy = health[0] == 200 and isinstance(health[1], dict) and health[1].get("status") == "ok"
+    error = doc.get("error") if isinstance(doc, dict) and doc.get("type") == "error" else None
+    shunt = healthy and status is not None and (
         (status[0] == 200 and isinstance(doc, dict) and "accounts" in doc and "version" in doc)
-        or (status[0] == 401 and "shunt key" in json.dumps(doc)))
+        or (status[0] == 401 and isinstance(error, dict) and error.get("type") == "authentication_error"))
     if shunt:
         version = f" {doc['version']}" if status[0] == 200 and isinstance(doc.get("version"), str) else ""
         return (f"port {port} on {host} is in use by another shunt{version} (`shunt status --url {url}` shows it); "

@@ -115,3 +115,9 @@ def test_a_symlinked_lock_file_is_refused_without_a_traceback(tmp_path, capsys):
     assert main(["serve", "--port", "0"]) == 1
     assert "cannot lock" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "elsewhere")
+
+
+def test_a_port_taken_by_a_shunt_behind_a_key_is_named(make_proxy, capsys):
+    p = make_proxy(accounts=[("a", "oauth")], remote_key="the-right-key-0123456789")
+    assert main(["serve", "--port", str(p.port)]) == 1
+    assert f"port {p.port} on 127.0.0.1 is in use by another shunt" in capsys.readouterr().err
