@@ -271,7 +271,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     paths.ensure()
     store = CredentialStore(paths.credentials)
     creds = store.load()
-    pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s)
+    pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s,
+                max_sessions=server_cfg.max_sessions)
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,

@@ -29,12 +29,12 @@ from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
 from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, soonest_recovery
-from .sessions import SessionTable
+from .sessions import MAX_SESSIONS, SessionTable
 
 log = logging.getLogger("shunt.state")
 events_log = logging.getLogger("shunt.events")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: session keys are hashed (sessions.id_key); a version-1 file's keys are migrated on load
 RECENT_MAX = 200
 COUNTERS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
 
@@ -149,14 +149,16 @@ class Pool:
     :param accounts: configured accounts in config order.
     :param session_ttl_s: sliding TTL of a session's binding to an account, seconds.
     :param strategy: routing strategy name (see :mod:`shunt_lib.router`).
+    :param max_sessions: most session bindings kept (the least recently used is evicted beyond it).
     """
 
-    def __init__(self, accounts: Iterable[AccountConfig], *, strategy: str, session_ttl_s: float):
+    def __init__(self, accounts: Iterable[AccountConfig], *, strategy: str, session_ttl_s: float,
+                 max_sessions: int = MAX_SESSIONS):
         self._lock = threading.Lock()
         self.strategy = strategy
         self._accounts: dict[str, AccountRecord] = {a.name: AccountRecord(a.name, a.kind, i)
                                                     for i, a in enumerate(accounts)}
-        self._sessions = SessionTable(session_ttl_s)
+        self._sessions = SessionTable(session_ttl_s, max_sessions)
         self._recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self._rr = 0
         self._pinned: str | None = None
@@ -399,7 +401,9 @@ class Pool:
             for name, d in (accounts.items() if isinstance(accounts, dict) else ()):
                 if name in self._accounts and isinstance(d, dict):
                     self._accounts[name].load_json(d)
-            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s)
+            version = data.get("version")
+            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s,
+                                     migrate=not (isinstance(version, int) and version >= 2))
             pinned = data.get("pinned_account")
             self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
             recent = data.get("recent_requests")
@@ -423,8 +427,19 @@ def _hhmmss(epoch_s: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch_s))
 
 
+WRITE_BUDGET_BYTES_PER_S = 2_000_000  # state.json bytes serialised and written per second, at most, on average
+
+
+def next_write_delay_s(size_bytes: int, interval_s: float, budget_bytes_per_s: float = WRITE_BUDGET_BYTES_PER_S) -> float:
+    """How long after writing a ``size_bytes`` document the next write may start, seconds: ``interval_s``
+    for a small file, more for a large one so that writing stays within ``budget_bytes_per_s`` (a full
+    session table, about 1.6 MB, is written at most about once a second instead of ten times)."""
+    return max(interval_s, size_bytes / budget_bytes_per_s)
+
+
 class StateWriter(Loop):
-    """Writes ``state.json`` atomically when the pool changed, at most every ``interval_s`` (100 ms).
+    """Writes ``state.json`` atomically when the pool changed, at most every ``interval_s`` (100 ms)
+    and, for a large document, no more often than :func:`next_write_delay_s` allows.
 
     It polls :attr:`Pool.version` instead of being woken per change, so a request costs no wake-up.
     :meth:`stop` writes a final copy. The file is valid JSON at every instant (atomic rename).
@@ -434,18 +449,21 @@ class StateWriter(Loop):
         super().__init__("shunt-state-writer")
         self.pool, self.path, self.interval_s, self.clock = pool, path, interval_s, clock
         self._written_version = -1
+        self._not_before = float("-inf")  # monotonic s before which tick() does not write
 
     def flush(self) -> None:
         """Write the current state now (any thread)."""
         version = self.pool.version
         try:
-            atomic_write_bytes(self.path, json.dumps(self.pool.to_json(self.clock.time()), separators=(",", ":")).encode())
+            data = json.dumps(self.pool.to_json(self.clock.time()), separators=(",", ":")).encode()
+            atomic_write_bytes(self.path, data)
             self._written_version = version
+            self._not_before = self.clock.monotonic() + next_write_delay_s(len(data), self.interval_s)
         except OSError as exc:
             log.error("could not write %s: %s", self.path, exc)
 
     def tick(self) -> None:
-        if self.pool.version != self._written_version:
+        if self.pool.version != self._written_version and self.clock.monotonic() >= self._not_before:
             self.flush()
 
     def run(self) -> None:
