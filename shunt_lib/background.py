@@ -142,7 +142,7 @@ class UsagePoller(Loop):
             cred = self.tokens.get(name)
             if cred is None or cred.kind != "oauth" or self.pool.needs_login(name) or self.stopping.is_set():
                 continue
-            windows = fetch_usage(self.http, self.base_url, cred.access_token)
+            windows = fetch_usage(self.http, self.base_url, cred.access_token, self.clock())
             if windows:
                 self.pool.record_rate_limits(name, RateLimitInfo(windows=windows), self.clock())
             profile = fetch_profile(self.http, self.base_url, cred.access_token)

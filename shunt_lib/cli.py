@@ -29,7 +29,7 @@ from .httpclient import new_session
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
-from .state import edit_saved_state
+from .state_file import edit_saved_state
 from .status_view import render_status
 
 log = logging.getLogger("shunt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TypedDict
 
+from .numbers import count
 from .usage import UsageTap
 
 _MODEL_RE = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,200})"')
@@ -69,3 +70,22 @@ def access_line(r: RequestRecord) -> str:
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
             f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
             + (f" attempts={r['attempts']}" if r["attempts"] > 1 else ""))
+
+
+_INT_FIELDS = ("ts_s", "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+               "duration_ms", "attempts", "held_ms")
+
+
+def record_from_json(d: object) -> RequestRecord | None:
+    """A :class:`RequestRecord` restored from ``state.json``, or None if any field is missing, of the
+    wrong type or out of bounds (counters are non-negative integers, strings at most 64 KiB)."""
+    if not isinstance(d, dict):
+        return None
+    if any(count(d.get(k)) is None for k in _INT_FIELDS):
+        return None
+    if not all(isinstance(d.get(k), str) and len(d[k]) <= 65536 for k in ("method", "path", "model")):
+        return None
+    account = d.get("account")
+    if account is not None and not (isinstance(account, str) and len(account) <= 65536):
+        return None
+    return {k: d[k] for k in RequestRecord.__annotations__}  # type: ignore[return-value]

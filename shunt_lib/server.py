@@ -37,7 +37,8 @@ from .httpclient import new_session
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
-from .state import Pool, StateWriter, load_state
+from .state import Pool
+from .state_file import StateWriter, load_state
 from .status import status_document
 from .upstream import Upstream
 from .watch import ClientWatch

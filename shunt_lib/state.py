@@ -1,4 +1,4 @@
-"""The pool's runtime state behind one lock, and the thread that persists it to ``state.json``.
+"""The pool's runtime state behind one lock.
 
 Everything about the accounts that changes at run time lives here: cooldowns, exhaustion, the last
 rate-limit windows, flags that need a human, usage counters; plus the session table, the pin and the
@@ -6,28 +6,26 @@ last 200 requests. Decisions are made elsewhere over snapshots (:mod:`shunt_lib.
 :mod:`shunt_lib.status`); this module records facts. ``Pool._lock`` guards every field and is never
 held across I/O. Every public method may be called from any thread.
 
-``state.json`` is written only here: by :class:`StateWriter` while shunt runs, and by
-:func:`edit_saved_state` for a command that changes an account while shunt may be stopped.
+``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`; this module gives it the
+document (:meth:`Pool.to_json`) and restores from it (:meth:`Pool.load_json`), checking every
+number as it enters (:mod:`shunt_lib.numbers`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import threading
 import time
 from typing import Iterable, NamedTuple
 
 from .advice import action_for
-from .clock import SYSTEM, Clock
 from .config import AccountConfig
-from .fsutil import atomic_write_bytes, atomic_write_json, read_json
-from .loop import Loop
+from .numbers import count, epoch_s
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
-from .record import RequestRecord
+from .record import RequestRecord, record_from_json
 from .router import AccountView, Choice, choose_account, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
 
@@ -106,21 +104,20 @@ class AccountRecord:
         d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
         return d
 
-    def load_json(self, d: dict) -> None:
-        """Restore from :meth:`to_json`'s shape; a value of the wrong type is ignored (the default stays)."""
+    def load_json(self, d: dict, now_s: float) -> None:
+        """Restore from :meth:`to_json`'s shape; a value of the wrong type or out of bounds (an instant
+        not within a year from ``now_s``, a negative or huge counter, ``inf``) is ignored: the default stays."""
         for k in ("disabled", "reauth_required"):
             setattr(self, k, d.get(k) is True)
         for k in ("cooldown_until_s", "exhausted_until_s", "rate_limits_at_s"):
-            v = d.get(k, 0)
-            setattr(self, k, float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0)
+            setattr(self, k, epoch_s(d.get(k), now_s) or 0.0)
         reason = d.get("cooldown_reason")
-        self.cooldown_reason = reason if isinstance(reason, str) else ""
+        self.cooldown_reason = reason[:200] if isinstance(reason, str) else ""
         for k in COUNTERS:
-            v = d.get(k, 0)
-            setattr(self, k, v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0)
+            setattr(self, k, count(d.get(k)) or 0)
         wins = d.get("windows")
-        self.windows = {k: Window.from_json(w) for k, w in wins.items() if isinstance(w, dict)} \
-            if isinstance(wins, dict) else {}
+        self.windows = {k: Window.from_json(w, now_s) for k, w in wins.items()
+                        if isinstance(k, str) and len(k) <= 64 and isinstance(w, dict)} if isinstance(wins, dict) else {}
 
 
 class AccountSnapshot(NamedTuple):
@@ -400,14 +397,17 @@ class Pool:
             accounts = data.get("accounts")
             for name, d in (accounts.items() if isinstance(accounts, dict) else ()):
                 if name in self._accounts and isinstance(d, dict):
-                    self._accounts[name].load_json(d)
+                    self._accounts[name].load_json(d, now_s)
             version = data.get("version")
             self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s,
                                      migrate=not (isinstance(version, int) and version >= 2))
             pinned = data.get("pinned_account")
             self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
             recent = data.get("recent_requests")
-            self._recent.extend(e for e in (recent if isinstance(recent, list) else ()) if isinstance(e, dict))
+            for e in (recent[-RECENT_MAX:] if isinstance(recent, list) else ()):
+                r = record_from_json(e)
+                if r is not None:
+                    self._recent.append(r)
 
 
 def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig]) -> dict[str, AccountRecord]:
@@ -425,88 +425,3 @@ def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig])
 
 def _hhmmss(epoch_s: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch_s))
-
-
-WRITE_BUDGET_BYTES_PER_S = 2_000_000  # state.json bytes serialised and written per second, at most, on average
-
-
-def next_write_delay_s(size_bytes: int, interval_s: float, budget_bytes_per_s: float = WRITE_BUDGET_BYTES_PER_S) -> float:
-    """How long after writing a ``size_bytes`` document the next write may start, seconds: ``interval_s``
-    for a small file, more for a large one so that writing stays within ``budget_bytes_per_s`` (a full
-    session table, about 1.6 MB, is written at most about once a second instead of ten times)."""
-    return max(interval_s, size_bytes / budget_bytes_per_s)
-
-
-class StateWriter(Loop):
-    """Writes ``state.json`` atomically when the pool changed, at most every ``interval_s`` (100 ms)
-    and, for a large document, no more often than :func:`next_write_delay_s` allows.
-
-    It polls :attr:`Pool.version` instead of being woken per change, so a request costs no wake-up.
-    :meth:`stop` writes a final copy. The file is valid JSON at every instant (atomic rename).
-    """
-
-    def __init__(self, pool: Pool, path: str, *, interval_s: float = 0.1, clock: Clock = SYSTEM):
-        super().__init__("shunt-state-writer")
-        self.pool, self.path, self.interval_s, self.clock = pool, path, interval_s, clock
-        self._written_version = -1
-        self._not_before = float("-inf")  # monotonic s before which tick() does not write
-
-    def flush(self) -> None:
-        """Write the current state now (any thread)."""
-        version = self.pool.version
-        try:
-            data = json.dumps(self.pool.to_json(self.clock.time()), separators=(",", ":")).encode()
-            atomic_write_bytes(self.path, data)
-            self._written_version = version
-            self._not_before = self.clock.monotonic() + next_write_delay_s(len(data), self.interval_s)
-        except OSError as exc:
-            log.error("could not write %s: %s", self.path, exc)
-
-    def tick(self) -> None:
-        if self.pool.version != self._written_version and self.clock.monotonic() >= self._not_before:
-            self.flush()
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval_s):
-            self.safe_tick()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread, then write a final copy."""
-        super().stop(timeout_s)
-        self.flush()
-
-
-def load_state(pool: Pool, path: str, now_s: float) -> None:
-    """Load ``state.json`` into ``pool``; an unreadable file is logged and ignored (state starts fresh)."""
-    try:
-        pool.load_json(read_json(path, default={}), now_s)
-    except (ValueError, OSError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-
-
-def edit_saved_state(path: str, name: str, *, forget: bool) -> None:
-    """Change ``state.json`` for account ``name`` from a command, while shunt may be stopped.
-
-    ``forget``: drop the account, its sessions and its pin (``shunt remove``); otherwise clear its
-    ``reauth_required`` / ``disabled`` flags (a new login or key). A missing or unreadable file is
-    left alone. A running proxy applies the same change itself on reload.
-    """
-    try:
-        state = read_json(path, default=None)
-    except (ValueError, OSError):
-        return
-    if not isinstance(state, dict) or not isinstance(state.get("accounts"), dict):
-        return
-    if not forget:
-        entry = state["accounts"].get(name)
-        if isinstance(entry, dict) and (entry.get("reauth_required") or entry.get("disabled")):
-            entry["reauth_required"] = entry["disabled"] = False
-            atomic_write_json(path, state)
-        return
-    state["accounts"].pop(name, None)
-    sessions = state.get("sessions")
-    state["sessions"] = {k: v for k, v in (sessions.items() if isinstance(sessions, dict) else ())
-                         if not (isinstance(v, dict) and v.get("account") == name)}
-    if state.get("pinned_account") == name:
-        state["pinned_account"] = None
-    atomic_write_json(path, state)

@@ -135,8 +135,10 @@ def test_network_errors_from_the_token_endpoint_never_mark_the_account(make_prox
 def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy, upstream):
     from shunt_lib.background import UsagePoller
 
-    upstream.usage["tok-a"] = {"five_hour": {"utilization": 53.0, "resets_at": "2099-01-01T00:00:00+00:00"},
-                               "seven_day": {"utilization": 8.0, "resets_at": "2099-01-05T00:00:00Z"}, "tangelo": None}
+    reset = int(time.time()) + 3600
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(reset))
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 53.0, "resets_at": iso},
+                               "seven_day": {"utilization": 8.0, "resets_at": iso.replace("+00:00", "Z")}, "tangelo": None}
     upstream.profile["tok-a"] = {"account": {"email": "a@example.com", "has_claude_max": True}}
     p = make_proxy([("a", "oauth"), ("b", "oauth")])  # b's usage call fails (404): still routable
     poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, p.srv.http, interval_s=3600)
@@ -144,7 +146,7 @@ def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy
     p.srv.background.append(poller)
     assert poller.polled.wait(10)
     a, b = p.srv.status()["accounts"]
-    assert a["utilization_5h"] == 0.53 and a["utilization_7d"] == 0.08 and a["reset_5h_at_s"] == 4070908800
+    assert a["utilization_5h"] == 0.53 and a["utilization_7d"] == 0.08 and a["reset_5h_at_s"] == reset
     assert a["email"] == "a@example.com" and a["plan"] == "max"
     assert b["status"] == "available" and b["utilization_5h"] is None
     usage_req = [r for r in upstream.received if r.path == "/api/oauth/usage" and r.credential == "tok-a"][0]

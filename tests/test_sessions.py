@@ -3,7 +3,8 @@ import os
 
 from shunt_lib.config import AccountConfig
 from shunt_lib.sessions import SessionTable, id_key, session_from_body, session_key
-from shunt_lib.state import Pool, next_write_delay_s
+from shunt_lib.state import Pool
+from shunt_lib.state_file import next_write_delay_s
 
 NOW = 1_000_000.0
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -10,7 +10,8 @@ from shunt_lib.config import AccountConfig
 from shunt_lib.outcome import Action, Outcome
 from shunt_lib.ratelimit import RateLimitInfo, Window
 from shunt_lib.sessions import SessionTable, id_key
-from shunt_lib.state import RECENT_MAX, Pool, StateWriter, edit_saved_state, load_state
+from shunt_lib.state import RECENT_MAX, Pool
+from shunt_lib.state_file import StateWriter, edit_saved_state, load_state
 from tests.support import FakeClock
 
 NOW = 1_000_000.0
