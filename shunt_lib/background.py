@@ -26,7 +26,6 @@ from .account_info import fetch_profile, fetch_usage
 from .errors import ConfigError
 from .loop import Loop
 from .oauth import RefreshStatus, TokenManager
-from .ratelimit import RateLimitInfo
 from .state import Pool
 
 log = logging.getLogger("shunt.background")
@@ -144,7 +143,7 @@ class UsagePoller(Loop):
                 continue
             windows = fetch_usage(self.http, self.base_url, cred.access_token, self.clock())
             if windows:
-                self.pool.record_rate_limits(name, RateLimitInfo(windows=windows), self.clock())
+                self.pool.record_usage(name, windows, self.clock())
             profile = fetch_profile(self.http, self.base_url, cred.access_token)
             if profile is not None:
                 self.tokens.set_identity(name, email=profile[0], plan=profile[1])

@@ -144,6 +144,14 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
     return RateLimitInfo(windows=windows, rejected=rejected, exhausted_until_s=exhausted_until)
 
 
+def has_room(windows: Mapping[str, Window]) -> bool:
+    """Whether fresh windows (the usage endpoint's, ``docs/protocol.md`` §4.6) show the account can take
+    requests: at least one window is known, none is ``rejected`` and none is at or over 100 % utilization."""
+    known = any(w.utilization is not None for w in windows.values())
+    return known and all((w.utilization is None or w.utilization < 1.0) and w.status != "rejected"
+                         for w in windows.values())
+
+
 def parse_retry_after_s(headers: Mapping[str, str], now_s: float) -> float | None:
     """Seconds to wait per ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP-date).
 

@@ -1,6 +1,6 @@
 """HTTP in: the threaded server, its request handler, and the control endpoints.
 
-One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reload`` (the
+One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``, ``POST /reload`` (the
 control paths, dispatched from :data:`CONTROL_ROUTES`), and every path under ``/v1/``, forwarded by
 :class:`~shunt_lib.relay.Relay`. Other paths get an Anthropic-shaped 404. Every error shunt writes
 itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
@@ -410,6 +410,25 @@ class Handler(BaseHTTPRequestHandler):
         log.info("routing %s", "automatic" if name == "auto" else f"pinned to {name}")
         self._send_json(200, json.dumps({"pinned_account": pool.pinned}).encode())
 
+    def _reset(self, body: bytes) -> None:
+        """``{"account": NAME}`` or ``{"all": true}``: clear exhaustion and cooldowns (``shunt reset``)."""
+        if self.headers.by_name.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise BadRequest("content-type must be application/json")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        name = data.get("account") if isinstance(data, dict) else None
+        everyone = isinstance(data, dict) and data.get("all") is True
+        if everyone == (isinstance(name, str) and bool(name)):
+            raise BadRequest("body must be {\"account\": NAME} or {\"all\": true}")
+        pool = self.server.pool
+        try:
+            cleared = pool.reset(None if everyone else name)
+        except KeyError:
+            raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
+        self._send_json(200, json.dumps({"reset": cleared}).encode())
+
     def _reload(self, body: bytes) -> None:
         try:
             change = self.server.reload()
@@ -422,6 +441,7 @@ class Handler(BaseHTTPRequestHandler):
 CONTROL_ROUTES: dict[tuple[str, str], Callable[[Handler, bytes], None]] = {
     ("GET", "/status"): Handler._status,
     ("POST", "/use"): Handler._use,
+    ("POST", "/reset"): Handler._reset,
     ("POST", "/reload"): Handler._reload,
 }
 

@@ -24,7 +24,7 @@ from .advice import action_for
 from .config import AccountConfig
 from .numbers import count, epoch_s
 from .outcome import Action, Outcome
-from .ratelimit import RateLimitInfo, Window
+from .ratelimit import RateLimitInfo, Window, has_room
 from .record import RequestRecord, record_from_json
 from .router import AccountView, Choice, choose_account, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
@@ -292,6 +292,43 @@ class Pool:
             self._touch()
         if recovered:
             events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
+
+    def record_usage(self, name: str, windows: dict[str, Window], now_s: float) -> bool:
+        """Store windows freshly read from the usage endpoint for ``name`` (merged per window). If they
+        show room (:func:`~shunt_lib.ratelimit.has_room`), an exhaustion still ahead is cleared: the
+        quota came back sooner than the 429 said, or the mark was wrong. :returns: whether it was cleared."""
+        with self._lock:
+            rec = self._record(name)
+            if rec is None:
+                return False
+            rec.windows = {**rec.windows, **windows}
+            rec.rate_limits_at_s = now_s
+            cleared = rec.exhausted_until_s > 0 and has_room(windows)
+            if cleared:
+                rec.exhausted_until_s = 0.0
+            self._touch()
+        if cleared:
+            events_log.info("account %s is available again (its usage shows room)", name,
+                            extra={"event": "recovered", "account": name})
+        return cleared
+
+    def reset(self, name: str | None) -> list[str]:
+        """Clear the exhaustion and cooldown of ``name`` (None: of every account), as a user asks with
+        ``shunt reset``; flags that need a new login or key stay. :returns: the names whose marks were
+        cleared. :raises KeyError: unknown account."""
+        with self._lock:
+            if name is not None and name not in self._accounts:
+                raise KeyError(name)
+            cleared = []
+            for rec in self._accounts.values():
+                if (name is None or rec.name == name) and (rec.exhausted_until_s or rec.cooldown_until_s):
+                    rec.exhausted_until_s = rec.cooldown_until_s = 0.0
+                    rec.cooldown_reason = ""
+                    cleared.append(rec.name)
+            self._touch()
+        for n in cleared:
+            events_log.info("account %s reset by the user", n, extra={"event": "reset", "account": n})
+        return cleared
 
     def record_outcome(self, name: str, outcome: Outcome) -> None:
         """Apply what a classified upstream answer means for ``name``: exhausted until its window

@@ -141,3 +141,25 @@ def edit_saved_state(path: str, name: str, *, forget: bool) -> None:
     if state.get("pinned_account") == name:
         state["pinned_account"] = None
     atomic_write_json(path, state)
+
+
+def reset_saved_state(path: str, name: str | None) -> bool:
+    """Clear the exhaustion and cooldown of account ``name`` (None: every account) in ``state.json``,
+    as :meth:`~shunt_lib.state.Pool.reset` does in a running proxy (``shunt reset`` while shunt is
+    stopped). A missing or unreadable file is left alone. :returns: whether the file was changed."""
+    try:
+        state = read_json(path, default=None)
+    except (ValueError, OSError):
+        return False
+    accounts = state.get("accounts") if isinstance(state, dict) else None
+    if not isinstance(accounts, dict):
+        return False
+    changed = False
+    for n, entry in accounts.items():
+        if (name is None or n == name) and isinstance(entry, dict) and (
+                entry.get("exhausted_until_s") or entry.get("cooldown_until_s")):
+            entry.update(exhausted_until_s=0.0, cooldown_until_s=0.0, cooldown_reason="")
+            changed = True
+    if changed:
+        atomic_write_json(path, state)
+    return changed

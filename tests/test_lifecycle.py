@@ -302,3 +302,17 @@ def test_a_bad_edit_is_reported_and_changes_nothing(make_proxy, upstream, caplog
     assert "not reloaded (nothing changed)" in caplog.text and "accounts[1].name" in caplog.text
     assert "Traceback" not in caplog.text
     assert p.pool.names() == ["a"] and p.request(body=MSG)[0] == 200
+
+
+def test_the_usage_poll_clears_an_exhaustion_its_fresh_data_contradicts(make_proxy, upstream):
+    from shunt_lib.background import UsagePoller
+
+    p = make_proxy([("a", "oauth"), ("b", "oauth")])
+    p.pool.mark_exhausted("a", time.time() + 3 * 3600)
+    poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, p.srv.http, interval_s=3600)
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 100.0}, "seven_day": {"utilization": 10.0}}
+    poller.tick()
+    assert p.srv.status()["accounts"][0]["status"] == "exhausted"
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 2.0}, "seven_day": {"utilization": 10.0}}
+    poller.tick()
+    assert p.srv.status()["accounts"][0]["status"] == "available"

@@ -208,3 +208,31 @@ def test_session_table_slides_prunes_and_counts():
     assert t.active_counts(["a", "b", "c"], NOW + 12) == {"a": 0, "b": 1, "c": 2}
     t.keep_accounts({"c"})
     assert len(t) == 2 and t.active_counts(["b", "c"], NOW + 12) == {"b": 0, "c": 2}
+
+
+def test_fresh_usage_with_room_clears_an_exhaustion_and_usage_without_room_keeps_it(caplog):
+    caplog.set_level(logging.INFO, logger="shunt.events")
+    p = pool("a", "b")
+    p.mark_exhausted("a", NOW + 3600)
+    p.mark_exhausted("b", NOW + 3600)
+    full = {"5h": Window(1.0, NOW + 3600, ""), "7d": Window(0.3, NOW + 86400, "")}
+    assert not p.record_usage("a", full, NOW)  # still at 100 %: stays exhausted
+    assert not p.record_usage("a", {}, NOW) and not p.record_usage("a", {"5h": Window(None, None, "")}, NOW)
+    assert [v.status(NOW) for v in p.views(NOW)] == ["exhausted", "exhausted"]
+    assert p.record_usage("a", {"5h": Window(0.4, NOW + 3600, ""), "7d": Window(0.3, NOW + 86400, "")}, NOW)
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "exhausted"]
+    assert "account a is available again (its usage shows room)" in caplog.text
+    assert p.views(NOW)[0].windows["5h"].utilization == 0.4
+
+
+def test_reset_clears_exhaustion_and_cooldowns_but_not_flags_a_human_must_fix():
+    p = pool("a", "b", "c")
+    p.mark_exhausted("a", NOW + 3600)
+    p.cool("b", NOW + 60, "throttled (429)")
+    p.set_flag("c", reauth_required=True)
+    assert p.reset("a") == ["a"]
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "cooling", "reauth_required"]
+    assert p.reset(None) == ["b"]
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "available", "reauth_required"]
+    with pytest.raises(KeyError):
+        p.reset("nobody")
