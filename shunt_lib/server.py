@@ -277,7 +277,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,
-                          http=http, clock=clock.time)
+                          http=http, clock=clock.time, cool=pool.cool)
     upstream = Upstream(server_cfg.upstream_url, maxsize=128)
     watch = ClientWatch()
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
@@ -427,6 +427,8 @@ class Handler(BaseHTTPRequestHandler):
             cleared = pool.reset(None if everyone else name)
         except KeyError:
             raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
+        for n in pool.names() if everyone else [name]:
+            self.server.tokens.clear_backoff(n)  # a reset account's token refresh is tried again at once
         self._send_json(200, json.dumps({"reset": cleared}).encode())
 
     def _reload(self, body: bytes) -> None:

@@ -122,14 +122,22 @@ def test_invalid_grant_then_recovery_when_the_endpoint_is_fixed(make_proxy, upst
     assert p.request(body=MSG, headers={"x-claude-code-session-id": "new"})[1]["x-shunt-account"] == "a"
 
 
-def test_network_errors_from_the_token_endpoint_never_mark_the_account(make_proxy, upstream):
+def test_network_errors_from_the_token_endpoint_cool_the_account_until_the_next_try(make_proxy, upstream):
     upstream.token_handler = lambda req: (503, {"error": "temporarily_unavailable"})
     p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first")
     upstream.script("tok-a", Reply(status=401, body=error_json("authentication_error", "expired")))
     status, h, _ = p.request(body=MSG)
     assert status == 200 and h["x-shunt-account"] == "b"
-    assert p.srv.status()["accounts"][0]["status"] == "available"
-    assert p.srv.tokens.blocked_until("a") > time.time() + 20
+    a = p.srv.status()["accounts"][0]
+    blocked = p.srv.tokens.blocked_until("a")
+    assert blocked > time.time() + 20
+    # Not reauth_required: cooling until the next refresh try, saying why.
+    assert a["status"] == "cooling" and a["cooldown_until_s"] == int(blocked) and a["action"] is None
+    assert a["cooldown_reason"] == "token refresh failed: token endpoint answered 503 temporarily_unavailable"
+    # So the next requests go straight to b instead of failing on a first.
+    assert p.request(body=MSG)[1]["x-shunt-account"] == "b"
+    assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-b", "tok-b"]
+    assert upstream.token_calls == 1
 
 
 def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy, upstream):
