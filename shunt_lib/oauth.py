@@ -35,6 +35,7 @@ import requests
 from .config import ServerConfig
 from .credentials import Credential, CredentialStore
 from .httpclient import new_session
+from .numbers import MAX_AHEAD_S, finite
 from .ratelimit import parse_retry_after_s
 from .refresh_lock import AccountLocks
 
@@ -298,8 +299,7 @@ def parse_token_response(resp: requests.Response, old: Credential | None, now_s:
     if not isinstance(data, dict):
         data = {}
     if resp.status_code == 200 and isinstance(data.get("access_token"), str):
-        expires_in = data.get("expires_in")
-        expires_in = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600
+        expires_in = finite(data.get("expires_in"), 1.0, MAX_AHEAD_S) or 3600  # inf or 1e308 would overflow
         account = data.get("account") if isinstance(data.get("account"), dict) else {}
         return RefreshResult(RefreshStatus.OK, Credential(
             kind="oauth",
