@@ -293,8 +293,11 @@ def test_status_table_shows_plan_expiry_and_the_fix():
          "reset_5h_at_s": 1000 + 3600, "utilization_7d": 0.1, "reset_7d_at_s": 1000 + 86400 * 2,
          "token_expires_at_s": 1000 + 7200, "requests": 3, "action": None},
         {"name": "b", "kind": "oauth", "email": None, "plan": None, "status": "reauth_required", "token_expires_at_s": 10,
-         "action": "Its login expired or was revoked: run `shunt add-account b` to log in again."}]}
+         "action": "Its login expired or was revoked: run `shunt add-account b` to log in again."},
+        {"name": "c", "kind": "oauth", "status": "cooling", "cooldown_until_s": 1030,
+         "cooldown_reason": "token refresh failed: token endpoint answered 503", "action": None}]}
     out = render_status(doc, now_s=1000)
+    assert "~ c: cooling (token refresh failed: token endpoint answered 503)" in out
     assert "a (a@x.com)" in out and "max" in out and "50%" in out and "1h00m" in out and "2h00m" in out
     assert "expired" in out and "! b: Its login expired or was revoked: run `shunt add-account b`" in out
 
