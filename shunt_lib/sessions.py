@@ -188,7 +188,8 @@ class SessionTable:
             return
         loaded = []
         for key, s in data.items():
-            if isinstance(key, str) and isinstance(s, dict) and s.get("account") in accounts:
+            if isinstance(key, str) and isinstance(s, dict) and isinstance(s.get("account"), str) \
+                    and s["account"] in accounts:
                 exp = s.get("expires_at_s")
                 if isinstance(exp, (int, float)) and not isinstance(exp, bool) and now_s < exp <= now_s + 366 * 86400:
                     key = migrate_key(key) if migrate else key

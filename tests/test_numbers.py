@@ -40,7 +40,8 @@ def test_a_state_json_full_of_absurd_numbers_loads_clean_and_status_works(tmp_pa
         "requests": 10 ** 30, "input_tokens": -5, "output_tokens": 1.5, "cooldown_reason": ["x"],
         "windows": {"5h": {"utilization": float("nan"), "reset_at_s": float("inf"), "status": 3},
                     "7d": {"utilization": "0.5", "reset_at_s": "soon"}}}},
-        "sessions": {"s:" + "0" * 32: {"account": "a", "expires_at_s": float("inf")}},
+        "sessions": {"s:" + "0" * 32: {"account": "a", "expires_at_s": float("inf")},
+                     "s:" + "1" * 32: {"account": ["a"], "expires_at_s": NOW + 5}},
         "recent_requests": [{"ts_s": float("inf")}, "x", {"account": "a"}]}
     path = tmp_path / "state.json"
     path.write_text(json.dumps(hostile))  # Python writes inf/nan as Infinity/NaN, and reads them back
