@@ -100,8 +100,8 @@ def load_state(pool: "Pool", path: str, now_s: float) -> None:
     except OSError as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return
-    except ValueError as exc:
-        data, why = None, f"not valid JSON ({exc})"
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for the parser
+        data, why = None, f"not valid JSON ({type(exc).__name__}: {str(exc)[:200]})"
     else:
         why = "not a JSON object"
     if not isinstance(data, dict):
@@ -124,7 +124,7 @@ def edit_saved_state(path: str, name: str, *, forget: bool) -> None:
     """
     try:
         state = read_json(path, default=None)
-    except (ValueError, OSError):
+    except (ValueError, RecursionError, OSError):
         return
     if not isinstance(state, dict) or not isinstance(state.get("accounts"), dict):
         return
@@ -149,7 +149,7 @@ def reset_saved_state(path: str, name: str | None) -> bool:
     stopped). A missing or unreadable file is left alone. :returns: whether the file was changed."""
     try:
         state = read_json(path, default=None)
-    except (ValueError, OSError):
+    except (ValueError, RecursionError, OSError):
         return False
     accounts = state.get("accounts") if isinstance(state, dict) else None
     if not isinstance(accounts, dict):

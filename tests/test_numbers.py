@@ -56,7 +56,7 @@ def test_a_state_json_full_of_absurd_numbers_loads_clean_and_status_works(tmp_pa
     json.dumps(p.to_json(NOW), allow_nan=False)
 
 
-@pytest.mark.parametrize("garbage", [b"{broken", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize("garbage", [b"{broken", b"[1, 2]", b"\xff\xfe", b"[" * 100_000])
 def test_a_corrupt_state_json_is_kept_aside_before_a_fresh_one_is_written(tmp_path, garbage, caplog):
     path = tmp_path / "state.json"
     path.write_bytes(garbage)
