@@ -2,6 +2,7 @@
 
 * ``GET /api/oauth/usage`` (needs ``anthropic-beta: oauth-2025-04-20``): per window ``utilization``
   in **percent** (0–100) and ``resets_at`` as ISO-8601; any window may be null (``docs/protocol.md`` §4.6).
+  A utilization that is not a finite percentage, or a reset not within a year, is dropped.
 * ``GET /api/oauth/profile``: ``account.email``, ``organization.organization_type`` /
   ``rate_limit_tier``, ``account.has_claude_max`` / ``has_claude_pro`` (``docs/protocol.md`` §4.7).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import requests
 
 from .forwarding import OAUTH_BETA
+from .numbers import fraction, finite
 from .ratelimit import Window, parse_rfc3339_s
 
 TIMEOUT_S = 10.0
@@ -32,14 +34,17 @@ def _get(http: requests.Session, url: str, token: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def parse_usage(data: dict) -> dict[str, Window]:
-    """``/api/oauth/usage`` JSON → window name → :class:`Window` (utilization as a 0–1 fraction)."""
+def parse_usage(data: dict, now_s: float) -> dict[str, Window]:
+    """``/api/oauth/usage`` JSON → window name → :class:`Window` (utilization as a 0–1 fraction);
+    a window whose utilization is missing or out of bounds is left out."""
     out = {}
     for key, name in USAGE_WINDOWS.items():
         w = data.get(key)
-        if not isinstance(w, dict) or not isinstance(w.get("utilization"), (int, float)):
+        percent = finite(w.get("utilization"), 0.0, 1e9) if isinstance(w, dict) else None
+        util = fraction(percent / 100.0) if percent is not None else None
+        if util is None:
             continue
-        out[name] = Window(w["utilization"] / 100.0, parse_rfc3339_s(w.get("resets_at")), "")
+        out[name] = Window(util, parse_rfc3339_s(w.get("resets_at"), now_s), "")
     return out
 
 
@@ -62,10 +67,10 @@ def parse_profile(data: dict) -> tuple[str, str]:
     return email, plan
 
 
-def fetch_usage(http: requests.Session, base_url: str, token: str) -> dict[str, Window] | None:
+def fetch_usage(http: requests.Session, base_url: str, token: str, now_s: float) -> dict[str, Window] | None:
     """The account's windows from ``/api/oauth/usage``, or None if the call failed."""
     data = _get(http, base_url.rstrip("/") + "/api/oauth/usage", token)
-    return parse_usage(data) if data is not None else None
+    return parse_usage(data, now_s) if data is not None else None
 
 
 def fetch_profile(http: requests.Session, base_url: str, token: str) -> tuple[str, str] | None:

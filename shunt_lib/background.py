@@ -26,7 +26,6 @@ from .account_info import fetch_profile, fetch_usage
 from .errors import ConfigError
 from .loop import Loop
 from .oauth import RefreshStatus, TokenManager
-from .ratelimit import RateLimitInfo
 from .state import Pool
 
 log = logging.getLogger("shunt.background")
@@ -142,9 +141,9 @@ class UsagePoller(Loop):
             cred = self.tokens.get(name)
             if cred is None or cred.kind != "oauth" or self.pool.needs_login(name) or self.stopping.is_set():
                 continue
-            windows = fetch_usage(self.http, self.base_url, cred.access_token)
+            windows = fetch_usage(self.http, self.base_url, cred.access_token, self.clock())
             if windows:
-                self.pool.record_rate_limits(name, RateLimitInfo(windows=windows), self.clock())
+                self.pool.record_usage(name, windows, self.clock())
             profile = fetch_profile(self.http, self.base_url, cred.access_token)
             if profile is not None:
                 self.tokens.set_identity(name, email=profile[0], plan=profile[1])

@@ -32,7 +32,7 @@ from .logfmt import LogFormatter
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
-from .state import edit_saved_state
+from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
 
 log = logging.getLogger("shunt")
@@ -358,6 +358,23 @@ def cmd_use(args) -> int:
     return 0
 
 
+def cmd_reset(args) -> int:
+    """``shunt reset NAME|--all``: clear exhaustion and cooldowns, in the running proxy and in ``state.json``."""
+    paths = _paths()
+    name = None if args.all else args.name
+    if name is not None and name not in [a.name for a in load_config(paths).accounts]:
+        raise ConfigError(f"unknown account {name!r}")
+    reset_saved_state(paths.state, name)  # for a stopped proxy; a running one rewrites the file from memory
+    try:
+        cleared = _control("POST", "/reset", {"all": True} if name is None else {"account": name})["reset"]
+        where = "in the running proxy"
+    except ConfigError as exc:  # not running: the saved state is what the next start reads
+        cleared, where = None, f"in the saved state ({exc})"
+    what = "every account" if name is None else repr(name)
+    print(f"reset {what} {where}" + (f": cleared {', '.join(cleared)}" if cleared else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -415,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("account", metavar="NAME|auto")
     s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_use)
+
+    s = sub.add_parser("reset", help="clear an account's exhausted or cooling mark (or every account's)")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("name", nargs="?", metavar="NAME")
+    who.add_argument("--all", action="store_true", help="every account")
+    s.set_defaults(func=cmd_reset)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")

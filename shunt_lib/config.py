@@ -94,6 +94,8 @@ class ServerConfig:
     strategy: str = _key("least-utilization", _strategy,
                          "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES))
     session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds")
+    max_sessions: int = _key(20000, _int_range(1, 1_000_000),
+                             "most sessions kept bound to an account; beyond it the least recently used is forgotten")
     max_wait_s: int = _key(300, _int_range(0, 86400),
                            "longest a request is held while every account cools, seconds (0: answer 429 at once)")
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),

@@ -31,6 +31,7 @@ import threading
 
 from .errors import ConfigError
 from .fsutil import atomic_write_json, mtime_ns, read_json
+from .refresh_lock import open_lock_file
 
 log = logging.getLogger("shunt.credentials")
 
@@ -172,7 +173,7 @@ class CredentialStore:
         with self._rlock:
             if self._depth == 0:
                 os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = open_lock_file(self.lock_path)  # O_NOFOLLOW, 0600: a planted symlink is refused
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:

@@ -4,15 +4,20 @@ Refresh request (``docs/protocol.md`` §1.6–1.8): ``POST <oauth_token_url>`` w
 ``{"grant_type":"refresh_token","refresh_token":...,"client_id":...}``; the answer has
 ``access_token``, usually a rotated ``refresh_token`` (keep the old one if absent) and ``expires_in``
 in seconds. Refresh tokens are single-use, so a refresh is single flight per account across threads
-(a lock per account) and across processes (:meth:`CredentialStore.lock`, an ``flock``). Inside the
-lock the stored credential is re-read and the refresh skipped if another holder already rotated it.
-The rotated pair is saved atomically **before** the lock is released and before :meth:`TokenManager.get`
-hands the new token out (if the save fails, the pair is kept in memory and saved again later:
-the old refresh token is spent, so the new pair must never be lost).
+and processes (:class:`~shunt_lib.refresh_lock.AccountLocks`: a lock and an ``flock`` per account,
+held over the network call; other accounts refresh in parallel). Inside the lock the stored
+credential is re-read and the refresh skipped if another holder already rotated it. The rotated pair
+is saved atomically **before** the lock is released and before :meth:`TokenManager.get` hands the
+new token out (if the save fails, the pair is kept in memory and saved again later: the old refresh
+token is spent, so the new pair must never be lost).
 
-Failures: ``invalid_grant`` means a new login is needed. Network errors and 5xx back off
+Failures: ``invalid_grant`` means a new login is needed. Network errors, timeouts and 5xx back off
 exponentially (30 s, doubling, at most 10 min) and never mark the account broken; a 429 from the
-token endpoint waits for its ``retry-after``.
+token endpoint waits for its ``retry-after``. While an account whose token is expired (or was just
+refused) backs off, it is cooled until the next try, with the failure as its reason, so requests go
+elsewhere. A refresh that timed out after it was sent may have rotated the token at the server with
+the answer lost: the account is "maybe rotated"; the next try re-reads ``credentials.json`` first
+and, if the old refresh token is then refused, says so in the ``reauth_required`` message.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import os
 import threading
 import time
 from typing import Callable
@@ -29,7 +35,9 @@ import requests
 from .config import ServerConfig
 from .credentials import Credential, CredentialStore
 from .httpclient import new_session
+from .numbers import MAX_AHEAD_S, finite
 from .ratelimit import parse_retry_after_s
+from .refresh_lock import AccountLocks
 
 log = logging.getLogger("shunt.oauth")
 events_log = logging.getLogger("shunt.events")
@@ -58,33 +66,39 @@ class RefreshResult:
     credential: Credential | None = None
     message: str = ""
     retry_after_s: float | None = None  # a 429 from the token endpoint: wait this long
+    maybe_rotated: bool = False  # sent, but no answer arrived in time: the server may have rotated the token
 
 
 class TokenManager:
     """Holds each account's current credential and refreshes OAuth tokens, one refresh per account at a time.
 
-    :param store: where credentials live; its lock makes refresh single-flight across processes.
+    :param store: where credentials live; refresh locks live beside it (``refresh-<name>.lock``).
     :param token_url: the OAuth token endpoint.
     :param http: the session for token calls (from :func:`~shunt_lib.httpclient.new_session`; its
         owner closes it). None: the manager makes its own and :meth:`close` closes it.
     :param clock: epoch seconds.
+    :param cool: ``cool(name, until_s, reason)``, called (outside every lock) when a transient failure
+        leaves an account without a working token until ``until_s``: the pool's
+        :meth:`~shunt_lib.state.Pool.cool`. None: nothing is told.
     Any thread may call any method.
     """
 
     def __init__(self, store: CredentialStore, creds: dict[str, Credential], *, token_url: str,
                  client_id: str = CLIENT_ID, http: requests.Session | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, cool: Callable[[str, float, str], None] | None = None):
         self.store = store
         self.token_url = token_url
         self.client_id = client_id
         self._own_http = http is None
         self.http = new_session() if http is None else http
         self.clock = clock
+        self.cool = cool
         self._creds = dict(creds)
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._locks = AccountLocks(os.path.dirname(os.path.abspath(store.path)))
         self._backoff_s: dict[str, float] = {}  # name -> current backoff step, seconds
         self._blocked_until: dict[str, float] = {}  # name -> epoch s before which no call is made
+        self._last_error: dict[str, str] = {}  # name -> why its last refresh failed (transient)
+        self._maybe_rotated: set[str] = set()  # names whose last refresh timed out after being sent
         self._unsaved: dict[str, Credential] = {}  # rotated pairs whose save failed (disk full...)
 
     def get(self, name: str) -> Credential | None:
@@ -106,66 +120,103 @@ class TokenManager:
         """Epoch s before which no refresh of ``name`` is attempted (0 = none)."""
         return self._blocked_until.get(name, 0.0)
 
+    def clear_backoff(self, name: str) -> None:
+        """Forget ``name``'s back-off, so its next refresh is tried at once (``shunt reset``)."""
+        self._backoff_s.pop(name, None)  # single dict operations: atomic, no lock (a refresh may hold it for 20 s)
+        self._blocked_until.pop(name, None)
+
     def _lock_for(self, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+        return self._locks.thread_lock(name)
 
     def refresh(self, name: str, failed_access_token: str | None = None, *, force: bool = False,
                 margin_s: float | None = None) -> RefreshResult:
-        """Refresh ``name``'s OAuth token, single flight across threads and processes.
+        """Refresh ``name``'s OAuth token, single flight per account across threads and processes.
 
         :param failed_access_token: the token the caller saw fail (401); if the stored token already
             differs, another holder refreshed it and that token is returned without a network call.
         :param force: refresh even if nothing says the token is stale (recovery of reauth_required).
         :param margin_s: proactive refresh: skip if the stored token is valid for longer than this.
+        A transient failure while the token is expired or refused cools the account (see ``cool``).
         """
-        with self._lock_for(name), self.store.lock():
-            mine = self._creds.get(name)
-            stored = self.store.load().get(name)  # re-read inside the lock
-            if stored is None or stored.kind != "oauth":
-                return RefreshResult(RefreshStatus.INVALID_GRANT, message="no OAuth credential stored")
-            if name in self._unsaved:
-                return RefreshResult(RefreshStatus.OK, mine, "rotated; saving is pending")
-            if mine is None or stored.access_token != mine.access_token:
-                self._creds[name] = stored  # another thread or process rotated it already
-                return RefreshResult(RefreshStatus.OK, stored, "already refreshed elsewhere")
-            if failed_access_token is not None and stored.access_token != failed_access_token:
-                return RefreshResult(RefreshStatus.OK, stored)
-            if margin_s is not None and not force and stored.expires_at_ms > (self.clock() + margin_s) * 1000:
-                return RefreshResult(RefreshStatus.OK, stored, "not due")
-            if stored.copy_only:
-                return RefreshResult(RefreshStatus.COPY_ONLY, stored, "imported with --copy-only: never refreshed")
-            if not stored.refresh_token:
-                return RefreshResult(RefreshStatus.INVALID_GRANT, message="no refresh token stored")
+        try:
+            with self._locks.hold(name):
+                result = self._refresh_locked(name, failed_access_token, force, margin_s)
+        except OSError as exc:  # the lock file cannot be opened safely (a symlink, a full disk)
+            log.error("cannot lock %s for a token refresh: %s", self._locks.path(name), exc)
+            result = RefreshResult(RefreshStatus.ERROR, message=f"cannot take the refresh lock ({exc.strerror or exc})")
+        if result.status is RefreshStatus.ERROR and self.cool is not None:
             now = self.clock()
-            if not force and self._blocked_until.get(name, 0.0) > now:
-                return RefreshResult(RefreshStatus.ERROR,
-                                     message=f"backing off for {int(self._blocked_until[name] - now)} s")
-            result = self._call(stored)
-            if result.status is RefreshStatus.OK and result.credential is not None:
-                new = result.credential
-                try:
-                    self.store.put(name, new)  # on disk before the lock is released or the token handed out
-                except OSError as exc:
-                    self._unsaved[name] = new  # the old refresh token is spent: never lose the new pair
-                    log.error("could not save the rotated token of %s (%s); it is kept in memory and saved "
-                              "again shortly", name, exc)
-                self._creds[name] = new
-                self._backoff_s.pop(name, None)
-                self._blocked_until.pop(name, None)
-                events_log.info("refreshed the OAuth token of %s (valid until %s)", name,
-                                time.strftime("%Y-%m-%d %H:%M", time.localtime(new.expires_at_ms / 1000)),
-                                extra={"event": "token_refreshed", "account": name})
-            elif result.status is RefreshStatus.ERROR:
-                step = result.retry_after_s  # a 429's retry-after wins over the exponential step
-                if step is None:
-                    step = min(BACKOFF_MAX_S, self._backoff_s.get(name, BACKOFF_FIRST_S / 2) * 2)
-                    self._backoff_s[name] = step
-                self._blocked_until[name] = now + step
-                log.warning("token refresh for %s failed (%s); next try in %d s", name, result.message, step)
-            else:
-                log.warning("token refresh for %s failed: %s", name, result.message)
-            return result
+            cred = self._creds.get(name)
+            until = self._blocked_until.get(name, 0.0)
+            expired = cred is not None and cred.expires_at_ms and cred.expires_at_ms <= now * 1000
+            if until > now and (failed_access_token is not None or expired):
+                self.cool(name, until, f"token refresh failed: {self._last_error.get(name) or result.message}")
+        return result
+
+    def _refresh_locked(self, name: str, failed_access_token: str | None, force: bool,
+                        margin_s: float | None) -> RefreshResult:
+        """The body of :meth:`refresh`, run while holding ``name``'s lock."""
+        mine = self._creds.get(name)
+        stored = self.store.load().get(name)  # re-read inside the lock: another process may have rotated it
+        if stored is None or stored.kind != "oauth":
+            return RefreshResult(RefreshStatus.INVALID_GRANT, message="no OAuth credential stored")
+        if name in self._unsaved:
+            return RefreshResult(RefreshStatus.OK, mine, "rotated; saving is pending")
+        if mine is None or stored.access_token != mine.access_token:
+            self._creds[name] = stored  # another thread or process rotated it already
+            self._maybe_rotated.discard(name)
+            return RefreshResult(RefreshStatus.OK, stored, "already refreshed elsewhere")
+        if failed_access_token is not None and stored.access_token != failed_access_token:
+            return RefreshResult(RefreshStatus.OK, stored)
+        if margin_s is not None and not force and stored.expires_at_ms > (self.clock() + margin_s) * 1000:
+            return RefreshResult(RefreshStatus.OK, stored, "not due")
+        if stored.copy_only:
+            return RefreshResult(RefreshStatus.COPY_ONLY, stored, "imported with --copy-only: never refreshed")
+        if not stored.refresh_token:
+            return RefreshResult(RefreshStatus.INVALID_GRANT, message="no refresh token stored")
+        now = self.clock()
+        if not force and self._blocked_until.get(name, 0.0) > now:
+            return RefreshResult(RefreshStatus.ERROR,
+                                 message=f"backing off for {int(self._blocked_until[name] - now)} s")
+        result = self._call(stored)
+        if result.status is RefreshStatus.OK and result.credential is not None:
+            self._keep(name, result.credential)
+        elif result.status is RefreshStatus.ERROR:
+            step = result.retry_after_s  # a 429's retry-after wins over the exponential step
+            if step is None:
+                step = min(BACKOFF_MAX_S, self._backoff_s.get(name, BACKOFF_FIRST_S / 2) * 2)
+                self._backoff_s[name] = step
+            self._blocked_until[name] = now + step
+            self._last_error[name] = result.message
+            if result.maybe_rotated:
+                self._maybe_rotated.add(name)
+            log.warning("token refresh for %s failed (%s); next try in %d s", name, result.message, step)
+        else:
+            if result.status is RefreshStatus.INVALID_GRANT and name in self._maybe_rotated:
+                self._maybe_rotated.discard(name)
+                result = dataclasses.replace(result, message=(
+                    f"{result.message}; an earlier refresh timed out after it was sent, so the token server "
+                    "probably rotated the token and its answer was lost"))
+            log.warning("token refresh for %s failed: %s", name, result.message)
+        return result
+
+    def _keep(self, name: str, new: Credential) -> None:
+        """Save a freshly rotated pair (under the credentials lock, so a reload sees both or neither) and use it."""
+        with self.store.lock():
+            try:
+                self.store.put(name, new)  # on disk before the lock is released or the token handed out
+            except OSError as exc:
+                self._unsaved[name] = new  # the old refresh token is spent: never lose the new pair
+                log.error("could not save the rotated token of %s (%s); it is kept in memory and saved "
+                          "again shortly", name, exc)
+            self._creds[name] = new
+        self._backoff_s.pop(name, None)
+        self._blocked_until.pop(name, None)
+        self._last_error.pop(name, None)
+        self._maybe_rotated.discard(name)
+        events_log.info("refreshed the OAuth token of %s (valid until %s)", name,
+                        time.strftime("%Y-%m-%d %H:%M", time.localtime(new.expires_at_ms / 1000)),
+                        extra={"event": "token_refreshed", "account": name})
 
     def _call(self, cred: Credential) -> RefreshResult:
         try:
@@ -175,6 +226,9 @@ class TokenManager:
                 headers={"accept": "application/json"},
                 timeout=REFRESH_TIMEOUT_S,
             )
+        except requests.ReadTimeout:  # sent, unanswered: the server may have rotated the token anyway
+            return RefreshResult(RefreshStatus.ERROR, maybe_rotated=True,
+                                 message=f"token endpoint did not answer within {REFRESH_TIMEOUT_S:g} s")
         except requests.RequestException as exc:
             return RefreshResult(RefreshStatus.ERROR, message=f"token endpoint unreachable ({type(exc).__name__})")
         return parse_token_response(resp, cred, self.clock())
@@ -245,8 +299,7 @@ def parse_token_response(resp: requests.Response, old: Credential | None, now_s:
     if not isinstance(data, dict):
         data = {}
     if resp.status_code == 200 and isinstance(data.get("access_token"), str):
-        expires_in = data.get("expires_in")
-        expires_in = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600
+        expires_in = finite(data.get("expires_in"), 1.0, MAX_AHEAD_S) or 3600  # inf or 1e308 would overflow
         account = data.get("account") if isinstance(data.get("account"), dict) else {}
         cred = Credential(
             kind="oauth",

@@ -8,6 +8,10 @@ Sources (``docs/protocol.md`` §4.1, §4.4, §4.5):
 * API-key accounts: ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}``
   with reset in **RFC 3339** (https://docs.anthropic.com/en/api/rate-limits).
 * ``retry-after`` (seconds or HTTP-date) and ``retry-after-ms`` (preferred, per the Python SDK).
+
+Every number is checked as it is read (:mod:`shunt_lib.numbers`): a utilization that is not a finite
+fraction, a reset that is not an epoch within a year from now, a retry-after beyond a year, or a
+limit that is not a finite quantity is treated as absent.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import dataclasses
 import datetime
 import email.utils
 from typing import Mapping, NamedTuple
+
+from .numbers import MAX_AHEAD_S, MAX_QUANTITY, epoch_s, fraction, parse_finite
 
 # Window lengths in seconds, for time-weighting utilization. API-key windows are per minute.
 WINDOW_LENGTH_S = {"5h": 5 * 3600, "7d": 7 * 86400, "requests": 60, "tokens": 60, "input-tokens": 60, "output-tokens": 60}
@@ -41,9 +47,11 @@ class Window(NamedTuple):
         return {"utilization": self.utilization, "reset_at_s": self.reset_at_s, "status": self.status}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Window":
-        """From :meth:`to_json`'s shape (missing keys: unknown)."""
-        return cls(d.get("utilization"), d.get("reset_at_s"), d.get("status") or "")
+    def from_json(cls, d: dict, now_s: float) -> "Window":
+        """From :meth:`to_json`'s shape; a missing or out-of-bounds number is unknown (None)."""
+        status = d.get("status")
+        return cls(fraction(d.get("utilization")), epoch_s(d.get("reset_at_s"), now_s),
+                   status if isinstance(status, str) else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,26 +68,29 @@ class RateLimitInfo:
     exhausted_until_s: float | None = None
 
 
-def _float(v: str | None) -> float | None:
-    if v is None:
-        return None
-    try:
-        return float(v)
-    except ValueError:
-        return None
+def _epoch(v: str | None, now_s: float) -> float | None:
+    return epoch_s(parse_finite(v, 0.0, now_s + MAX_AHEAD_S), now_s)
 
 
-def parse_rfc3339_s(v: str | None) -> float | None:
-    """RFC 3339 timestamp → epoch seconds, or None if absent or unparsable."""
-    if not v:
+def _fraction(v: str | None) -> float | None:
+    return fraction(parse_finite(v, 0.0, 1e9))
+
+
+def _quantity(v: str | None) -> float | None:
+    return parse_finite(v, 0.0, MAX_QUANTITY)
+
+
+def parse_rfc3339_s(v: object, now_s: float) -> float | None:
+    """RFC 3339 timestamp → epoch seconds, or None if absent, unparsable or not within a year from ``now_s``."""
+    if not isinstance(v, str) or not v:
         return None
     try:
         dt = datetime.datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=datetime.timezone.utc)
+        return epoch_s(dt.timestamp(), now_s)
+    except (ValueError, OverflowError):
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    return dt.timestamp()
 
 
 def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo | None:
@@ -107,7 +118,7 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
         if not win or win in windows or win.startswith(("overage", "fallback")):
             continue
         status = (rl.get(f"unified-{win}-status") or "").strip()
-        w = Window(_float(rl.get(f"unified-{win}-utilization")), _float(rl.get(f"unified-{win}-reset")), status)
+        w = Window(_fraction(rl.get(f"unified-{win}-utilization")), _epoch(rl.get(f"unified-{win}-reset"), now_s), status)
         windows[win] = w
         if status == "rejected":
             rejected = True
@@ -115,17 +126,17 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
                 rejected_resets.append(w.reset_at_s)
     if (rl.get("unified-status") or "").strip() == "rejected":
         rejected = True
-        overall_reset = _float(rl.get("unified-reset"))
+        overall_reset = _epoch(rl.get("unified-reset"), now_s)
         if overall_reset is not None:
             rejected_resets.append(overall_reset)
     if not unified:
         for win in API_KEY_WINDOWS:
-            limit = _float(rl.get(f"{win}-limit"))
-            remaining = _float(rl.get(f"{win}-remaining"))
+            limit = _quantity(rl.get(f"{win}-limit"))
+            remaining = _quantity(rl.get(f"{win}-remaining"))
             if limit is None or remaining is None or limit <= 0:
                 continue
             util = max(0.0, 1.0 - remaining / limit)
-            windows[win] = Window(util, parse_rfc3339_s(rl.get(f"{win}-reset")),
+            windows[win] = Window(util, parse_rfc3339_s(rl.get(f"{win}-reset"), now_s),
                                   "rejected" if remaining <= 0 else "allowed")
     if not windows and not unified:
         return None
@@ -133,22 +144,30 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
     return RateLimitInfo(windows=windows, rejected=rejected, exhausted_until_s=exhausted_until)
 
 
+def has_room(windows: Mapping[str, Window]) -> bool:
+    """Whether fresh windows (the usage endpoint's, ``docs/protocol.md`` §4.6) show the account can take
+    requests: at least one window is known, none is ``rejected`` and none is at or over 100 % utilization."""
+    known = any(w.utilization is not None for w in windows.values())
+    return known and all((w.utilization is None or w.utilization < 1.0) and w.status != "rejected"
+                         for w in windows.values())
+
+
 def parse_retry_after_s(headers: Mapping[str, str], now_s: float) -> float | None:
     """Seconds to wait per ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP-date).
 
-    :returns: a non-negative float, or None if neither header is present and valid.
+    :returns: a non-negative float of at most a year, or None if neither header is present and valid.
     """
-    ms = _float(headers.get("retry-after-ms"))
-    if ms is not None and ms >= 0:
+    ms = parse_finite(headers.get("retry-after-ms"), 0.0, MAX_AHEAD_S * 1000.0)
+    if ms is not None:
         return ms / 1000.0
     v = headers.get("retry-after")
     if v is None:
         return None
-    secs = _float(v)
+    secs = parse_finite(v, -MAX_AHEAD_S, MAX_AHEAD_S)
     if secs is not None:
         return max(0.0, secs)
     try:
-        dt = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError):
+        at = epoch_s(email.utils.parsedate_to_datetime(v).timestamp(), now_s)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return max(0.0, dt.timestamp() - now_s)
+    return None if at is None else max(0.0, at - now_s)

@@ -6,6 +6,7 @@ import re
 from typing import TypedDict
 
 from .logfmt import ids_text
+from .numbers import count
 from .usage import UsageTap
 
 _MODEL_RE = re.compile(rb'(?<!\\)"model"\s*:\s*"([^"\\]{1,200})"')
@@ -77,3 +78,25 @@ def access_line(r: RequestRecord) -> str:
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
             f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
             + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (f" {ids}" if ids else ""))
+
+
+_INT_FIELDS = ("ts_s", "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+               "duration_ms", "attempts", "held_ms")
+
+
+def record_from_json(d: object) -> RequestRecord | None:
+    """A :class:`RequestRecord` restored from ``state.json``, or None if any field is missing, of the
+    wrong type or out of bounds (counters are non-negative integers, strings at most 64 KiB)."""
+    if not isinstance(d, dict):
+        return None
+    if any(count(d.get(k)) is None for k in _INT_FIELDS):
+        return None
+    if not all(isinstance(d.get(k), str) and len(d[k]) <= 65536 for k in ("method", "path", "model")):
+        return None
+    account = d.get("account")
+    if account is not None and not (isinstance(account, str) and len(account) <= 65536):
+        return None
+    ids = {k: d.get(k) for k in ("request_id", "upstream_request_id")}  # absent from older state files
+    if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in ids.values()):
+        return None
+    return {**{k: d[k] for k in RequestRecord.__annotations__ if k not in ids}, **ids}  # type: ignore[typeddict-item]

@@ -1,6 +1,6 @@
 """HTTP in: the threaded server, its request handler, and the control endpoints.
 
-One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reload`` (the
+One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``, ``POST /reload`` (the
 control paths, dispatched from :data:`CONTROL_ROUTES`), and every path under ``/v1/``, forwarded by
 :class:`~shunt_lib.relay.Relay`. Other paths get an Anthropic-shaped 404. Every error shunt writes
 itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
@@ -37,7 +37,8 @@ from .httpclient import new_session
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
-from .state import Pool, StateWriter, load_state
+from .state import Pool
+from .state_file import StateWriter, load_state
 from .status import status_document
 from .upstream import Upstream
 from .watch import ClientWatch
@@ -271,11 +272,12 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     paths.ensure()
     store = CredentialStore(paths.credentials)
     creds = store.load()
-    pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s)
+    pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s,
+                max_sessions=server_cfg.max_sessions)
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,
-                          http=http, clock=clock.time)
+                          http=http, clock=clock.time, cool=pool.cool)
     upstream = Upstream(server_cfg.upstream_url, maxsize=128)
     watch = ClientWatch()
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
@@ -414,6 +416,27 @@ class Handler(BaseHTTPRequestHandler):
         log.info("routing %s", "automatic" if name == "auto" else f"pinned to {name}")
         self._send_json(200, json.dumps({"pinned_account": pool.pinned}).encode())
 
+    def _reset(self, body: bytes) -> None:
+        """``{"account": NAME}`` or ``{"all": true}``: clear exhaustion and cooldowns (``shunt reset``)."""
+        if self.headers.by_name.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise BadRequest("content-type must be application/json")
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            data = None
+        name = data.get("account") if isinstance(data, dict) else None
+        everyone = isinstance(data, dict) and data.get("all") is True
+        if everyone == (isinstance(name, str) and bool(name)):
+            raise BadRequest("body must be {\"account\": NAME} or {\"all\": true}")
+        pool = self.server.pool
+        try:
+            cleared = pool.reset(None if everyone else name)
+        except KeyError:
+            raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
+        for n in pool.names() if everyone else [name]:
+            self.server.tokens.clear_backoff(n)  # a reset account's token refresh is tried again at once
+        self._send_json(200, json.dumps({"reset": cleared}).encode())
+
     def _reload(self, body: bytes) -> None:
         try:
             change = self.server.reload()
@@ -426,6 +449,7 @@ class Handler(BaseHTTPRequestHandler):
 CONTROL_ROUTES: dict[tuple[str, str], Callable[[Handler, bytes], None]] = {
     ("GET", "/status"): Handler._status,
     ("POST", "/use"): Handler._use,
+    ("POST", "/reset"): Handler._reset,
     ("POST", "/reload"): Handler._reload,
 }
 

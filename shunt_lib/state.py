@@ -1,4 +1,4 @@
-"""The pool's runtime state behind one lock, and the thread that persists it to ``state.json``.
+"""The pool's runtime state behind one lock.
 
 Everything about the accounts that changes at run time lives here: cooldowns, exhaustion, the last
 rate-limit windows, flags that need a human, usage counters; plus the session table, the pin and the
@@ -6,36 +6,34 @@ last 200 requests. Decisions are made elsewhere over snapshots (:mod:`shunt_lib.
 :mod:`shunt_lib.status`); this module records facts. ``Pool._lock`` guards every field and is never
 held across I/O. Every public method may be called from any thread.
 
-``state.json`` is written only here: by :class:`StateWriter` while shunt runs, and by
-:func:`edit_saved_state` for a command that changes an account while shunt may be stopped.
+``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`; this module gives it the
+document (:meth:`Pool.to_json`) and restores from it (:meth:`Pool.load_json`), checking every
+number as it enters (:mod:`shunt_lib.numbers`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import threading
 import time
 from typing import Iterable, NamedTuple
 
 from .advice import action_for
-from .clock import SYSTEM, Clock
 from .config import AccountConfig
-from .fsutil import atomic_write_bytes, atomic_write_json, read_json
 from .logfmt import clock_text
-from .loop import Loop
+from .numbers import count, epoch_s
 from .outcome import Action, Outcome
-from .ratelimit import RateLimitInfo, Window
-from .record import RequestRecord
+from .ratelimit import RateLimitInfo, Window, has_room
+from .record import RequestRecord, record_from_json
 from .router import AccountView, Choice, choose_account, soonest_recovery
-from .sessions import SessionTable
+from .sessions import MAX_SESSIONS, SessionTable
 
 log = logging.getLogger("shunt.state")
 events_log = logging.getLogger("shunt.events")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: session keys are hashed (sessions.id_key); a version-1 file's keys are migrated on load
 RECENT_MAX = 200
 NEWS_S = 1.0  # a cooldown or exhaustion is logged when it starts or moves later by more than this, seconds
 COUNTERS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
@@ -108,21 +106,20 @@ class AccountRecord:
         d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
         return d
 
-    def load_json(self, d: dict) -> None:
-        """Restore from :meth:`to_json`'s shape; a value of the wrong type is ignored (the default stays)."""
+    def load_json(self, d: dict, now_s: float) -> None:
+        """Restore from :meth:`to_json`'s shape; a value of the wrong type or out of bounds (an instant
+        not within a year from ``now_s``, a negative or huge counter, ``inf``) is ignored: the default stays."""
         for k in ("disabled", "reauth_required"):
             setattr(self, k, d.get(k) is True)
         for k in ("cooldown_until_s", "exhausted_until_s", "rate_limits_at_s"):
-            v = d.get(k, 0)
-            setattr(self, k, float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0)
+            setattr(self, k, epoch_s(d.get(k), now_s) or 0.0)
         reason = d.get("cooldown_reason")
-        self.cooldown_reason = reason if isinstance(reason, str) else ""
+        self.cooldown_reason = reason[:200] if isinstance(reason, str) else ""
         for k in COUNTERS:
-            v = d.get(k, 0)
-            setattr(self, k, v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0)
+            setattr(self, k, count(d.get(k)) or 0)
         wins = d.get("windows")
-        self.windows = {k: Window.from_json(w) for k, w in wins.items() if isinstance(w, dict)} \
-            if isinstance(wins, dict) else {}
+        self.windows = {k: Window.from_json(w, now_s) for k, w in wins.items()
+                        if isinstance(k, str) and len(k) <= 64 and isinstance(w, dict)} if isinstance(wins, dict) else {}
 
 
 class AccountSnapshot(NamedTuple):
@@ -151,14 +148,16 @@ class Pool:
     :param accounts: configured accounts in config order.
     :param session_ttl_s: sliding TTL of a session's binding to an account, seconds.
     :param strategy: routing strategy name (see :mod:`shunt_lib.router`).
+    :param max_sessions: most session bindings kept (the least recently used is evicted beyond it).
     """
 
-    def __init__(self, accounts: Iterable[AccountConfig], *, strategy: str, session_ttl_s: float):
+    def __init__(self, accounts: Iterable[AccountConfig], *, strategy: str, session_ttl_s: float,
+                 max_sessions: int = MAX_SESSIONS):
         self._lock = threading.Lock()
         self.strategy = strategy
         self._accounts: dict[str, AccountRecord] = {a.name: AccountRecord(a.name, a.kind, i)
                                                     for i, a in enumerate(accounts)}
-        self._sessions = SessionTable(session_ttl_s)
+        self._sessions = SessionTable(session_ttl_s, max_sessions)
         self._recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self._rr = 0
         self._pinned: str | None = None
@@ -296,6 +295,43 @@ class Pool:
         if recovered:
             events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
 
+    def record_usage(self, name: str, windows: dict[str, Window], now_s: float) -> bool:
+        """Store windows freshly read from the usage endpoint for ``name`` (merged per window). If they
+        show room (:func:`~shunt_lib.ratelimit.has_room`), an exhaustion still ahead is cleared: the
+        quota came back sooner than the 429 said, or the mark was wrong. :returns: whether it was cleared."""
+        with self._lock:
+            rec = self._record(name)
+            if rec is None:
+                return False
+            rec.windows = {**rec.windows, **windows}
+            rec.rate_limits_at_s = now_s
+            cleared = rec.exhausted_until_s > 0 and has_room(windows)
+            if cleared:
+                rec.exhausted_until_s = 0.0
+            self._touch()
+        if cleared:
+            events_log.info("account %s is available again (its usage shows room)", name,
+                            extra={"event": "recovered", "account": name})
+        return cleared
+
+    def reset(self, name: str | None) -> list[str]:
+        """Clear the exhaustion and cooldown of ``name`` (None: of every account), as a user asks with
+        ``shunt reset``; flags that need a new login or key stay. :returns: the names whose marks were
+        cleared. :raises KeyError: unknown account."""
+        with self._lock:
+            if name is not None and name not in self._accounts:
+                raise KeyError(name)
+            cleared = []
+            for rec in self._accounts.values():
+                if (name is None or rec.name == name) and (rec.exhausted_until_s or rec.cooldown_until_s):
+                    rec.exhausted_until_s = rec.cooldown_until_s = 0.0
+                    rec.cooldown_reason = ""
+                    cleared.append(rec.name)
+            self._touch()
+        for n in cleared:
+            events_log.info("account %s reset by the user", n, extra={"event": "reset", "account": n})
+        return cleared
+
     def record_outcome(self, name: str, outcome: Outcome) -> None:
         """Apply what a classified upstream answer means for ``name``: exhausted until its window
         resets (a quota 429), or cooling (a throttle 429, a 403). Other outcomes change nothing here."""
@@ -404,12 +440,17 @@ class Pool:
             accounts = data.get("accounts")
             for name, d in (accounts.items() if isinstance(accounts, dict) else ()):
                 if name in self._accounts and isinstance(d, dict):
-                    self._accounts[name].load_json(d)
-            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s)
+                    self._accounts[name].load_json(d, now_s)
+            version = data.get("version")
+            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s,
+                                     migrate=not (isinstance(version, int) and version >= 2))
             pinned = data.get("pinned_account")
             self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
             recent = data.get("recent_requests")
-            self._recent.extend(e for e in (recent if isinstance(recent, list) else ()) if isinstance(e, dict))
+            for e in (recent[-RECENT_MAX:] if isinstance(recent, list) else ()):
+                r = record_from_json(e)
+                if r is not None:
+                    self._recent.append(r)
 
 
 def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig]) -> dict[str, AccountRecord]:
@@ -427,74 +468,3 @@ def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig])
 
 def _clock(epoch_s: float) -> str:
     return clock_text(epoch_s, time.time())  # with the date when it is not today
-
-
-class StateWriter(Loop):
-    """Writes ``state.json`` atomically when the pool changed, at most every ``interval_s`` (100 ms).
-
-    It polls :attr:`Pool.version` instead of being woken per change, so a request costs no wake-up.
-    :meth:`stop` writes a final copy. The file is valid JSON at every instant (atomic rename).
-    """
-
-    def __init__(self, pool: Pool, path: str, *, interval_s: float = 0.1, clock: Clock = SYSTEM):
-        super().__init__("shunt-state-writer")
-        self.pool, self.path, self.interval_s, self.clock = pool, path, interval_s, clock
-        self._written_version = -1
-
-    def flush(self) -> None:
-        """Write the current state now (any thread)."""
-        version = self.pool.version
-        try:
-            atomic_write_bytes(self.path, json.dumps(self.pool.to_json(self.clock.time()), separators=(",", ":")).encode())
-            self._written_version = version
-        except OSError as exc:
-            log.error("could not write %s: %s", self.path, exc)
-
-    def tick(self) -> None:
-        if self.pool.version != self._written_version:
-            self.flush()
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval_s):
-            self.safe_tick()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread, then write a final copy."""
-        super().stop(timeout_s)
-        self.flush()
-
-
-def load_state(pool: Pool, path: str, now_s: float) -> None:
-    """Load ``state.json`` into ``pool``; an unreadable file is logged and ignored (state starts fresh)."""
-    try:
-        pool.load_json(read_json(path, default={}), now_s)
-    except (ValueError, OSError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
-
-
-def edit_saved_state(path: str, name: str, *, forget: bool) -> None:
-    """Change ``state.json`` for account ``name`` from a command, while shunt may be stopped.
-
-    ``forget``: drop the account, its sessions and its pin (``shunt remove``); otherwise clear its
-    ``reauth_required`` / ``disabled`` flags (a new login or key). A missing or unreadable file is
-    left alone. A running proxy applies the same change itself on reload.
-    """
-    try:
-        state = read_json(path, default=None)
-    except (ValueError, OSError):
-        return
-    if not isinstance(state, dict) or not isinstance(state.get("accounts"), dict):
-        return
-    if not forget:
-        entry = state["accounts"].get(name)
-        if isinstance(entry, dict) and (entry.get("reauth_required") or entry.get("disabled")):
-            entry["reauth_required"] = entry["disabled"] = False
-            atomic_write_json(path, state)
-        return
-    state["accounts"].pop(name, None)
-    sessions = state.get("sessions")
-    state["sessions"] = {k: v for k, v in (sessions.items() if isinstance(sessions, dict) else ())
-                         if not (isinstance(v, dict) and v.get("account") == name)}
-    if state.get("pinned_account") == name:
-        state["pinned_account"] = None
-    atomic_write_json(path, state)

@@ -64,4 +64,6 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
     for a in doc.get("accounts", []):
         if a.get("action"):
             lines.append(f"! {a['name']}: {a['action']}")
+        elif a.get("cooldown_reason"):
+            lines.append(f"~ {a['name']}: {a['status']} ({a['cooldown_reason']})")
     return "\n".join(lines)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import zlib
 
+from .numbers import count
+
 USAGE_KEYS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
@@ -107,8 +109,8 @@ class UsageTap:
     def _take(self, usage: object) -> None:
         if isinstance(usage, dict):
             for src, dst in USAGE_KEYS.items():
-                v = usage.get(src)
-                if isinstance(v, int):
+                v = count(usage.get(src))  # a negative, huge or non-integer count is ignored
+                if v is not None:
                     self.usage[dst] = v
 
     def finish(self) -> None:

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import time
 
 import pytest
 import responses
@@ -137,3 +138,32 @@ def test_import_over_a_logged_out_account_needs_no_force(tmp_path, capsys):
     assert main(["import", "--name", "work", "--from", claude_file(tmp_path, "sk-first")]) == 0
     CredentialStore(Paths(os.environ["SHUNT_HOME"]).credentials).remove("work")  # as logout leaves it
     assert main(["import", "--name", "work", "--from", claude_file(tmp_path / "2", "sk-second")]) == 0
+
+
+def test_reset_clears_exhaustion_in_the_running_proxy_and_in_the_saved_state(upstream, capsys):
+    accounts = [("a", "oauth"), ("b", "oauth")]
+    paths = write_home(os.environ["SHUNT_HOME"], upstream.url, accounts)
+    p = Proxy(make_server(load_config(paths), paths, port=0))
+    write_home(paths.home, upstream.url, accounts, {"port": p.port})
+    far = time.time() + 3600
+    try:
+        p.pool.mark_exhausted("a", far)
+        p.pool.cool("b", far, "throttled (429)")
+        assert main(["reset", "a"]) == 0
+        assert "in the running proxy: cleared a" in capsys.readouterr().out
+        assert [v.status(time.time()) for v in p.pool.views(time.time())] == ["available", "cooling"]
+        assert main(["reset", "nobody"]) == 2 and "unknown account" in capsys.readouterr().err
+        assert main(["reset", "--all"]) == 0
+        assert all(v.usable(time.time()) for v in p.pool.views(time.time()))
+        status, _, body = p.request("POST", "/reset", body={"account": "a", "all": True})
+        assert status == 400 and b"body must be" in body
+        status, _, body = p.request("POST", "/reset", body=b'{"all": true}', headers={"content-type": "text/plain"})
+        assert status == 400 and b"application/json" in body
+        p.pool.mark_exhausted("a", far)
+    finally:
+        p.close()  # the final flush saves a's exhaustion
+    assert json.load(open(paths.state))["accounts"]["a"]["exhausted_until_s"] == far
+    assert main(["reset", "--all"]) == 0
+    assert "in the saved state" in capsys.readouterr().out
+    saved = json.load(open(paths.state))["accounts"]["a"]
+    assert saved["exhausted_until_s"] == 0 and saved["cooldown_until_s"] == 0

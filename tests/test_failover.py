@@ -4,6 +4,7 @@ import json
 import threading
 import time
 
+from shunt_lib.sessions import id_key
 from tests.fakes.upstream import Reply, error_json, unified_headers
 from tests.support import MSG
 
@@ -26,7 +27,7 @@ def test_quota_429_marks_exhausted_and_moves_request_and_session(make_proxy, ups
     assert a["status"] == "exhausted" and a["cooldown_until_s"] == reset and a["utilization_5h"] == 1.0
     # The session moved with the request and stays on b.
     assert p.request(body=MSG, headers={"x-claude-code-session-id": "s"})[1]["x-shunt-account"] == "b"
-    assert p.pool.session_account("s:s", time.time()) == "b"
+    assert p.pool.session_account(id_key("s"), time.time()) == "b"
     assert creds(upstream) == ["tok-a", "tok-b", "tok-b"]
 
 

@@ -2,6 +2,7 @@
 a fake upstream on 127.0.0.1:0."""
 
 import json
+import time
 import os
 
 from shunt_lib.forwarding import ResponseHead, narrow_accept_encoding, response_head, upstream_headers
@@ -135,10 +136,11 @@ def test_utilization_headers_feed_status(make_proxy, upstream):
     from tests.fakes.upstream import Reply, message_json, unified_headers
 
     p = make_proxy([("a", "oauth")])
-    upstream.script("tok-a", Reply(body=message_json(), headers=unified_headers(util_5h=0.42, util_7d=0.17, reset_5h=2000000000)))
+    reset = int(time.time()) + 3600
+    upstream.script("tok-a", Reply(body=message_json(), headers=unified_headers(util_5h=0.42, util_7d=0.17, reset_5h=reset)))
     p.request(body=MSG)
     a = p.srv.status()["accounts"][0]
-    assert a["utilization_5h"] == 0.42 and a["utilization_7d"] == 0.17 and a["reset_5h_at_s"] == 2000000000
+    assert a["utilization_5h"] == 0.42 and a["utilization_7d"] == 0.17 and a["reset_5h_at_s"] == reset
 
 
 def test_remote_key_guards_everything_but_health(make_proxy, upstream):

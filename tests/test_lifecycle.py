@@ -122,21 +122,31 @@ def test_invalid_grant_then_recovery_when_the_endpoint_is_fixed(make_proxy, upst
     assert p.request(body=MSG, headers={"x-claude-code-session-id": "new"})[1]["x-shunt-account"] == "a"
 
 
-def test_network_errors_from_the_token_endpoint_never_mark_the_account(make_proxy, upstream):
+def test_network_errors_from_the_token_endpoint_cool_the_account_until_the_next_try(make_proxy, upstream):
     upstream.token_handler = lambda req: (503, {"error": "temporarily_unavailable"})
     p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first")
     upstream.script("tok-a", Reply(status=401, body=error_json("authentication_error", "expired")))
     status, h, _ = p.request(body=MSG)
     assert status == 200 and h["x-shunt-account"] == "b"
-    assert p.srv.status()["accounts"][0]["status"] == "available"
-    assert p.srv.tokens.blocked_until("a") > time.time() + 20
+    a = p.srv.status()["accounts"][0]
+    blocked = p.srv.tokens.blocked_until("a")
+    assert blocked > time.time() + 20
+    # Not reauth_required: cooling until the next refresh try, saying why.
+    assert a["status"] == "cooling" and a["cooldown_until_s"] == int(blocked) and a["action"] is None
+    assert a["cooldown_reason"] == "token refresh failed: token endpoint answered 503 temporarily_unavailable"
+    # So the next requests go straight to b instead of failing on a first.
+    assert p.request(body=MSG)[1]["x-shunt-account"] == "b"
+    assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-b", "tok-b"]
+    assert upstream.token_calls == 1
 
 
 def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy, upstream):
     from shunt_lib.background import UsagePoller
 
-    upstream.usage["tok-a"] = {"five_hour": {"utilization": 53.0, "resets_at": "2099-01-01T00:00:00+00:00"},
-                               "seven_day": {"utilization": 8.0, "resets_at": "2099-01-05T00:00:00Z"}, "tangelo": None}
+    reset = int(time.time()) + 3600
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(reset))
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 53.0, "resets_at": iso},
+                               "seven_day": {"utilization": 8.0, "resets_at": iso.replace("+00:00", "Z")}, "tangelo": None}
     upstream.profile["tok-a"] = {"account": {"email": "a@example.com", "has_claude_max": True}}
     p = make_proxy([("a", "oauth"), ("b", "oauth")])  # b's usage call fails (404): still routable
     poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, p.srv.http, interval_s=3600)
@@ -144,7 +154,7 @@ def test_usage_and_profile_give_routing_data_before_the_first_request(make_proxy
     p.srv.background.append(poller)
     assert poller.polled.wait(10)
     a, b = p.srv.status()["accounts"]
-    assert a["utilization_5h"] == 0.53 and a["utilization_7d"] == 0.08 and a["reset_5h_at_s"] == 4070908800
+    assert a["utilization_5h"] == 0.53 and a["utilization_7d"] == 0.08 and a["reset_5h_at_s"] == reset
     assert a["email"] == "a@example.com" and a["plan"] == "max"
     assert b["status"] == "available" and b["utilization_5h"] is None
     usage_req = [r for r in upstream.received if r.path == "/api/oauth/usage" and r.credential == "tok-a"][0]
@@ -283,8 +293,11 @@ def test_status_table_shows_plan_expiry_and_the_fix():
          "reset_5h_at_s": 1000 + 3600, "utilization_7d": 0.1, "reset_7d_at_s": 1000 + 86400 * 2,
          "token_expires_at_s": 1000 + 7200, "requests": 3, "action": None},
         {"name": "b", "kind": "oauth", "email": None, "plan": None, "status": "reauth_required", "token_expires_at_s": 10,
-         "action": "Its login expired or was revoked: run `shunt add-account b` to log in again."}]}
+         "action": "Its login expired or was revoked: run `shunt add-account b` to log in again."},
+        {"name": "c", "kind": "oauth", "status": "cooling", "cooldown_until_s": 1030,
+         "cooldown_reason": "token refresh failed: token endpoint answered 503", "action": None}]}
     out = render_status(doc, now_s=1000)
+    assert "~ c: cooling (token refresh failed: token endpoint answered 503)" in out
     assert "a (a@x.com)" in out and "max" in out and "50%" in out and "1h00m" in out and "2h00m" in out
     assert "expired" in out and "! b: Its login expired or was revoked: run `shunt add-account b`" in out
 
@@ -300,3 +313,17 @@ def test_a_bad_edit_is_reported_and_changes_nothing(make_proxy, upstream, caplog
     assert "not reloaded (nothing changed)" in caplog.text and "accounts[1].name" in caplog.text
     assert "Traceback" not in caplog.text
     assert p.pool.names() == ["a"] and p.request(body=MSG)[0] == 200
+
+
+def test_the_usage_poll_clears_an_exhaustion_its_fresh_data_contradicts(make_proxy, upstream):
+    from shunt_lib.background import UsagePoller
+
+    p = make_proxy([("a", "oauth"), ("b", "oauth")])
+    p.pool.mark_exhausted("a", time.time() + 3 * 3600)
+    poller = UsagePoller(p.pool, p.srv.tokens, upstream.url, p.srv.http, interval_s=3600)
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 100.0}, "seven_day": {"utilization": 10.0}}
+    poller.tick()
+    assert p.srv.status()["accounts"][0]["status"] == "exhausted"
+    upstream.usage["tok-a"] = {"five_hour": {"utilization": 2.0}, "seven_day": {"utilization": 10.0}}
+    poller.tick()
+    assert p.srv.status()["accounts"][0]["status"] == "available"

@@ -117,7 +117,7 @@ def test_usage_and_profile_parsing():
     usage = {"five_hour": {"utilization": 53.0, "resets_at": "2026-07-08T00:49:59.940321+00:00"},
              "seven_day": {"utilization": 8.0, "resets_at": "2026-07-13T06:00:00+00:00"},
              "seven_day_opus": None, "iguana_necktie": None, "extra_usage": {"utilization": 69.24}}
-    w = parse_usage(usage)
+    w = parse_usage(usage, now_s=1783400000)
     assert w["5h"].utilization == 0.53 and w["7d"].utilization == 0.08
     assert int(w["5h"].reset_at_s) == 1783471799 and set(w) == {"5h", "7d"}
     assert parse_profile({"account": {"email": "me@x.com", "has_claude_max": True},

@@ -84,3 +84,12 @@ def test_the_refresher_refreshes_only_tokens_inside_their_margin(tmp_path):
     assert [json.loads(c.request.body)["refresh_token"] for c in responses.calls] == ["rt-a"]
     assert tm.get("a").access_token == "new-at" and tm.get("b").access_token == "at-b"
     assert next_due == now + 3600 - 300  # b falls due 5 minutes before it expires
+
+
+@responses.activate
+def test_an_absurd_expires_in_gets_the_default_hour_instead_of_an_overflow(tmp_path):
+    tm, store = manager(tmp_path)
+    responses.post(URL, body=b'{"access_token": "new-at", "refresh_token": "new-rt", "expires_in": 1e999}',
+                   content_type="application/json")
+    r = tm.refresh("a", failed_access_token="old-at")
+    assert r.status == "ok" and r.credential.expires_at_ms == (1000 + 3600) * 1000

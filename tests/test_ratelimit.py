@@ -56,9 +56,10 @@ def test_api_key_headers_give_per_minute_windows():
          "anthropic-ratelimit-tokens-reset": "2026-11-21T10:00:30Z",
          "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
          "anthropic-ratelimit-requests-reset": "2026-11-21T10:00:05Z"}
-    rl = parse_rate_limits(h, now_s=0)
+    now = parse_rfc3339_s("2026-11-21T10:00:00Z", 1.8e9)
+    rl = parse_rate_limits(h, now_s=now)
     assert rl.windows["tokens"].utilization == 0.25
-    assert rl.windows["tokens"].reset_at_s == parse_rfc3339_s("2026-11-21T10:00:30+00:00")
+    assert rl.windows["tokens"].reset_at_s == now + 30
     assert rl.windows["requests"].utilization == 1.0 and rl.windows["requests"].status == "rejected"
 
 
@@ -72,3 +73,32 @@ def test_retry_after_forms():
     assert parse_retry_after_s({"retry-after": "Thu, 01 Jan 1970 00:01:40 GMT"}, now_s=40) == 60
     assert parse_retry_after_s({"retry-after": "soon"}, 0) is None
     assert parse_retry_after_s({}, 0) is None
+
+
+BAD_NUMBERS = ["inf", "-inf", "nan", "1e308", "99999999999", "-5", "0x10", ""]
+
+
+def test_numbers_out_of_bounds_are_dropped_not_trusted():
+    now = 1785510000
+    for bad in BAD_NUMBERS:
+        h = {"anthropic-ratelimit-unified-status": "rejected", "anthropic-ratelimit-unified-reset": bad,
+             "anthropic-ratelimit-unified-5h-status": "rejected", "anthropic-ratelimit-unified-5h-reset": bad,
+             "anthropic-ratelimit-unified-5h-utilization": bad}
+        rl = parse_rate_limits(h, now_s=now)
+        assert rl.rejected and rl.exhausted_until_s is None, bad  # no believable reset: the caller's fallback applies
+        assert rl.windows["5h"] == (None, None, "rejected"), bad
+        assert parse_retry_after_s({"retry-after": bad, "retry-after-ms": bad}, now) in (None, 0.0), bad
+    huge = {"anthropic-ratelimit-tokens-limit": "1e308", "anthropic-ratelimit-tokens-remaining": "inf",
+            "anthropic-ratelimit-tokens-reset": "9999-12-31T23:59:59Z"}
+    assert parse_rate_limits(huge, now) is None
+    assert parse_retry_after_s({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, now) is None
+    assert parse_rfc3339_s("9999-12-31T23:59:59Z", now) is None
+
+
+def test_a_429_with_an_infinite_reset_still_exhausts_for_a_finite_time():
+    from shunt_lib.outcome import Action, classify
+    now = 1785510000
+    h = {"anthropic-ratelimit-unified-status": "rejected", "anthropic-ratelimit-unified-reset": "inf",
+         "retry-after": "1e308"}
+    out = classify(429, h, b"{}", parse_rate_limits(h, now), now)
+    assert out.action is Action.EXHAUSTED and now < out.until_s <= now + 5 * 3600

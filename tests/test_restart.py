@@ -6,6 +6,7 @@ import signal
 import time
 import urllib.request
 
+from shunt_lib.sessions import id_key
 from tests.fakes.upstream import Reply, error_json, unified_headers
 from tests.support import ROOT, ServeProcess, wait_until, write_home
 
@@ -46,7 +47,7 @@ def test_kill_9_and_restart_keeps_cooldowns_sessions_and_pin(tmp_path, upstream)
             except (OSError, ValueError):
                 return False
             return (state["accounts"]["a"]["exhausted_until_s"] == reset and state["pinned_account"] == "c"
-                    and {"s:sess-1", "s:sess-2"} <= set(state["sessions"]) and state["accounts"]["c"]["requests"] == 1)
+                    and {id_key("sess-1"), id_key("sess-2")} <= set(state["sessions"]) and state["accounts"]["c"]["requests"] == 1)
 
         assert wait_until(persisted), "state.json never showed the exhaustion, the pin and both sessions"
     finally:

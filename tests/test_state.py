@@ -9,11 +9,13 @@ import pytest
 from shunt_lib.config import AccountConfig
 from shunt_lib.outcome import Action, Outcome
 from shunt_lib.ratelimit import RateLimitInfo, Window
-from shunt_lib.sessions import SessionTable
-from shunt_lib.state import RECENT_MAX, Pool, StateWriter, edit_saved_state, load_state
+from shunt_lib.sessions import SessionTable, id_key
+from shunt_lib.state import RECENT_MAX, Pool
+from shunt_lib.state_file import StateWriter, edit_saved_state, load_state
 from tests.support import FakeClock
 
 NOW = 1_000_000.0
+K1 = id_key("1")
 
 
 def pool(*names, strategy="fill-first", ttl=600) -> Pool:
@@ -23,7 +25,7 @@ def pool(*names, strategy="fill-first", ttl=600) -> Pool:
 def record(account, **kw):
     r = {"ts_s": int(NOW), "account": account, "method": "POST", "path": "/v1/messages", "model": "m", "status": 200,
          "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_creation_tokens": 4, "duration_ms": 5,
-         "attempts": 1, "held_ms": 0}
+         "attempts": 1, "held_ms": 0, "request_id": "r1", "upstream_request_id": None}
     r.update(kw)
     return r
 
@@ -70,12 +72,12 @@ def test_a_success_after_the_reset_ends_an_exhaustion_early():
 def test_sync_accounts_keeps_state_drops_removed_ones_and_their_sessions_and_pin():
     p = pool("a", "b")
     p.mark_exhausted("a", NOW + 100)
-    p.route("s:1", frozenset(), NOW)  # bound to a? a is exhausted: fill-first picks b
-    assert p.session_account("s:1", NOW) == "b"
+    p.route(K1, frozenset(), NOW)  # bound to a? a is exhausted: fill-first picks b
+    assert p.session_account(K1, NOW) == "b"
     p.set_pin("b")
     added, removed = p.sync_accounts([AccountConfig("c"), AccountConfig("a")])
     assert (added, removed) == (["c"], ["b"])
-    assert p.names() == ["c", "a"] and p.pinned is None and p.session_account("s:1", NOW) is None
+    assert p.names() == ["c", "a"] and p.pinned is None and p.session_account(K1, NOW) is None
     assert [v.index for v in p.views(NOW)] == [0, 1]
     assert p.views(NOW)[1].exhausted_until_s == NOW + 100  # a kept its state
     p.sync_accounts([AccountConfig("c"), AccountConfig("a", "api_key")])
@@ -125,7 +127,7 @@ def test_state_round_trips_through_json():
     p.cool("b", NOW + 50, "throttled (429)")
     p.set_flag("b", disabled=True)
     p.record_rate_limits("b", RateLimitInfo({"5h": Window(0.5, NOW + 3600, "allowed")}), NOW)
-    p.route("s:1", frozenset(), NOW)
+    p.route(K1, frozenset(), NOW)
     p.set_pin("b")
     p.record_request(record("b"))
     doc = json.loads(json.dumps(p.to_json(NOW)))
@@ -135,13 +137,13 @@ def test_state_round_trips_through_json():
     # Expired sessions, unknown accounts and a pin on a removed account are dropped.
     r = pool("a")
     r.load_json(doc, NOW + 10_000)
-    assert r.pinned is None and r.session_account("s:1", NOW + 10_000) is None and r.names() == ["a"]
+    assert r.pinned is None and r.session_account(K1, NOW + 10_000) is None and r.names() == ["a"]
 
 
 @pytest.mark.parametrize("garbage", [
     b"", b"not json", b"[1, 2]", b'{"accounts": []}', b'{"accounts": {"a": "x"}, "sessions": [], "recent_requests": {}}',
     b'{"accounts": {"a": {"cooldown_until_s": "soon", "requests": -3, "disabled": "yes", "windows": [],'
-    b' "cooldown_reason": 5}}, "sessions": {"s:1": {"account": "a", "expires_at_s": true}}, "pinned_account": 7}',
+    b' "cooldown_reason": 5}}, "sessions": {K1: {"account": "a", "expires_at_s": true}}, "pinned_account": 7}',
 ])
 def test_garbage_state_json_starts_fresh_without_raising(tmp_path, garbage, caplog):
     path = tmp_path / "state.json"
@@ -150,7 +152,7 @@ def test_garbage_state_json_starts_fresh_without_raising(tmp_path, garbage, capl
     load_state(p, str(path), NOW)
     (a,) = p.snapshot(NOW).accounts
     assert a.view.usable(NOW) and not a.view.disabled and a.requests == 0 and a.view.windows == {}
-    assert p.pinned is None and p.session_account("s:1", NOW) is None
+    assert p.pinned is None and p.session_account(K1, NOW) is None
 
 
 def test_state_writer_writes_on_change_and_on_stop(tmp_path):
@@ -175,7 +177,7 @@ def test_edit_saved_state_clears_flags_or_forgets_an_account(tmp_path):
     edit_saved_state(path, "a", forget=True)  # no file: nothing to do
     assert not os.path.exists(path)
     p = pool("a", "b")
-    assert p.route("s:1", frozenset(), NOW).name == "a"
+    assert p.route(K1, frozenset(), NOW).name == "a"
     p.set_flag("a", reauth_required=True, disabled=True)
     p.set_pin("a")
     with open(path, "w") as f:
@@ -201,7 +203,44 @@ def test_session_table_slides_prunes_and_counts():
     assert t.active_counts(["a", "b", "c"], NOW + 11) == {"a": 1, "b": 1, "c": 0}
     t.bind("k4", "c", NOW + 11)  # full: the expired k1 is pruned to make room
     assert len(t) == 3 and t.account("k4", NOW + 11) == "c"
-    t.bind("k5", "c", NOW + 12)  # full of live bindings: all are dropped, routing starts afresh
-    assert len(t) == 1 and t.account("k2", NOW + 12) is None
-    t.keep_accounts({"a"})
-    assert len(t) == 0
+    t.bind("k5", "c", NOW + 12)  # full of live bindings: the least recently used (k2) is evicted
+    assert len(t) == 3 and t.account("k2", NOW + 12) is None and t.account("k3", NOW + 12) == "b"
+    assert t.active_counts(["a", "b", "c"], NOW + 12) == {"a": 0, "b": 1, "c": 2}
+    t.keep_accounts({"c"})
+    assert len(t) == 2 and t.active_counts(["b", "c"], NOW + 12) == {"b": 0, "c": 2}
+
+
+def test_fresh_usage_with_room_clears_an_exhaustion_and_usage_without_room_keeps_it(caplog):
+    caplog.set_level(logging.INFO, logger="shunt.events")
+    p = pool("a", "b")
+    p.mark_exhausted("a", NOW + 3600)
+    p.mark_exhausted("b", NOW + 3600)
+    full = {"5h": Window(1.0, NOW + 3600, ""), "7d": Window(0.3, NOW + 86400, "")}
+    assert not p.record_usage("a", full, NOW)  # still at 100 %: stays exhausted
+    assert not p.record_usage("a", {}, NOW) and not p.record_usage("a", {"5h": Window(None, None, "")}, NOW)
+    assert [v.status(NOW) for v in p.views(NOW)] == ["exhausted", "exhausted"]
+    assert p.record_usage("a", {"5h": Window(0.4, NOW + 3600, ""), "7d": Window(0.3, NOW + 86400, "")}, NOW)
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "exhausted"]
+    assert "account a is available again (its usage shows room)" in caplog.text
+    assert p.views(NOW)[0].windows["5h"].utilization == 0.4
+
+
+def test_reset_clears_exhaustion_and_cooldowns_but_not_flags_a_human_must_fix():
+    p = pool("a", "b", "c")
+    p.mark_exhausted("a", NOW + 3600)
+    p.cool("b", NOW + 60, "throttled (429)")
+    p.set_flag("c", reauth_required=True)
+    assert p.reset("a") == ["a"]
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "cooling", "reauth_required"]
+    assert p.reset(None) == ["b"]
+    assert [v.status(NOW) for v in p.views(NOW)] == ["available", "available", "reauth_required"]
+    with pytest.raises(KeyError):
+        p.reset("nobody")
+
+
+def test_a_recent_request_saved_before_request_ids_existed_is_restored_without_them():
+    from shunt_lib.record import record_from_json
+
+    old = {k: v for k, v in record("a").items() if k not in ("request_id", "upstream_request_id")}
+    assert record_from_json(old) == dict(old, request_id=None, upstream_request_id=None)
+    assert record_from_json(dict(old, request_id=["not", "a", "string"])) is None

@@ -32,3 +32,11 @@ def test_gzip_sse_and_json_are_decoded_on_a_copy():
     assert tap.usage["input_tokens"] == 3 and tap.usage["output_tokens"] == 4
     assert decode_body(gzip.compress(b"abc"), "gzip") == b"abc"
     assert decode_body(b"abc", "br") == b"abc"
+
+
+def test_absurd_token_counts_in_an_answer_are_ignored():
+    tap = UsageTap("application/json")
+    tap.feed(b'{"model": "m", "usage": {"input_tokens": -5, "output_tokens": 1e308, "cache_read_input_tokens": '
+             + str(10 ** 30).encode() + b', "cache_creation_input_tokens": 3}}')
+    tap.finish()
+    assert tap.usage == {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 3}
