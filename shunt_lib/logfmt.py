@@ -3,8 +3,7 @@
 Every proxied request gets a short random id (:func:`new_request_id`); while its thread serves it,
 the id and the upstream's ``request-id`` response header (on every Anthropic response: ``docs/protocol.md``,
 https://platform.claude.com/docs/en/api/errors) are held in context variables
-(:func:`request_context`). :class:`RequestContextFilter`, installed on the ``shunt.events`` and
-``shunt.access`` loggers, copies them onto every record logged meanwhile as ``request_id`` and
+(:func:`request_context`). :class:`RequestContextFilter`, installed on :data:`CONTEXT_LOGGERS`, copies them onto every record logged meanwhile as ``request_id`` and
 ``upstream_request_id``, whichever module logs it: an account going into cooldown because of a
 request is logged with that request's ids.
 """
@@ -19,8 +18,9 @@ import time
 _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_request_id", default=None)
 _UPSTREAM_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_upstream_request_id", default=None)
 
-#: The loggers whose records carry the request's ids.
-CONTEXT_LOGGERS = ("shunt.events", "shunt.access")
+#: The loggers whose records carry the request's ids (events, access lines, and the relay's and token
+#: manager's own warnings, which a request's thread logs too).
+CONTEXT_LOGGERS = ("shunt.events", "shunt.access", "shunt.relay", "shunt.oauth")
 
 
 def new_request_id() -> str:
