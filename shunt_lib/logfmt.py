@@ -3,9 +3,10 @@
 Every proxied request gets a short random id (:func:`new_request_id`); while its thread serves it,
 the id and the upstream's ``request-id`` response header (on every Anthropic response: ``docs/protocol.md``,
 https://platform.claude.com/docs/en/api/errors) are held in context variables
-(:func:`request_context`). :class:`RequestContextFilter`, installed on :data:`CONTEXT_LOGGERS`, copies them onto every record logged meanwhile as ``request_id`` and
-``upstream_request_id``, whichever module logs it: an account going into cooldown because of a
-request is logged with that request's ids.
+(:func:`request_context`). :class:`RequestContextFilter`, installed on :data:`CONTEXT_LOGGERS`,
+copies them onto every record logged meanwhile as ``request_id`` and ``upstream_request_id``,
+whichever module logs it: an account going into cooldown because of a request is logged with that
+request's ids.
 """
 
 from __future__ import annotations
