@@ -25,7 +25,7 @@ from typing import Callable
 
 import requests
 
-from . import __version__, wire
+from . import __version__, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, check_bind, load_config
@@ -359,6 +359,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
+            paths_policy.check_path(route)
             authorized = self._authorized()
             body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
             if not authorized:
