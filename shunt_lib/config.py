@@ -38,6 +38,46 @@ def _url(v: Any) -> str:
     return v.rstrip("/")
 
 
+_HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
+
+
+def _host_name(v: Any) -> str:
+    """A host name or IP literal as a ``Host`` header names it, without a port; lower-cased, IPv6 unbracketed."""
+    v = _str(v).strip().lower()
+    bare = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if not _HOST_NAME_RE.match(bare) or len(bare) > 253:
+        raise ValueError(f"{v!r} is not a host name or IP address (give no port or scheme)")
+    return bare
+
+
+def _origin(v: Any) -> str:
+    """A web origin, ``http(s)://host[:port]`` without a path (https://www.rfc-editor.org/rfc/rfc6454)."""
+    v = _str(v).strip().lower().rstrip("/")
+    m = re.match(r"^(https?)://(\[[0-9a-f:.]+\]|[^/:\[\]]+)(?::(\d{1,5}))?$", v)
+    if m is None or (m[3] is not None and int(m[3]) > 65535):
+        raise ValueError(f"{v!r} is not an origin like http://localhost:3000 (scheme, host and port; no path)")
+    _host_name(m[2])
+    return v
+
+
+def _list_of(conv: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    def convert(v: Any) -> tuple:
+        if not isinstance(v, list):
+            raise ValueError("must be a list of strings")
+        return tuple(conv(item) for item in v)
+
+    return convert
+
+
+def _bind_host(v: Any) -> str:
+    v = _str(v).strip()
+    return v[1:-1] if v.startswith("[") and v.endswith("]") else v  # "[::1]" is ::1
+
+
 def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def conv(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
@@ -67,7 +107,7 @@ def _key(default: Any, conv: Callable[[Any], Any], help_text: str) -> Any:
 class ServerConfig:
     """The ``[server]`` table: one field per key, each with its default, converter and help."""
 
-    host: str = _key("127.0.0.1", _str, "bind address; a non-loopback address needs `remote_key` or shunt refuses to start")
+    host: str = _key("127.0.0.1", _bind_host, "bind address (IPv4 or IPv6, e.g. `::1`); a non-loopback address needs `remote_key` or shunt refuses to start")
     port: int = _key(8082, _int_range(0, 65535), "the one TCP port for the API and the control endpoints")
     upstream_url: str = _key("https://api.anthropic.com", _url, "where requests go")
     oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
@@ -81,6 +121,12 @@ class ServerConfig:
                                "largest request body, bytes; larger ones get 413 `request_too_large`")
     remote_key: str = _key("", _str, "if set, every endpoint but `/health` requires it as `x-api-key` or "
                                      "`Authorization: Bearer` (checked in constant time)")
+    allowed_hosts: tuple = _key((), _list_of(_host_name),
+                                "more names shunt answers to in the `Host` header, besides localhost, loopback "
+                                "addresses and `host` (a request with `remote_key` may use any)")
+    allowed_origins: tuple = _key((), _list_of(_origin),
+                                  "web origins (`http://host:port`) whose pages may call shunt from a browser; "
+                                  "shunt's own origin always may")
     oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
                                     "PKCE authorize page for `add-account --paste`")
     oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,
@@ -105,7 +151,7 @@ SERVER_KEYS: tuple[dataclasses.Field, ...] = dataclasses.fields(ServerConfig)
 
 
 def _toml_value(v: Any) -> str:
-    return json.dumps(v)  # a JSON string or integer is valid TOML
+    return json.dumps(list(v) if isinstance(v, tuple) else v)  # a JSON string, integer or list of strings is valid TOML
 
 
 def template() -> str:
@@ -123,7 +169,7 @@ def readme_table() -> str:
     """The README's table of ``config.toml`` keys (a test keeps the README equal to it)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in SERVER_KEYS:
-        default = f.default if f.default != "" else '""'
+        default = _toml_value(f.default) if isinstance(f.default, (str, tuple)) and not f.default else f.default
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']} |")
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]

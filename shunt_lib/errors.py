@@ -6,9 +6,12 @@ Tree::
     ├── ShuntError                  an error shunt answers itself: ``status`` + Anthropic ``error_type``
     │   ├── BadRequest              400 invalid_request_error (malformed HTTP, bad JSON on a control path)
     │   ├── Unauthorized            401 authentication_error (missing or wrong ``remote_key``; no accounts)
+    │   ├── PermissionDenied        403 permission_error (a Host or browser Origin shunt does not answer)
     │   ├── NotFound                404 not_found_error (paths outside /v1/ and the control API)
+    │   ├── MethodNotAllowed        405 invalid_request_error (a control path with the wrong method)
     │   ├── BodyTooLarge            413 request_too_large (over ``max_body_bytes``)
     │   ├── URITooLong              414 invalid_request_error (a request line over 64 KiB)
+    │   ├── UnsupportedMediaType    415 invalid_request_error (a control POST that is not application/json)
     │   ├── PoolRateLimited         429 rate_limit_error (every account out of quota past ``max_wait_s``)
     │   ├── HeadersTooLarge         431 invalid_request_error (a header line over 64 KiB, > 100 headers)
     │   ├── UpstreamUnreachable     502 api_error (no account's upstream could be reached)
@@ -68,9 +71,21 @@ class Unauthorized(ShuntError):
     error_type = "authentication_error"
 
 
+class PermissionDenied(ShuntError):
+    status = 403
+    error_type = "permission_error"
+
+
 class NotFound(ShuntError):
     status = 404
     error_type = "not_found_error"
+
+
+class MethodNotAllowed(ShuntError):
+    """Give the ``allow`` header (RFC 9110 §15.5.6) in ``headers``."""
+
+    status = 405
+    error_type = "invalid_request_error"
 
 
 class BodyTooLarge(ShuntError):
@@ -80,6 +95,11 @@ class BodyTooLarge(ShuntError):
 
 class URITooLong(ShuntError):
     status = 414
+    error_type = "invalid_request_error"
+
+
+class UnsupportedMediaType(ShuntError):
+    status = 415
     error_type = "invalid_request_error"
 
 
@@ -105,8 +125,8 @@ class VersionNotSupported(ShuntError):
 
 #: The one class for each status shunt answers itself (the standard library's error path maps through it).
 BY_STATUS: dict[int, type[ShuntError]] = {cls.status: cls for cls in (
-    BadRequest, Unauthorized, NotFound, BodyTooLarge, URITooLong, PoolRateLimited, HeadersTooLarge,
-    UpstreamUnreachable, VersionNotSupported)}
+    BadRequest, Unauthorized, PermissionDenied, NotFound, MethodNotAllowed, BodyTooLarge, URITooLong,
+    UnsupportedMediaType, PoolRateLimited, HeadersTooLarge, UpstreamUnreachable, VersionNotSupported)}
 
 
 class ConfigError(Exception):

@@ -25,7 +25,7 @@ from typing import Callable
 
 import requests
 
-from . import __version__, paths_policy, wire
+from . import __version__, cors, guard, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, check_bind, load_config
@@ -84,6 +84,11 @@ class ShuntServer(ThreadingHTTPServer):
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
         super().__init__(addr, Handler)
+        self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
+
+    def _guard_policy(self, server_cfg) -> guard.Policy:
+        return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
+                                  allowed_origins=server_cfg.allowed_origins)
 
     @property
     def port(self) -> int:
@@ -356,12 +361,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         route = self.path.split("?", 1)[0]
+        out, body_read = self.wfile, False
         try:
+            authorized = self._authorized()
+            origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
+                                         carries_key=authorized and bool(self.server.config.server.remote_key))
+            if self.command == "OPTIONS":
+                return self._options(origin)
+            if origin is not None:
+                self.wfile = cors.HeadFields(out, cors.response_fields(origin))
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
             paths_policy.check_path(route)
-            authorized = self._authorized()
             body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+            body_read = True
             if not authorized:
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             if route.startswith("/v1/"):
@@ -371,13 +384,23 @@ class Handler(BaseHTTPRequestHandler):
             control = CONTROL_ROUTES.get((self.command, route))
             if control is None:
                 raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
+            if self.command == "POST":
+                guard.require_json(self.command, route, self.headers.by_name)
             control(self, body)
         except ShuntError as err:
-            if isinstance(err, (BodyTooLarge, BadRequest)):
+            if not body_read or isinstance(err, (BodyTooLarge, BadRequest)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
+        finally:
+            self.wfile = out
+
+    def _options(self, origin: str | None) -> None:
+        """``OPTIONS``, a browser's preflight or not: answered here, never forwarded (:mod:`shunt_lib.cors`)."""
+        wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+        self.wfile.write(cors.preflight_head(cors.preflight_fields(origin, self.headers.by_name),
+                                             close=self.close_connection))
 
     def _authorized(self) -> bool:
         key = self.server.config.server.remote_key
