@@ -96,11 +96,12 @@ def _strategy(v: Any) -> str:
     return v
 
 
-def _key(default: Any, conv: Callable[[Any], Any], help_text: str) -> Any:
+def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, live: bool = False) -> Any:
     """One ``[server]`` key: its default, the converter that validates a TOML value (raising
-    ``ValueError``) and its help text (with the unit). The template, the loader and the README table
-    are all derived from these fields."""
-    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text})
+    ``ValueError``), its help text (with the unit), and whether a running shunt applies a change on
+    reload (``live``; otherwise the change waits for a restart). The template, the loader and the
+    README table are all derived from these fields."""
+    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text, "live": live})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,28 +114,29 @@ class ServerConfig:
     oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
                                 "OAuth token endpoint used for refreshes")
     strategy: str = _key("least-utilization", _strategy,
-                         "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES))
-    session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds")
+                         "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES), live=True)
+    session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds",
+                              live=True)
     max_wait_s: int = _key(300, _int_range(0, 86400),
-                           "longest a request is held while every account cools, seconds (0: answer 429 at once)")
+                           "longest a request is held while every account cools, seconds (0: answer 429 at once)", live=True)
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
-                               "largest request body, bytes; larger ones get 413 `request_too_large`")
+                               "largest request body, bytes; larger ones get 413 `request_too_large`", live=True)
     remote_key: str = _key("", _str, "if set, every endpoint but `/health` requires it as `x-api-key` or "
-                                     "`Authorization: Bearer` (checked in constant time)")
+                                     "`Authorization: Bearer` (checked in constant time)", live=True)
     allowed_hosts: tuple = _key((), _list_of(_host_name),
                                 "more names shunt answers to in the `Host` header, besides localhost, loopback "
-                                "addresses and `host` (a request with `remote_key` may use any)")
+                                "addresses and `host` (a request with `remote_key` may use any)", live=True)
     allowed_origins: tuple = _key((), _list_of(_origin),
                                   "web origins (`http://host:port`) whose pages may call shunt from a browser; "
-                                  "shunt's own origin always may")
+                                  "shunt's own origin always may", live=True)
     oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
-                                    "PKCE authorize page for `add-account --paste`")
+                                    "PKCE authorize page for `add-account --paste`", live=True)
     oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,
-                                   "redirect that shows `CODE#STATE`")
+                                   "redirect that shows `CODE#STATE`", live=True)
     oauth_client_id: str = _key("9d1c250a-e61b-44d9-88ed-5944d1962f5e", _str,
                                 "Claude Code's public OAuth client (docs/protocol.md §1.1)")
     oauth_revoke_url: str = _key("https://platform.claude.com/v1/oauth/revoke", _url,
-                                 "where `logout` revokes the refresh token")
+                                 "where `logout` revokes the refresh token", live=True)
     recovery_interval_s: int = _key(120, _int_range(1, 86400), "how often `reauth_required` accounts are retried, seconds")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
@@ -148,17 +150,33 @@ class ServerConfig:
 
 
 SERVER_KEYS: tuple[dataclasses.Field, ...] = dataclasses.fields(ServerConfig)
+#: ``[server]`` keys a running shunt applies on reload; the others need a restart.
+LIVE_KEYS: frozenset[str] = frozenset(f.name for f in SERVER_KEYS if f.metadata["live"])
+
+
+def server_changes(running: ServerConfig, new: ServerConfig) -> tuple[list[str], list[str]]:
+    """Which ``[server]`` keys differ between the file a running shunt applied and the file now.
+
+    :returns: ``(live, restart)``: names of changed keys it applies now, and of changed keys that
+        need a restart (in declaration order).
+    """
+    changed = [f.name for f in SERVER_KEYS if getattr(running, f.name) != getattr(new, f.name)]
+    return [k for k in changed if k in LIVE_KEYS], [k for k in changed if k not in LIVE_KEYS]
 
 
 def _toml_value(v: Any) -> str:
     return json.dumps(list(v) if isinstance(v, tuple) else v)  # a JSON string, integer or list of strings is valid TOML
 
 
+def _restart_note(f: dataclasses.Field) -> str:
+    return "" if f.metadata["live"] else " (a change needs a restart)"
+
+
 def template() -> str:
     """The commented ``config.toml`` shunt writes on first use: every ``[server]`` key at its default."""
     lines = ["# shunt configuration. Every key is optional; the values shown are the defaults.", "[server]"]
     for f in SERVER_KEYS:
-        lines += [f"# {f.metadata['help']}", f"# {f.name} = {_toml_value(f.default)}"]
+        lines += [f"# {f.metadata['help']}{_restart_note(f)}", f"# {f.name} = {_toml_value(f.default)}"]
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
               '# kind = "oauth"      # or "api_key"', ""]
@@ -170,7 +188,7 @@ def readme_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in SERVER_KEYS:
         default = _toml_value(f.default) if isinstance(f.default, (str, tuple)) and not f.default else f.default
-        rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']} |")
+        rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]
     return "\n".join(rows)

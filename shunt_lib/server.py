@@ -28,10 +28,11 @@ import requests
 from . import __version__, cors, guard, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
-from .config import AccountConfig, Config, Paths, check_bind, load_config
+from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load_config, server_changes
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, NotFound, ShuntError, Unauthorized, error_body
+from .errors import (BY_STATUS, BadRequest, BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, ShuntError, Unauthorized,
+                     error_body)
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -64,8 +65,10 @@ class ShuntServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], *, config: Config, paths: Paths, pool: Pool, relay: Relay,
                  tokens: TokenManager, writer: StateWriter, watch: ClientWatch, upstream: Upstream,
-                 http: requests.Session, clock: Clock, idle_timeout_s: float = 120.0):
+                 http: requests.Session, clock: Clock, idle_timeout_s: float = 120.0,
+                 file_server: ServerConfig | None = None):
         self.config = config
+        self._file_server = file_server or config.server  # [server] as config.toml said, before --host/--port
         self.paths = paths
         self.pool = pool
         self.relay = relay
@@ -140,24 +143,42 @@ class ShuntServer(ThreadingHTTPServer):
         return {"added": added, "removed": removed, "updated": updated}
 
     def reload(self) -> dict[str, list[str]]:
-        """Re-read config.toml and credentials.json and apply account changes without a restart.
+        """Re-read config.toml and credentials.json; apply account changes and the ``[server]`` keys
+        that can change live (:data:`~shunt_lib.config.LIVE_KEYS`) without a restart.
 
-        Requests in flight keep the credential they started with. Server keys other than ``strategy``
-        and ``session_ttl_s`` need a restart. :returns: what changed, as :meth:`apply_accounts`.
+        Requests in flight keep the credential they started with. A changed key that needs a restart
+        (``host``, ``port``, ``upstream_url``, ...) keeps its running value and is named in the answer
+        and in a warning, at every reload until shunt restarts.
+        :returns: what changed, as :meth:`apply_accounts`, plus ``server_applied`` and
+            ``restart_required`` (names of ``[server]`` keys).
         :raises ConfigError: if the new files are invalid (nothing is changed then).
         """
         with self._reload_lock, self.tokens.store.lock():  # no refresh may land between reading and applying
             config = load_config(self.paths)
-            change = self.apply_accounts(config.accounts, self.tokens.store.load())
-            self.pool.configure(strategy=config.server.strategy, session_ttl_s=config.server.session_ttl_s)
-            if dataclasses.replace(config.server, strategy=self.config.server.strategy,
-                                   session_ttl_s=self.config.server.session_ttl_s) != self.config.server:
-                log.warning("config.toml [server] changed: restart shunt to apply keys other than strategy and session_ttl_s")
+            live, restart = server_changes(self._file_server, config.server)
+            new_values = {k: getattr(config.server, k) for k in live}
+            server_cfg = dataclasses.replace(self.config.server, **new_values)
+            check_bind(server_cfg)  # remote_key may not go while bound beyond loopback
+            change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
+            self._file_server = dataclasses.replace(self._file_server, **new_values)
+            self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts)
-        if any(change.values()):
+        change.update(server_applied=live, restart_required=restart)
+        if live:
+            log.info("config.toml [server] applied: %s", ", ".join(live))
+        if restart:
+            log.warning("config.toml [server] changed %s: restart shunt to apply", ", ".join(restart))
+        if any(change[k] for k in ("added", "removed", "updated")):
             events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in change.items() if v),
                             extra={"event": "reload", **change})
         return change
+
+    def _apply_server(self, server_cfg: ServerConfig) -> None:
+        """Run with ``server_cfg``: every key read per request follows ``self.config``; the rest is pushed."""
+        self.pool.configure(strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s)
+        self.relay.max_wait_s = server_cfg.max_wait_s
+        self.guard = self._guard_policy(server_cfg)
+        self.config = dataclasses.replace(self.config, server=server_cfg)
 
     def mtimes(self) -> tuple[int, int]:
         """Modification times of config.toml and credentials.json, ns (for the reloader)."""
@@ -267,7 +288,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
     :raises OSError: if the address cannot be bound.
     """
-    server_cfg = config.server
+    server_cfg = file_server = config.server
     if host is not None or port is not None:
         server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
                                          port=port if port is not None else server_cfg.port)
@@ -290,7 +311,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     try:
         srv = ShuntServer((server_cfg.host, server_cfg.port), config=config, paths=paths, pool=pool, relay=relay,
                           tokens=tokens, writer=writer, watch=watch, upstream=upstream, http=http, clock=clock,
-                          idle_timeout_s=idle_timeout_s)
+                          idle_timeout_s=idle_timeout_s, file_server=file_server)
         srv.apply_accounts(config.accounts, creds, initial=True)
     except BaseException:
         if srv is not None:
@@ -381,8 +402,11 @@ class Handler(BaseHTTPRequestHandler):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
-            control = CONTROL_ROUTES.get((self.command, route))
+            control = CONTROL_ROUTES.get(("GET" if self.command == "HEAD" else self.command, route))
             if control is None:
+                allowed = ", ".join(m + (", HEAD" if m == "GET" else "") for m, path in CONTROL_ROUTES if path == route)
+                if allowed:
+                    raise MethodNotAllowed(f"{route} answers {allowed}, not {self.command}", headers={"allow": allowed})
                 raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
             if self.command == "POST":
                 guard.require_json(self.command, route, self.headers.by_name)
@@ -413,6 +437,9 @@ class Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(given.encode(), key.encode())
 
     # -- control endpoints (each takes the request body) ----------------------------------------------
+    def _health(self, body: bytes) -> None:
+        self._send_json(200, b'{"status":"ok"}')
+
     def _status(self, body: bytes) -> None:
         self._send_json(200, json.dumps(self.server.status()).encode())
 
@@ -440,8 +467,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(200, json.dumps(change).encode())
 
 
-#: The control API: (method, path) → the handler method that answers it.
+#: The control API: (method, path) → the handler method that answers it. ``HEAD`` is answered as ``GET``
+#: without the body; another method on one of these paths is a 405 with ``allow``.
 CONTROL_ROUTES: dict[tuple[str, str], Callable[[Handler, bytes], None]] = {
+    ("GET", "/health"): Handler._health,  # also answered before the key check (see _dispatch)
     ("GET", "/status"): Handler._status,
     ("POST", "/use"): Handler._use,
     ("POST", "/reload"): Handler._reload,
