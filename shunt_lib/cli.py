@@ -25,6 +25,7 @@ from .config import Paths, add_account_to_config, load_config, remove_account_fr
 from .credentials import Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials
 from .demo import run_demo
 from .errors import ConfigError
+from .guard import authority
 from .httpclient import new_session
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
@@ -72,7 +73,7 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     host, port = srv.server_address[:2]
-    log.info("shunt %s listening on http://%s:%d with %d account(s); strategy %s", __version__, host, port,
+    log.info("shunt %s listening on http://%s with %d account(s); strategy %s", __version__, authority(host, port),
              len(config.accounts), config.server.strategy)
     if not config.accounts:
         log.warning("no accounts yet: add one with `shunt import` or `shunt add-account NAME --api-key`")
@@ -263,7 +264,7 @@ def _control(method: str, path: str, body: dict | None = None, timeout: float = 
     host = config.server.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    url = f"http://{host}:{config.server.port}{path}"
+    url = f"http://{authority(host, config.server.port)}{path}"
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
     req.add_header("content-type", "application/json")
     if config.server.remote_key:

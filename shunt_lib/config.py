@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from typing import Any, Callable
 
 from .errors import ConfigError
@@ -35,6 +36,13 @@ def _url(v: Any) -> str:
     v = _str(v)
     if not re.match(r"^https?://[^/\s]+", v):
         raise ValueError("must be an http(s) URL")
+    try:
+        parts = urllib.parse.urlsplit(v)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"must be an http(s) URL with a valid host and port ({exc})") from None
+    if not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
     return v.rstrip("/")
 
 

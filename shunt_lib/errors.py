@@ -34,6 +34,7 @@ Upstream error bodies are never wrapped in these: they are forwarded unchanged (
 
 from __future__ import annotations
 
+import errno
 import json
 
 
@@ -160,3 +161,16 @@ class ClientGone(ConnectionError):
 
 class ClientDisconnected(ConnectionError):
     """The client closed its connection before sending its whole request (body or chunk)."""
+
+
+_CLIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN,
+                            errno.ETIMEDOUT})
+
+
+def client_caused(exc: BaseException | None) -> bool:
+    """Whether an exception that ended a client connection is the client's doing, not shunt's: a
+    reset, a broken pipe, a timeout, a hang-up (:class:`ConnectionError`, :class:`TimeoutError`, or an
+    ``OSError`` with one of those errno values)."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _CLIENT_ERRNOS

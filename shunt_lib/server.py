@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -32,7 +33,7 @@ from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
 from .errors import (BY_STATUS, BadRequest, BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, ShuntError, Unauthorized,
-                     error_body)
+                     client_caused, error_body)
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -86,6 +87,7 @@ class ShuntServer(ThreadingHTTPServer):
         self._inflight = InFlight()
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET  # "::1" is an IPv6 bind
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
 
@@ -202,6 +204,20 @@ class ShuntServer(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        """An exception escaped a connection's handler (``socketserver`` calls this inside ``except``).
+
+        A client's doing (a reset, a broken pipe, a timeout: :func:`~shunt_lib.errors.client_caused`)
+        is one debug line: nothing a client does prints a traceback. Anything else is a shunt bug,
+        logged as an error with its traceback. Only this connection is lost either way.
+        """
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        if client_caused(exc):
+            log.debug("client %s: connection ended: %s", peer, exc or "?")
+        else:
+            log.error("bug while serving %s: %r", peer, exc, exc_info=True)
 
     # -- running and stopping ------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -446,7 +462,7 @@ class Handler(BaseHTTPRequestHandler):
     def _use(self, body: bytes) -> None:
         try:
             data = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested deeper than the interpreter's stack
             raise BadRequest("body must be JSON: {\"account\": NAME | \"auto\"}") from None
         name = data.get("account") if isinstance(data, dict) else None
         if not isinstance(name, str) or not name:

@@ -140,7 +140,7 @@ class ServeProcess:
     def __init__(self, env: dict):
         self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "shunt.py"), "serve", "--port", "0"], env=env,
                                      stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once the port is bound
+        line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
         assert "listening on http://" in line, line
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
         # Keep draining its log so it never blocks on a full pipe.
