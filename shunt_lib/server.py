@@ -398,20 +398,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         route = self.path.split("?", 1)[0]
-        out, body_read = self.wfile, False
+        out, body_unread = self.wfile, True
         try:
             authorized = self._authorized()
             origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
                                          carries_key=authorized and bool(self.server.config.server.remote_key))
             if self.command == "OPTIONS":
+                body_unread = False
                 return self._options(origin)
             if origin is not None:
                 self.wfile = cors.HeadFields(out, cors.response_fields(origin))
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
             paths_policy.check_path(route)
+            body_unread = False
             body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
-            body_read = True
             if not authorized:
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             if route.startswith("/v1/"):
@@ -428,13 +429,23 @@ class Handler(BaseHTTPRequestHandler):
                 guard.require_json(self.command, route, self.headers.by_name)
             control(self, body)
         except ShuntError as err:
-            if not body_read or isinstance(err, (BodyTooLarge, BadRequest)):
+            if body_unread:
+                self._skip_body()  # a refused request: its answer must not be lost to a reset
+            if isinstance(err, (BodyTooLarge, BadRequest)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
         finally:
             self.wfile = out
+
+    def _skip_body(self) -> None:
+        """Read and drop the body of a request refused before it was read (closing with unread bytes
+        would reset the connection and lose the answer); close the connection if that fails."""
+        try:
+            wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+        except (ShuntError, ConnectionError, socket.timeout):
+            self.close_connection = True
 
     def _options(self, origin: str | None) -> None:
         """``OPTIONS``, a browser's preflight or not: answered here, never forwarded (:mod:`shunt_lib.cors`)."""

@@ -237,3 +237,17 @@ def test_allowed_hosts_and_origins_are_validated_at_load():
                      ("allowed_origins", [3000])):
         with pytest.raises(ConfigError, match=f"server.{key}"):
             parse_config({"server": {key: bad}})
+
+
+def test_a_refused_request_with_a_large_body_still_gets_its_answer(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    body = json.dumps(dict(MSG, pad="x" * (2 << 20))).encode()  # more than the socket buffers hold
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        for host in ("evil.example", "127.0.0.1"):  # refused, then served on the same connection
+            s.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: {host}:{p.port}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            resp = http.client.HTTPResponse(s, method="POST")
+            resp.begin()
+            resp.read()
+            assert resp.status == (403 if host == "evil.example" else 200)
+    assert len(upstream.received) == 1
