@@ -1,7 +1,7 @@
-"""HTTP in: the threaded server, its request handler, and the control endpoints.
+"""HTTP in: the threaded server and its request handler.
 
 One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reload`` (the
-control paths, dispatched from :data:`CONTROL_ROUTES`), and every path under ``/v1/``, forwarded by
+control paths, answered by :mod:`shunt_lib.control`), and every path under ``/v1/``, forwarded by
 :class:`~shunt_lib.relay.Relay`. Other paths get an Anthropic-shaped 404. Every error shunt writes
 itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
 :mod:`shunt_lib.wire`).
@@ -16,24 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import logging
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
-
 import requests
 
-from . import __version__, cors, guard, paths_policy, wire
+from . import __version__, control, cors, guard, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load_config, server_changes
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import (BY_STATUS, BadRequest, BodyTooLarge, ConfigError, MethodNotAllowed, NotFound, ShuntError, Unauthorized,
-                     client_caused, error_body)
+from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, ShuntError, Unauthorized, client_caused, error_body
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -419,15 +415,7 @@ class Handler(BaseHTTPRequestHandler):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
-            control = CONTROL_ROUTES.get(("GET" if self.command == "HEAD" else self.command, route))
-            if control is None:
-                allowed = ", ".join(m + (", HEAD" if m == "GET" else "") for m, path in CONTROL_ROUTES if path == route)
-                if allowed:
-                    raise MethodNotAllowed(f"{route} answers {allowed}, not {self.command}", headers={"allow": allowed})
-                raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
-            if self.command == "POST":
-                guard.require_json(self.command, route, self.headers.by_name)
-            control(self, body)
+            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body))
         except ShuntError as err:
             if body_unread:
                 self._skip_body()  # a refused request: its answer must not be lost to a reset
@@ -462,46 +450,6 @@ class Handler(BaseHTTPRequestHandler):
         if not given and auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
         return hmac.compare_digest(given.encode(), key.encode())
-
-    # -- control endpoints (each takes the request body) ----------------------------------------------
-    def _health(self, body: bytes) -> None:
-        self._send_json(200, b'{"status":"ok"}')
-
-    def _status(self, body: bytes) -> None:
-        self._send_json(200, json.dumps(self.server.status()).encode())
-
-    def _use(self, body: bytes) -> None:
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, RecursionError):  # RecursionError: arrays nested deeper than the interpreter's stack
-            raise BadRequest("body must be JSON: {\"account\": NAME | \"auto\"}") from None
-        name = data.get("account") if isinstance(data, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequest("body must be {\"account\": NAME | \"auto\"}")
-        pool = self.server.pool
-        try:
-            pool.set_pin(None if name == "auto" else name)
-        except KeyError:
-            raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
-        log.info("routing %s", "automatic" if name == "auto" else f"pinned to {name}")
-        self._send_json(200, json.dumps({"pinned_account": pool.pinned}).encode())
-
-    def _reload(self, body: bytes) -> None:
-        try:
-            change = self.server.reload()
-        except ConfigError as exc:
-            raise BadRequest(f"reload failed, nothing changed: {exc}") from None
-        self._send_json(200, json.dumps(change).encode())
-
-
-#: The control API: (method, path) → the handler method that answers it. ``HEAD`` is answered as ``GET``
-#: without the body; another method on one of these paths is a 405 with ``allow``.
-CONTROL_ROUTES: dict[tuple[str, str], Callable[[Handler, bytes], None]] = {
-    ("GET", "/health"): Handler._health,  # also answered before the key check (see _dispatch)
-    ("GET", "/status"): Handler._status,
-    ("POST", "/use"): Handler._use,
-    ("POST", "/reload"): Handler._reload,
-}
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,

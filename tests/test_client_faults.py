@@ -14,7 +14,7 @@ import pytest
 from shunt_lib.cli import main
 from shunt_lib.config import parse_config
 from shunt_lib.errors import ConfigError
-from shunt_lib.server import CONTROL_ROUTES
+from shunt_lib.control import ROUTES
 from tests.support import ROOT, ServeProcess, write_home
 
 
@@ -76,10 +76,10 @@ def test_a_client_reset_is_one_debug_line_not_a_traceback(make_proxy, upstream, 
 def test_a_shunt_bug_is_logged_with_its_traceback(make_proxy, upstream, monkeypatch, capfd):
     p = make_proxy([("a", "oauth")])
 
-    def broken(self, body):
+    def broken(server, body):
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(CONTROL_ROUTES, ("GET", "/status"), broken)
+    monkeypatch.setitem(ROUTES, ("GET", "/status"), broken)
     with Records("shunt.server") as logs:
         with pytest.raises(http.client.RemoteDisconnected):
             p.request("GET", "/status")

@@ -4,6 +4,7 @@ preflights), and dot segments that would leave /v1/."""
 
 import http.client
 import json
+import os
 import socket
 
 import pytest
@@ -61,6 +62,13 @@ def test_origins_shunt_accepts():
             check_request(POLICY, {"host": "127.0.0.1:8082", "sec-fetch-site": site})
     for site in ("same-origin", "none"):
         assert check_request(POLICY, {"host": "127.0.0.1:8082", "sec-fetch-site": site}) is None
+
+
+def test_claude_code_as_captured_passes():
+    for turn in (1, 2):
+        with open(os.path.join(os.path.dirname(__file__), "fixtures", f"claude-code-2.1.328-turn{turn}.json")) as f:
+            headers = {k.lower(): v for k, v in json.load(f)["headers"].items()}
+        assert check_request(POLICY, headers) is None
 
 
 def test_rebinding_host_is_refused_unless_the_request_carries_the_key():
