@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import requests
 
 from . import __version__, control, cors, guard, paths_policy, wire
@@ -166,8 +167,9 @@ class ShuntServer(ThreadingHTTPServer):
             log.info("config.toml [server] applied: %s", ", ".join(live))
         if restart:
             log.warning("config.toml [server] changed %s: restart shunt to apply", ", ".join(restart))
-        if any(change[k] for k in ("added", "removed", "updated")):
-            events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in change.items() if v),
+        accounts = {k: change[k] for k in ("added", "removed", "updated") if change[k]}
+        if accounts:
+            events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in accounts.items()),
                             extra={"event": "reload", **change})
         return change
 
