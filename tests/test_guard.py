@@ -13,7 +13,7 @@ from shunt_lib.cors import preflight_fields
 from shunt_lib.errors import BadRequest, PermissionDenied, UnsupportedMediaType
 from shunt_lib.guard import Policy, check_request, host_allowed, require_json, split_authority
 from tests.fakes.upstream import Reply, message_json
-from tests.support import MSG
+from tests.support import MSG, open_stream, read_until
 
 POLICY = Policy.build(port=8082, bind_host="127.0.0.1", allowed_hosts=["shunt.lan"],
                       allowed_origins=["http://localhost:3000"])
@@ -259,3 +259,13 @@ def test_a_refused_request_with_a_large_body_still_gets_its_answer(make_proxy, u
             resp.read()
             assert resp.status == (403 if host == "evil.example" else 200)
     assert len(upstream.received) == 1
+
+
+def test_an_allowed_origin_can_read_a_stream(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")], allowed_origins=["http://localhost:3000"])
+    conn, resp = open_stream(p.port, headers={"origin": "http://localhost:3000"})
+    try:
+        assert resp.status == 200 and resp.getheader("access-control-allow-origin") == "http://localhost:3000"
+        assert b"message_stop" in read_until(resp, b"message_stop")
+    finally:
+        conn.close()
