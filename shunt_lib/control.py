@@ -23,10 +23,12 @@ log = logging.getLogger("shunt.server")
 
 
 def health(server: "ShuntServer", body: bytes) -> bytes:
+    """``{"status":"ok"}``: shunt is up (needs no key and is exempt from the Host check)."""
     return b'{"status":"ok"}'
 
 
 def status(server: "ShuntServer", body: bytes) -> bytes:
+    """The ``/status`` document (:meth:`~shunt_lib.server.ShuntServer.status`)."""
     return json.dumps(server.status()).encode()
 
 

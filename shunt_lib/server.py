@@ -88,7 +88,7 @@ class ShuntServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
 
-    def _guard_policy(self, server_cfg) -> guard.Policy:
+    def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
         return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
                                   allowed_origins=server_cfg.allowed_origins)
 
