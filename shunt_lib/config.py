@@ -58,8 +58,25 @@ def _host_name(v: Any) -> str:
     except ValueError:
         pass
     if not _HOST_NAME_RE.match(bare) or len(bare) > 253:
-        raise ValueError(f"{v!r} is not a host name or IP address (give no port or scheme)")
+        raise ValueError(f"{v!r} is not a host name or IP address")
     return bare
+
+
+def _host_entry(v: Any) -> str:
+    """An ``allowed_hosts`` entry: a host name or IP literal, optionally with ``:port`` (a port forwarded
+    to shunt's, as by an SSH tunnel); returned lower-cased, an IPv6 address bracketed only with a port."""
+    v = _str(v).strip().lower()
+    try:
+        return str(ipaddress.ip_address(v))  # a bare IPv6 address has colons but no port
+    except ValueError:
+        pass
+    m = re.fullmatch(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", v)
+    if m is None or (m[2] is not None and not 0 < int(m[2]) <= 65535):
+        raise ValueError(f"{v!r} is not a host name or IP address with an optional :port (give no scheme)")
+    name = _host_name(m[1])
+    if m[2] is None:
+        return name
+    return f"[{name}]:{int(m[2])}" if ":" in name else f"{name}:{int(m[2])}"
 
 
 def _origin(v: Any) -> str:
@@ -131,9 +148,10 @@ class ServerConfig:
                                "largest request body, bytes; larger ones get 413 `request_too_large`", live=True)
     remote_key: str = _key("", _str, "if set, every endpoint but `/health` requires it as `x-api-key` or "
                                      "`Authorization: Bearer` (checked in constant time)", live=True)
-    allowed_hosts: tuple = _key((), _list_of(_host_name),
+    allowed_hosts: tuple = _key((), _list_of(_host_entry),
                                 "more names shunt answers to in the `Host` header, besides localhost, loopback "
-                                "addresses and `host` (a request with `remote_key` may use any)", live=True)
+                                "addresses and `host`; `name:port` for a port forwarded to shunt's (an SSH "
+                                "tunnel); a request with `remote_key` may use any", live=True)
     allowed_origins: tuple = _key((), _list_of(_origin),
                                   "web origins (`http://host:port`) whose pages may call shunt from a browser; "
                                   "shunt's own origin always may", live=True)

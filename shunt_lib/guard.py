@@ -45,23 +45,44 @@ FOREIGN_SITES = frozenset({"cross-site", "same-site"})
 class Policy:
     """What :func:`check_request` accepts: shunt's port, its own host names, the extra allowed origins.
 
-    ``names``: lower-case host names and IP literals (IPv6 without brackets) accepted in ``Host`` and
-    in shunt's own ``Origin`` besides every loopback address; ``origins``: ``scheme://host[:port]``,
-    lower-case, from ``server.allowed_origins``. Build it with :meth:`build`.
+    ``names``: lower-case host names and IP literals (IPv6 without brackets) accepted with shunt's
+    ``port`` in ``Host`` and in shunt's own ``Origin``, besides every loopback address;
+    ``forwarded``: ``(name, port)`` pairs accepted with that port instead (a tunnel or port forward
+    that reaches shunt from another port); ``origins``: ``scheme://host[:port]``, lower-case, from
+    ``server.allowed_origins``. Build it with :meth:`build`.
     """
 
     port: int
     names: frozenset[str]
     origins: frozenset[str]
+    forwarded: frozenset[tuple[str, int]] = frozenset()
 
     @classmethod
     def build(cls, *, port: int, bind_host: str, allowed_hosts: Iterable[str] = (),
               allowed_origins: Iterable[str] = ()) -> "Policy":
-        """:param port: the port shunt is bound to. :param bind_host: ``server.host``."""
-        names = set(LOCAL_NAMES) | {_bare(h) for h in allowed_hosts}
+        """:param port: the port shunt is bound to. :param bind_host: ``server.host``.
+        :param allowed_hosts: names, or ``name:port`` (``[v6]:port``) for a forwarded port."""
+        names, forwarded = set(LOCAL_NAMES), set()
+        for entry in allowed_hosts:
+            parts = split_authority(entry) if not _is_ip(entry) else (_bare(entry), None)
+            if parts is None:
+                raise ValueError(f"not a host name or host:port: {entry!r}")
+            if parts[1] is None:
+                names.add(parts[0])
+            else:
+                forwarded.add(parts)
         if bind_host not in ("", "0.0.0.0", "::"):  # "any address" is not a name anyone connects by
             names.add(_bare(bind_host))
-        return cls(port, frozenset(names), frozenset(normalise_origin(o) for o in allowed_origins))
+        return cls(port, frozenset(names), frozenset(normalise_origin(o) for o in allowed_origins),
+                   frozenset(forwarded))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+        return True
+    except ValueError:
+        return False
 
 
 def _bare(host: str) -> str:
@@ -117,8 +138,13 @@ def is_own_name(policy: Policy, host: str) -> bool:
     return host in policy.names or is_loopback(host)
 
 
+def _names_shunt(policy: Policy, host: str, port: int) -> bool:
+    return (port == policy.port and is_own_name(policy, host)) or (host, port) in policy.forwarded
+
+
 def host_allowed(policy: Policy, value: str) -> bool:
-    """Whether a ``Host`` value names shunt: one of its names, with shunt's port or no port.
+    """Whether a ``Host`` value names shunt: one of its names with shunt's port or no port, or a
+    forwarded ``name:port``.
 
     A ``Host`` without a port means the scheme's default (80): browsers always send the port when it
     is not the default, so a port-less ``Host`` on another port comes from a non-browser client, and
@@ -128,7 +154,7 @@ def host_allowed(policy: Policy, value: str) -> bool:
     if parts is None:
         raise BadRequest(f"malformed Host header {value[:100]!r}")
     host, port = parts
-    return is_own_name(policy, host) and (port is None or port == policy.port)
+    return is_own_name(policy, host) if port is None else _names_shunt(policy, host, port)
 
 
 def normalise_origin(origin: str) -> str:
@@ -141,7 +167,7 @@ def normalise_origin(origin: str) -> str:
 
 
 def own_origin(policy: Policy, origin: str) -> bool:
-    """Whether ``origin`` is shunt itself: ``http://`` one of its names with its port."""
+    """Whether ``origin`` is shunt itself: ``http://`` one of its names with its port (or a forwarded one)."""
     origin = normalise_origin(origin)
     if not origin.startswith("http://"):
         return False
@@ -149,7 +175,7 @@ def own_origin(policy: Policy, origin: str) -> bool:
     if parts is None:
         return False
     host, port = parts
-    return is_own_name(policy, host) and (port if port is not None else 80) == policy.port
+    return _names_shunt(policy, host, port if port is not None else 80)
 
 
 def check_request(policy: Policy, headers: Mapping[str, str], *, check_host: bool = True,

@@ -13,7 +13,7 @@ from shunt_lib.cors import preflight_fields
 from shunt_lib.errors import BadRequest, PermissionDenied, UnsupportedMediaType
 from shunt_lib.guard import Policy, check_request, host_allowed, require_json, split_authority
 from tests.fakes.upstream import Reply, message_json
-from tests.support import MSG, open_stream, read_until
+from tests.support import MSG, open_stream, read_until, write_home
 
 POLICY = Policy.build(port=8082, bind_host="127.0.0.1", allowed_hosts=["shunt.lan"],
                       allowed_origins=["http://localhost:3000"])
@@ -43,6 +43,14 @@ def test_host_names_shunt_answers_to():
         host_allowed(POLICY, "a, b")
     lan = Policy.build(port=8082, bind_host="192.168.1.5")
     assert host_allowed(lan, "192.168.1.5:8082") and not host_allowed(lan, "shunt.lan:8082")
+
+
+def test_a_forwarded_port_is_accepted_only_when_configured():
+    tunnel = Policy.build(port=8082, bind_host="127.0.0.1", allowed_hosts=["localhost:9000", "[::1]:9000"])
+    assert host_allowed(tunnel, "localhost:9000") and host_allowed(tunnel, "[::1]:9000")
+    assert host_allowed(tunnel, "localhost:8082") and not host_allowed(tunnel, "127.0.0.1:9000")
+    assert not host_allowed(POLICY, "localhost:9000")
+    assert check_request(tunnel, {"host": "localhost:9000", "origin": "http://localhost:9000"}) == "http://localhost:9000"
 
 
 def test_origins_shunt_accepts():
@@ -239,7 +247,10 @@ def test_allowed_hosts_and_origins_are_validated_at_load():
                                       "allowed_origins": ["http://LocalHost:3000/", "https://app.example"]}}).server
     assert server.allowed_hosts == ("shunt.lan", "::1", "10.0.0.2")
     assert server.allowed_origins == ("http://localhost:3000", "https://app.example")
-    for key, bad in (("allowed_hosts", "shunt.lan"), ("allowed_hosts", ["shunt.lan:8082"]),
+    assert parse_config({"server": {"allowed_hosts": ["LocalHost:9000", "[::1]:9000", "::1"]}}).server.allowed_hosts \
+        == ("localhost:9000", "[::1]:9000", "::1")
+    for key, bad in (("allowed_hosts", "shunt.lan"), ("allowed_hosts", ["shunt.lan:99999"]),
+                     ("allowed_hosts", ["shunt.lan:"]), ("allowed_hosts", ["shunt.lan:0"]),
                      ("allowed_hosts", ["http://shunt.lan"]), ("allowed_origins", ["localhost:3000"]),
                      ("allowed_origins", ["http://localhost:3000/app"]), ("allowed_origins", ["*"]),
                      ("allowed_origins", [3000])):
@@ -269,3 +280,12 @@ def test_an_allowed_origin_can_read_a_stream(make_proxy, upstream):
         assert b"message_stop" in read_until(resp, b"message_stop")
     finally:
         conn.close()
+
+
+def test_a_tunnel_port_works_once_configured(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    ask = "GET /status HTTP/1.1\r\nHost: localhost:9000\r\n"  # through ssh -L 9000:127.0.0.1:PORT
+    assert exchange(p.port, ask)[0] == 403
+    write_home(os.environ["SHUNT_HOME"], upstream.url, [("a", "oauth")], {"allowed_hosts": ["localhost:9000"]})
+    assert json.loads(p.request("POST", "/reload", {})[2])["server_applied"] == ["allowed_hosts"]
+    assert exchange(p.port, ask)[0] == 200
