@@ -49,13 +49,15 @@ class Policy:
     ``port`` in ``Host`` and in shunt's own ``Origin``, besides every loopback address;
     ``forwarded``: ``(name, port)`` pairs accepted with that port instead (a tunnel or port forward
     that reaches shunt from another port); ``origins``: ``scheme://host[:port]``, lower-case, from
-    ``server.allowed_origins``. Build it with :meth:`build`.
+    ``server.allowed_origins``; ``usual_hosts``: exact ``Host`` values accepted without parsing, so
+    the common request costs one set lookup. Build it with :meth:`build`.
     """
 
     port: int
     names: frozenset[str]
     origins: frozenset[str]
     forwarded: frozenset[tuple[str, int]] = frozenset()
+    usual_hosts: frozenset[str] = frozenset()  # Host values accepted by one lookup (127.0.0.1:PORT, ...)
 
     @classmethod
     def build(cls, *, port: int, bind_host: str, allowed_hosts: Iterable[str] = (),
@@ -73,8 +75,9 @@ class Policy:
                 forwarded.add(parts)
         if bind_host not in ("", "0.0.0.0", "::"):  # "any address" is not a name anyone connects by
             names.add(_bare(bind_host))
+        usual = {authority(n, port) for n in names | {"127.0.0.1", "::1"}} | {authority(n, p) for n, p in forwarded}
         return cls(port, frozenset(names), frozenset(normalise_origin(o) for o in allowed_origins),
-                   frozenset(forwarded))
+                   frozenset(forwarded), frozenset(usual))
 
 
 def _is_ip(text: str) -> bool:
@@ -192,7 +195,8 @@ def check_request(policy: Policy, headers: Mapping[str, str], *, check_host: boo
     :raises BadRequest: a malformed ``Host``.
     """
     host = headers.get("host")
-    if check_host and not carries_key and host is not None and not host_allowed(policy, host):
+    if (check_host and not carries_key and host is not None and host not in policy.usual_hosts
+            and not host_allowed(policy, host)):
         raise PermissionDenied(
             f"Host {host[:100]!r} is not a name of this shunt (it answers to localhost, loopback addresses, "
             f"its bind address and server.allowed_hosts, on port {policy.port}); a page that re-points its own "

@@ -289,3 +289,9 @@ def test_a_tunnel_port_works_once_configured(make_proxy, upstream):
     write_home(os.environ["SHUNT_HOME"], upstream.url, [("a", "oauth")], {"allowed_hosts": ["localhost:9000"]})
     assert json.loads(p.request("POST", "/reload", {})[2])["server_applied"] == ["allowed_hosts"]
     assert exchange(p.port, ask)[0] == 200
+
+
+def test_the_usual_host_values_need_no_parsing_and_agree_with_the_parser():
+    for value in POLICY.usual_hosts:
+        assert host_allowed(POLICY, value), value
+    assert "127.0.0.1:8082" in POLICY.usual_hosts and "localhost:8082" in POLICY.usual_hosts
