@@ -8,8 +8,8 @@ not be able to drive it. Two browser attacks are refused here:
   sends ``Host: evil.example:8082``, so shunt answers only to a ``Host`` naming one of its own names
   (:class:`Policy`): a loopback address, ``localhost``, the bind address or a name in
   ``server.allowed_hosts``. A request carrying the valid ``remote_key`` may name any host: a
-  rebinding page cannot know the key. This is the defence Jupyter (``allow_remote_access``), Docker
-  and Ollama (``OLLAMA_ORIGINS``) use.
+  rebinding page cannot know the key. Jupyter (``local_hostnames``, ``allow_origin``) and Ollama
+  (its allowed hosts, ``OLLAMA_ORIGINS``) defend the same way.
 * **Cross-origin requests.** A page on another origin may send "simple" requests (a ``text/plain``
   POST, an image load) without asking first. Browsers label such requests with ``Origin`` (every
   request that is not a same-origin GET or HEAD, https://fetch.spec.whatwg.org/#origin-header) and
@@ -63,7 +63,8 @@ class Policy:
     def build(cls, *, port: int, bind_host: str, allowed_hosts: Iterable[str] = (),
               allowed_origins: Iterable[str] = ()) -> "Policy":
         """:param port: the port shunt is bound to. :param bind_host: ``server.host``.
-        :param allowed_hosts: names, or ``name:port`` (``[v6]:port``) for a forwarded port."""
+        :param allowed_hosts: names, or ``name:port`` (``[v6]:port``) for a forwarded port.
+        :raises ValueError: a malformed ``allowed_hosts`` entry (the config loader refuses those first)."""
         names, forwarded = set(LOCAL_NAMES), set()
         for entry in allowed_hosts:
             parts = split_authority(entry) if not _is_ip(entry) else (_bare(entry), None)
