@@ -26,6 +26,7 @@ from .credentials import (Credential, CredentialStore, default_claude_credential
                           secret_problem)
 from .demo import run_demo
 from .errors import ConfigError
+from .guard import authority
 from .httpclient import new_session
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url
 from .logfmt import LogFormatter
@@ -108,7 +109,7 @@ def _serve_locked(args, config, paths: Paths, lock: ServeLock) -> int:
     signal.signal(signal.SIGINT, stop)
     host, port = srv.server_address[:2]
     lock.announce(host, port)
-    log.info("shunt %s listening on http://%s:%d with %d account(s); strategy %s", __version__, host, port,
+    log.info("shunt %s listening on http://%s with %d account(s); strategy %s", __version__, authority(host, port),
              len(config.accounts), config.server.strategy)
     if not config.accounts:
         log.warning("no accounts yet: add one with `shunt import` or `shunt add-account NAME --api-key`")

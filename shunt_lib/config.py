@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from typing import Any, Callable
 
 from .credentials import secret_problem
@@ -36,7 +37,71 @@ def _url(v: Any) -> str:
     v = _str(v)
     if not re.match(r"^https?://[^/\s]+", v):
         raise ValueError("must be an http(s) URL")
+    try:
+        parts = urllib.parse.urlsplit(v)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"must be an http(s) URL with a valid host and port ({exc})") from None
+    if not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
     return v.rstrip("/")
+
+
+_HOST_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?)*$")
+
+
+def _host_name(v: Any) -> str:
+    """A host name or IP literal as a ``Host`` header names it, without a port; lower-cased, IPv6 unbracketed."""
+    v = _str(v).strip().lower()
+    bare = v[1:-1] if v.startswith("[") and v.endswith("]") else v
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        pass
+    if not _HOST_NAME_RE.match(bare) or len(bare) > 253:
+        raise ValueError(f"{v!r} is not a host name or IP address")
+    return bare
+
+
+def _host_entry(v: Any) -> str:
+    """An ``allowed_hosts`` entry: a host name or IP literal, optionally with ``:port`` (a port forwarded
+    to shunt's, as by an SSH tunnel); returned lower-cased, an IPv6 address bracketed only with a port."""
+    v = _str(v).strip().lower()
+    try:
+        return str(ipaddress.ip_address(v))  # a bare IPv6 address has colons but no port
+    except ValueError:
+        pass
+    m = re.fullmatch(r"(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?", v)
+    if m is None or (m[2] is not None and not 0 < int(m[2]) <= 65535):
+        raise ValueError(f"{v!r} is not a host name or IP address with an optional :port (give no scheme)")
+    name = _host_name(m[1])
+    if m[2] is None:
+        return name
+    return f"[{name}]:{int(m[2])}" if ":" in name else f"{name}:{int(m[2])}"
+
+
+def _origin(v: Any) -> str:
+    """A web origin, ``http(s)://host[:port]`` without a path (https://www.rfc-editor.org/rfc/rfc6454)."""
+    v = _str(v).strip().lower().rstrip("/")
+    m = re.match(r"^(https?)://(\[[0-9a-f:.]+\]|[^/:\[\]]+)(?::(\d{1,5}))?$", v)
+    if m is None or (m[3] is not None and int(m[3]) > 65535):
+        raise ValueError(f"{v!r} is not an origin like http://localhost:3000 (scheme, host and port; no path)")
+    _host_name(m[2])
+    return v
+
+
+def _list_of(conv: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    def convert(v: Any) -> tuple:
+        if not isinstance(v, list):
+            raise ValueError("must be a list of strings")
+        return tuple(conv(item) for item in v)
+
+    return convert
+
+
+def _bind_host(v: Any) -> str:
+    v = _str(v).strip()
+    return v[1:-1] if v.startswith("[") and v.endswith("]") else v  # "[::1]" is ::1
 
 
 def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
@@ -75,42 +140,51 @@ def _strategy(v: Any) -> str:
     return v
 
 
-def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, secret: bool = False) -> Any:
+def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, live: bool = False, secret: bool = False) -> Any:
     """One ``[server]`` key: its default, the converter that validates a TOML value (raising
-    ``ValueError``) and its help text (with the unit). The template, the loader and the README table
-    are all derived from these fields. A ``secret`` key's value is never quoted in an error."""
-    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text, "secret": secret})
+    ``ValueError``), its help text (with the unit), and whether a running shunt applies a change on
+    reload (``live``; otherwise the change waits for a restart). A ``secret`` key's value is never
+    quoted in an error. The template, the loader and the README table are all derived from these fields."""
+    return dataclasses.field(default=default, metadata={"conv": conv, "help": help_text, "live": live, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
     """The ``[server]`` table: one field per key, each with its default, converter and help."""
 
-    host: str = _key("127.0.0.1", _str, "bind address; a non-loopback address needs `remote_key` or shunt refuses to start")
+    host: str = _key("127.0.0.1", _bind_host, "bind address (IPv4 or IPv6, e.g. `::1`); a non-loopback address needs `remote_key` or shunt refuses to start")
     port: int = _key(8082, _int_range(0, 65535), "the one TCP port for the API and the control endpoints")
     upstream_url: str = _key("https://api.anthropic.com", _url, "where requests go")
     oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
                                 "OAuth token endpoint used for refreshes")
     strategy: str = _key("least-utilization", _strategy,
-                         "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES))
-    session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds")
+                         "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES), live=True)
+    session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds",
+                              live=True)
     max_sessions: int = _key(20000, _int_range(1, 1_000_000),
                              "most sessions kept bound to an account; beyond it the least recently used is forgotten")
     max_wait_s: int = _key(300, _int_range(0, 86400),
-                           "longest a request is held while every account cools, seconds (0: answer 429 at once)")
+                           "longest a request is held while every account cools, seconds (0: answer 429 at once)", live=True)
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
-                               "largest request body, bytes; larger ones get 413 `request_too_large`")
+                               "largest request body, bytes; larger ones get 413 `request_too_large`", live=True)
     remote_key: str = _key("", _remote_key, "if set, every endpoint but `/health` requires it as `x-api-key` or "
                                             "`Authorization: Bearer` (checked in constant time); at least 16 "
-                                            "visible ASCII characters, no spaces", secret=True)
+                                            "visible ASCII characters, no spaces", live=True, secret=True)
+    allowed_hosts: tuple = _key((), _list_of(_host_entry),
+                                "more names shunt answers to in the `Host` header, besides localhost, loopback "
+                                "addresses and `host`; `name:port` for a port forwarded to shunt's (an SSH "
+                                "tunnel); a request with `remote_key` may use any", live=True)
+    allowed_origins: tuple = _key((), _list_of(_origin),
+                                  "web origins (`http://host:port`) whose pages may call shunt from a browser; "
+                                  "shunt's own origin always may", live=True)
     oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
-                                    "PKCE authorize page for `add-account --paste`")
+                                    "PKCE authorize page for `add-account --paste`", live=True)
     oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,
-                                   "redirect that shows `CODE#STATE`")
+                                   "redirect that shows `CODE#STATE`", live=True)
     oauth_client_id: str = _key("9d1c250a-e61b-44d9-88ed-5944d1962f5e", _str,
                                 "Claude Code's public OAuth client (docs/protocol.md §1.1)")
     oauth_revoke_url: str = _key("https://platform.claude.com/v1/oauth/revoke", _url,
-                                 "where `logout` revokes the refresh token")
+                                 "where `logout` revokes the refresh token", live=True)
     recovery_interval_s: int = _key(120, _int_range(1, 86400), "how often `reauth_required` accounts are retried, seconds")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
@@ -124,17 +198,33 @@ class ServerConfig:
 
 
 SERVER_KEYS: tuple[dataclasses.Field, ...] = dataclasses.fields(ServerConfig)
+#: ``[server]`` keys a running shunt applies on reload; the others need a restart.
+LIVE_KEYS: frozenset[str] = frozenset(f.name for f in SERVER_KEYS if f.metadata["live"])
+
+
+def server_changes(running: ServerConfig, new: ServerConfig) -> tuple[list[str], list[str]]:
+    """Which ``[server]`` keys differ between the file a running shunt applied and the file now.
+
+    :returns: ``(live, restart)``: names of changed keys it applies now, and of changed keys that
+        need a restart (in declaration order).
+    """
+    changed = [f.name for f in SERVER_KEYS if getattr(running, f.name) != getattr(new, f.name)]
+    return [k for k in changed if k in LIVE_KEYS], [k for k in changed if k not in LIVE_KEYS]
 
 
 def _toml_value(v: Any) -> str:
-    return json.dumps(v)  # a JSON string or integer is valid TOML
+    return json.dumps(list(v) if isinstance(v, tuple) else v)  # a JSON string, integer or list of strings is valid TOML
+
+
+def _restart_note(f: dataclasses.Field) -> str:
+    return "" if f.metadata["live"] else " (a change needs a restart)"
 
 
 def template() -> str:
     """The commented ``config.toml`` shunt writes on first use: every ``[server]`` key at its default."""
     lines = ["# shunt configuration. Every key is optional; the values shown are the defaults.", "[server]"]
     for f in SERVER_KEYS:
-        lines += [f"# {f.metadata['help']}", f"# {f.name} = {_toml_value(f.default)}"]
+        lines += [f"# {f.metadata['help']}{_restart_note(f)}", f"# {f.name} = {_toml_value(f.default)}"]
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
               '# kind = "oauth"      # or "api_key"', ""]
@@ -145,8 +235,8 @@ def readme_table() -> str:
     """The README's table of ``config.toml`` keys (a test keeps the README equal to it)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in SERVER_KEYS:
-        default = f.default if f.default != "" else '""'
-        rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']} |")
+        default = _toml_value(f.default) if isinstance(f.default, (str, tuple)) and not f.default else f.default
+        rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]
     return "\n".join(rows)

@@ -6,9 +6,12 @@ Tree::
     ├── ShuntError                  an error shunt answers itself: ``status`` + Anthropic ``error_type``
     │   ├── BadRequest              400 invalid_request_error (malformed HTTP, bad JSON on a control path)
     │   ├── Unauthorized            401 authentication_error (missing or wrong ``remote_key``; no accounts)
+    │   ├── PermissionDenied        403 permission_error (a Host or browser Origin shunt does not answer)
     │   ├── NotFound                404 not_found_error (paths outside /v1/ and the control API)
+    │   ├── MethodNotAllowed        405 invalid_request_error (a control path with the wrong method)
     │   ├── BodyTooLarge            413 request_too_large (over ``max_body_bytes``)
     │   ├── URITooLong              414 invalid_request_error (a request line over 64 KiB)
+    │   ├── UnsupportedMediaType    415 invalid_request_error (a control POST that is not application/json)
     │   ├── PoolRateLimited         429 rate_limit_error (every account out of quota past ``max_wait_s``)
     │   ├── HeadersTooLarge         431 invalid_request_error (a header line over 64 KiB, > 100 headers)
     │   ├── UpstreamUnreachable     502 api_error (no account's upstream could be reached)
@@ -31,6 +34,7 @@ Upstream error bodies are never wrapped in these: they are forwarded unchanged (
 
 from __future__ import annotations
 
+import errno
 import json
 
 
@@ -68,9 +72,21 @@ class Unauthorized(ShuntError):
     error_type = "authentication_error"
 
 
+class PermissionDenied(ShuntError):
+    status = 403
+    error_type = "permission_error"
+
+
 class NotFound(ShuntError):
     status = 404
     error_type = "not_found_error"
+
+
+class MethodNotAllowed(ShuntError):
+    """Give the ``allow`` header (RFC 9110 §15.5.6) in ``headers``."""
+
+    status = 405
+    error_type = "invalid_request_error"
 
 
 class BodyTooLarge(ShuntError):
@@ -80,6 +96,11 @@ class BodyTooLarge(ShuntError):
 
 class URITooLong(ShuntError):
     status = 414
+    error_type = "invalid_request_error"
+
+
+class UnsupportedMediaType(ShuntError):
+    status = 415
     error_type = "invalid_request_error"
 
 
@@ -105,8 +126,8 @@ class VersionNotSupported(ShuntError):
 
 #: The one class for each status shunt answers itself (the standard library's error path maps through it).
 BY_STATUS: dict[int, type[ShuntError]] = {cls.status: cls for cls in (
-    BadRequest, Unauthorized, NotFound, BodyTooLarge, URITooLong, PoolRateLimited, HeadersTooLarge,
-    UpstreamUnreachable, VersionNotSupported)}
+    BadRequest, Unauthorized, PermissionDenied, NotFound, MethodNotAllowed, BodyTooLarge, URITooLong,
+    UnsupportedMediaType, PoolRateLimited, HeadersTooLarge, UpstreamUnreachable, VersionNotSupported)}
 
 
 class ConfigError(Exception):
@@ -141,3 +162,16 @@ class ClientGone(ConnectionError):
 
 class ClientDisconnected(ConnectionError):
     """The client closed its connection before sending its whole request (body or chunk)."""
+
+
+_CLIENT_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN,
+                            errno.ETIMEDOUT})
+
+
+def client_caused(exc: BaseException | None) -> bool:
+    """Whether an exception that ended a client connection is the client's doing, not shunt's: a
+    reset, a broken pipe, a timeout, a hang-up (:class:`ConnectionError`, :class:`TimeoutError`, or an
+    ``OSError`` with one of those errno values)."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _CLIENT_ERRNOS

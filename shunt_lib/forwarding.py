@@ -6,7 +6,8 @@ client's own credential. ``accept-encoding`` is narrowed to what the standard li
 usage can be read from compressed answers. The account's credential is added: ``Authorization:
 Bearer`` plus the ``oauth-2025-04-20`` beta for subscription tokens, ``x-api-key`` for API keys
 (``docs/protocol.md`` §3). Responses come back with their status, reason and headers, minus
-hop-by-hop headers, framed anew for the client, plus ``x-shunt-account``.
+hop-by-hop headers and the upstream's ``access-control-*`` headers, framed anew for the client, plus
+``x-shunt-account``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from typing import NamedTuple
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                         "trailer", "trailers", "transfer-encoding", "upgrade"})
 DROP_REQUEST = HOP_BY_HOP | {"host", "content-length", "authorization", "x-api-key", "accept-encoding"}
-DROP_RESPONSE = HOP_BY_HOP | {"content-length", "x-shunt-account"}
+#: The upstream's CORS answer (https://fetch.spec.whatwg.org/#http-responses) describes the upstream's origin;
+#: shunt gives browsers its own (:mod:`shunt_lib.cors`).
+CORS_RESPONSE = frozenset({"access-control-allow-origin", "access-control-allow-credentials",
+                           "access-control-allow-methods", "access-control-allow-headers",
+                           "access-control-expose-headers", "access-control-max-age",
+                           "access-control-allow-private-network"})
+DROP_RESPONSE = HOP_BY_HOP | CORS_RESPONSE | {"content-length", "x-shunt-account"}
 DECODABLE = ("gzip", "deflate")  # what the standard library's zlib can decode
 #: The beta a subscription (OAuth) access token needs on the Messages API (docs/protocol.md §3).
 OAUTH_BETA = "oauth-2025-04-20"

@@ -1,7 +1,7 @@
-"""HTTP in: the threaded server, its request handler, and the control endpoints.
+"""HTTP in: the threaded server and its request handler.
 
-One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``, ``POST /reload`` (the
-control paths, dispatched from :data:`CONTROL_ROUTES`), and every path under ``/v1/``, forwarded by
+One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``, ``POST /reload``
+(the control paths, answered by :mod:`shunt_lib.control`), and every path under ``/v1/``, forwarded by
 :class:`~shunt_lib.relay.Relay`. Other paths get an Anthropic-shaped 404. Every error shunt writes
 itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
 :mod:`shunt_lib.wire`).
@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
-import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import requests
 
-from . import __version__, wire
+from . import __version__, control, cors, guard, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
-from .config import AccountConfig, Config, Paths, check_bind, load_config
+from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load_config, server_changes
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, NotFound, ShuntError, Unauthorized, error_body
+from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, ShuntError, Unauthorized, client_caused, error_body
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -65,8 +64,10 @@ class ShuntServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], *, config: Config, paths: Paths, pool: Pool, relay: Relay,
                  tokens: TokenManager, writer: StateWriter, watch: ClientWatch, upstream: Upstream,
-                 http: requests.Session, clock: Clock, idle_timeout_s: float = 120.0):
+                 http: requests.Session, clock: Clock, idle_timeout_s: float = 120.0,
+                 file_server: ServerConfig | None = None):
         self.config = config
+        self._file_server = file_server or config.server  # [server] as config.toml said, before --host/--port
         self.paths = paths
         self.pool = pool
         self.relay = relay
@@ -84,7 +85,13 @@ class ShuntServer(ThreadingHTTPServer):
         self._inflight = InFlight()
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET  # "::1" is an IPv6 bind
         super().__init__(addr, Handler)
+        self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
+
+    def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
+        return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
+                                  allowed_origins=server_cfg.allowed_origins)
 
     @property
     def port(self) -> int:
@@ -136,24 +143,43 @@ class ShuntServer(ThreadingHTTPServer):
         return {"added": added, "removed": removed, "updated": updated}
 
     def reload(self) -> dict[str, list[str]]:
-        """Re-read config.toml and credentials.json and apply account changes without a restart.
+        """Re-read config.toml and credentials.json; apply account changes and the ``[server]`` keys
+        that can change live (:data:`~shunt_lib.config.LIVE_KEYS`) without a restart.
 
-        Requests in flight keep the credential they started with. Server keys other than ``strategy``
-        and ``session_ttl_s`` need a restart. :returns: what changed, as :meth:`apply_accounts`.
+        Requests in flight keep the credential they started with. A changed key that needs a restart
+        (``host``, ``port``, ``upstream_url``, ...) keeps its running value and is named in the answer
+        and in a warning, at every reload until shunt restarts.
+        :returns: what changed, as :meth:`apply_accounts`, plus ``server_applied`` and
+            ``restart_required`` (names of ``[server]`` keys).
         :raises ConfigError: if the new files are invalid (nothing is changed then).
         """
         with self._reload_lock, self.tokens.store.lock():  # no refresh may land between reading and applying
             config = load_config(self.paths)
-            change = self.apply_accounts(config.accounts, self.tokens.store.load())
-            self.pool.configure(strategy=config.server.strategy, session_ttl_s=config.server.session_ttl_s)
-            if dataclasses.replace(config.server, strategy=self.config.server.strategy,
-                                   session_ttl_s=self.config.server.session_ttl_s) != self.config.server:
-                log.warning("config.toml [server] changed: restart shunt to apply keys other than strategy and session_ttl_s")
+            live, restart = server_changes(self._file_server, config.server)
+            new_values = {k: getattr(config.server, k) for k in live}
+            server_cfg = dataclasses.replace(self.config.server, **new_values)
+            check_bind(server_cfg)  # remote_key may not go while bound beyond loopback
+            change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
+            self._file_server = dataclasses.replace(self._file_server, **new_values)
+            self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts)
-        if any(change.values()):
-            events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in change.items() if v),
+        change.update(server_applied=live, restart_required=restart)
+        if live:
+            log.info("config.toml [server] applied: %s", ", ".join(live))
+        if restart:
+            log.warning("config.toml [server] changed %s: restart shunt to apply", ", ".join(restart))
+        accounts = {k: change[k] for k in ("added", "removed", "updated") if change[k]}
+        if accounts:
+            events_log.info("reloaded accounts: %s", ", ".join(f"{k} {v}" for k, v in accounts.items()),
                             extra={"event": "reload", **change})
         return change
+
+    def _apply_server(self, server_cfg: ServerConfig) -> None:
+        """Run with ``server_cfg``: every key read per request follows ``self.config``; the rest is pushed."""
+        self.pool.configure(strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s)
+        self.relay.max_wait_s = server_cfg.max_wait_s
+        self.guard = self._guard_policy(server_cfg)
+        self.config = dataclasses.replace(self.config, server=server_cfg)
 
     def mtimes(self) -> tuple[int, int]:
         """Modification times of config.toml and credentials.json, ns (for the reloader)."""
@@ -177,6 +203,20 @@ class ShuntServer(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.pop(request, None)
+
+    def handle_error(self, request, client_address) -> None:
+        """An exception escaped a connection's handler (``socketserver`` calls this inside ``except``).
+
+        A client's doing (a reset, a broken pipe, a timeout: :func:`~shunt_lib.errors.client_caused`)
+        is one debug line: nothing a client does prints a traceback. Anything else is a shunt bug,
+        logged as an error with its traceback. Only this connection is lost either way.
+        """
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        if client_caused(exc):
+            log.debug("client %s: connection ended: %s", peer, exc or "?")
+        else:
+            log.error("bug while serving %s: %r", peer, exc, exc_info=True)
 
     # -- running and stopping ------------------------------------------------------------------------
     def serve_forever(self, poll_interval: float = 0.5) -> None:
@@ -263,7 +303,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
     :raises OSError: if the address cannot be bound.
     """
-    server_cfg = config.server
+    server_cfg = file_server = config.server
     if host is not None or port is not None:
         server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
                                          port=port if port is not None else server_cfg.port)
@@ -287,7 +327,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     try:
         srv = ShuntServer((server_cfg.host, server_cfg.port), config=config, paths=paths, pool=pool, relay=relay,
                           tokens=tokens, writer=writer, watch=watch, upstream=upstream, http=http, clock=clock,
-                          idle_timeout_s=idle_timeout_s)
+                          idle_timeout_s=idle_timeout_s, file_server=file_server)
         srv.apply_accounts(config.accounts, creds, initial=True)
     except BaseException:
         if srv is not None:
@@ -358,10 +398,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         route = self.path.split("?", 1)[0]
+        out, body_unread = self.wfile, True
         try:
+            authorized = self._authorized()
+            origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
+                                         carries_key=authorized and bool(self.server.config.server.remote_key))
+            if self.command == "OPTIONS":
+                body_unread = False
+                return self._options(origin)
+            if origin is not None:
+                self.wfile = cors.HeadFields(out, cors.response_fields(origin))
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
-            authorized = self._authorized()
+            paths_policy.check_path(route)
+            body_unread = False
             body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
             if not authorized:
                 log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
@@ -371,16 +421,31 @@ class Handler(BaseHTTPRequestHandler):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
-            control = CONTROL_ROUTES.get((self.command, route))
-            if control is None:
-                raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
-            control(self, body)
+            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body))
         except ShuntError as err:
+            if body_unread:
+                self._skip_body()  # a refused request: its answer must not be lost to a reset
             if isinstance(err, (BodyTooLarge, BadRequest)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
+        finally:
+            self.wfile = out
+
+    def _skip_body(self) -> None:
+        """Read and drop the body of a request refused before it was read (closing with unread bytes
+        would reset the connection and lose the answer); close the connection if that fails."""
+        try:
+            wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+        except (ShuntError, ConnectionError, socket.timeout):
+            self.close_connection = True
+
+    def _options(self, origin: str | None) -> None:
+        """``OPTIONS``, a browser's preflight or not: answered here, never forwarded (:mod:`shunt_lib.cors`)."""
+        wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+        self.wfile.write(cors.preflight_head(cors.preflight_fields(origin, self.headers.by_name),
+                                             close=self.close_connection))
 
     def _authorized(self) -> bool:
         key = self.server.config.server.remote_key
@@ -395,63 +460,6 @@ class Handler(BaseHTTPRequestHandler):
     def _offers_key(self) -> bool:
         """Whether the request sent a key at all (x-api-key or Authorization)."""
         return bool(self.headers.by_name.get("x-api-key") or self.headers.by_name.get("authorization"))
-
-    # -- control endpoints (each takes the request body) ----------------------------------------------
-    def _status(self, body: bytes) -> None:
-        self._send_json(200, json.dumps(self.server.status()).encode())
-
-    def _use(self, body: bytes) -> None:
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            raise BadRequest("body must be JSON: {\"account\": NAME | \"auto\"}") from None
-        name = data.get("account") if isinstance(data, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequest("body must be {\"account\": NAME | \"auto\"}")
-        pool = self.server.pool
-        try:
-            pool.set_pin(None if name == "auto" else name)
-        except KeyError:
-            raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
-        log.info("routing %s", "automatic" if name == "auto" else f"pinned to {name}")
-        self._send_json(200, json.dumps({"pinned_account": pool.pinned}).encode())
-
-    def _reset(self, body: bytes) -> None:
-        """``{"account": NAME}`` or ``{"all": true}``: clear exhaustion and cooldowns (``shunt reset``)."""
-        if self.headers.by_name.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise BadRequest("content-type must be application/json")
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            data = None
-        name = data.get("account") if isinstance(data, dict) else None
-        everyone = isinstance(data, dict) and data.get("all") is True
-        if everyone == (isinstance(name, str) and bool(name)):
-            raise BadRequest("body must be {\"account\": NAME} or {\"all\": true}")
-        pool = self.server.pool
-        try:
-            cleared = pool.reset(None if everyone else name)
-        except KeyError:
-            raise BadRequest(f"unknown account {name!r}; known: {', '.join(pool.names()) or 'none'}") from None
-        for n in pool.names() if everyone else [name]:
-            self.server.tokens.clear_backoff(n)  # a reset account's token refresh is tried again at once
-        self._send_json(200, json.dumps({"reset": cleared}).encode())
-
-    def _reload(self, body: bytes) -> None:
-        try:
-            change = self.server.reload()
-        except ConfigError as exc:
-            raise BadRequest(f"reload failed, nothing changed: {exc}") from None
-        self._send_json(200, json.dumps(change).encode())
-
-
-#: The control API: (method, path) → the handler method that answers it.
-CONTROL_ROUTES: dict[tuple[str, str], Callable[[Handler, bytes], None]] = {
-    ("GET", "/status"): Handler._status,
-    ("POST", "/use"): Handler._use,
-    ("POST", "/reset"): Handler._reset,
-    ("POST", "/reload"): Handler._reload,
-}
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,

@@ -108,7 +108,7 @@ def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
 def send_raw(port: int, body: bytes, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> socket.socket:
     """Send a POST /v1/messages with ``body`` on a new connection; the caller reads and closes it."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /v1/messages " + version + b"\r\nhost: x\r\ncontent-type: application/json\r\n" + extra
+    s.sendall(b"POST /v1/messages " + version + b"\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n" + extra
               + b"content-length: %d\r\n\r\n" % len(body) + body)
     return s
 
@@ -140,7 +140,7 @@ class ServeProcess:
     def __init__(self, env: dict):
         self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "shunt.py"), "serve", "--port", "0"], env=env,
                                      stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once the port is bound
+        line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
         assert "listening on http://" in line, line
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
         # Keep draining its log so it never blocks on a full pipe.

@@ -13,7 +13,7 @@ def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
     assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large"
     assert upstream.received == []
     # Chunked uploads are limited too.
-    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n"
                  b"1000\r\n" + b"y" * 4096 + b"\r\n0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413")
 
@@ -21,7 +21,7 @@ def test_body_over_max_body_bytes_is_413(make_proxy, upstream):
 def test_chunked_request_body_is_forwarded(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
     body = json.dumps(MSG).encode()
-    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
     assert out.startswith(b"HTTP/1.1 200")
     assert upstream.received[0].body == body
@@ -66,7 +66,7 @@ def test_tokens_never_appear_in_status_errors_or_logs(make_proxy, upstream, capl
 def test_header_parsing_rules(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
     body = json.dumps(MSG).encode()
-    head = b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n" % len(body)
+    head = b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n" % len(body)
     folded = raw(p.port, head + b"x-folded: a\r\n  b\r\n\r\n" + body)
     assert folded.startswith(b"HTTP/1.1 400") and b"folding" in folded
     assert raw(p.port, head + b"no colon here\r\n\r\n" + body).startswith(b"HTTP/1.1 400")

@@ -158,7 +158,7 @@ def test_reset_clears_exhaustion_in_the_running_proxy_and_in_the_saved_state(ups
         status, _, body = p.request("POST", "/reset", body={"account": "a", "all": True})
         assert status == 400 and b"body must be" in body
         status, _, body = p.request("POST", "/reset", body=b'{"all": true}', headers={"content-type": "text/plain"})
-        assert status == 400 and b"application/json" in body
+        assert status == 415 and b"application/json" in body
         p.pool.mark_exhausted("a", far)
     finally:
         p.close()  # the final flush saves a's exhaustion

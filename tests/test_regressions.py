@@ -63,7 +63,7 @@ def test_a_client_reset_during_a_large_body_is_recorded(make_proxy, upstream, ev
     s = socket.create_connection(("127.0.0.1", p.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     body = json.dumps(MSG).encode()
-    s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
     s.recv(100)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     s.close()  # RST
@@ -89,7 +89,7 @@ def test_odd_bodies_and_headers_get_answers_not_dropped_connections(make_proxy, 
     assert p.request(body=odd)[0] == 200
     deep = b'{"messages":' + b"[" * 100000 + b"]" * 100000 + b"}"
     assert p.request(body=deep)[0] == 200  # forwarded as is; upstream decides
-    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-foo: a\rb\r\ncontent-length: 2\r\n\r\n{}")
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-foo: a\rb\r\ncontent-length: 2\r\n\r\n{}")
     assert out.startswith(b"HTTP/1.1 400")
 
 
@@ -106,9 +106,9 @@ def test_http10_clients_get_close_delimited_bodies_and_bad_chunks_are_refused(ma
     assert b"transfer-encoding" not in head.lower()
     assert body == b"".join(sse_events())
     for bad in (b"-1\r\n", b"0x10\r\n", b"1_0\r\n"):
-        out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + bad + b"x" * 16 + b"\r\n0\r\n\r\n")
+        out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n" + bad + b"x" * 16 + b"\r\n0\r\n\r\n")
         assert out.startswith(b"HTTP/1.1 400"), bad
-    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n")
+    out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400")
 
 

@@ -28,7 +28,7 @@ def test_close_ends_idle_and_held_connections_and_every_thread(tmp_path, upstrea
     srv.pool.cool("a", srv.clock.time() + 500, "test")
     held = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     body = json.dumps(MSG).encode()
-    held.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+    held.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
     assert events.wait_for("hold")
     srv.close(drain_timeout_s=0)  # no time to drain: both connections are shut down, their threads joined
     thread.join()

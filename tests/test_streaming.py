@@ -118,7 +118,7 @@ def test_client_disconnect_while_held_is_dropped_at_once(make_proxy, upstream, e
     p.pool.cool("a", time.time() + 50, "test")
     s = socket.create_connection(("127.0.0.1", p.port))
     body = json.dumps(MSG).encode()
-    s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+    s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
               % (len(body), body))
     assert events.wait_for("hold")
     s.close()
