@@ -17,7 +17,8 @@ class RequestRecord(TypedDict):
     ``ts_s``: epoch seconds when it finished; ``account``: the account whose answer was relayed (None
     if none was); ``status``: the status the client got (499: the client left first); token counts from
     the answer's usage; ``duration_ms`` in total, ``held_ms`` of it spent waiting for an account;
-    ``attempts``: upstream attempts made.
+    ``attempts``: upstream attempts made; ``broke``: the upstream body broke off after the status
+    was relayed (the client got a truncated body or an SSE ``error`` event, whatever ``status`` says).
     """
 
     ts_s: int
@@ -33,12 +34,14 @@ class RequestRecord(TypedDict):
     duration_ms: int
     attempts: int
     held_ms: int
+    broke: bool
 
 
 def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
-                   ts_s: float, duration_s: float, held_s: float, attempts: int) -> RequestRecord:
+                   ts_s: float, duration_s: float, held_s: float, attempts: int, broke: bool = False) -> RequestRecord:
     """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
-    the request body when the answer did not say), durations in whole milliseconds."""
+    the request body when the answer did not say), durations in whole milliseconds; ``broke`` as in
+    :class:`RequestRecord`."""
     usage = tap.usage if tap is not None else {}
     return {
         "ts_s": int(ts_s),
@@ -54,6 +57,7 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "duration_ms": int(duration_s * 1000),
         "attempts": attempts,
         "held_ms": int(held_s * 1000),
+        "broke": broke,
     }
 
 
@@ -64,8 +68,9 @@ def model_of_request(body: bytes) -> str:
 
 
 def access_line(r: RequestRecord) -> str:
-    """The access log's line for ``r``: method, path, account, model, status, tokens, duration."""
+    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, then
+    ``attempts=N`` if more than one and ``stream=broken`` if the upstream body broke off."""
     return (f"{r['method']} {r['path']} account={r['account'] or '-'} model={r['model'] or '-'} status={r['status']} "
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
             f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
-            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else ""))
+            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (" stream=broken" if r.get("broke") else ""))

@@ -31,7 +31,17 @@ from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, check_bind, load_config
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, NotFound, ShuntError, Unauthorized, error_body
+from .errors import (
+    BY_STATUS,
+    BadRequest,
+    BodyTooLarge,
+    ConfigError,
+    NotFound,
+    ShuntError,
+    Unauthorized,
+    UnsupportedCoding,
+    error_body,
+)
 from .forwarding import json_head
 from .httpclient import new_session
 from .loop import Loop
@@ -372,7 +382,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
             control(self, body)
         except ShuntError as err:
-            if isinstance(err, (BodyTooLarge, BadRequest)):
+            if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):

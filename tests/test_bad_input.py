@@ -36,6 +36,10 @@ def test_malformed_http_gets_json_400(make_proxy, upstream):
         head, _, body = out.partition(b"\r\n\r\n")
         assert head.split(b" ")[1] in (b"400", b"505"), out
         assert json.loads(body)["type"] == "error"
+    # A transfer coding shunt cannot undo gets 501, one that is not finally chunked 400; both close.
+    for te, status in ((b"gzip, chunked", b"501"), (b"chunked, gzip", b"400"), (b"xchunked", b"400")):
+        out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\ntransfer-encoding: " + te + b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        assert out.split(b" ", 2)[1] == status and out.count(b"HTTP/1.1") == 1, out
     assert upstream.received == []
     assert p.srv.status()["accounts"][0]["requests"] == 0
 
