@@ -342,8 +342,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(err.status, err.message)
             return False
         self.close_connection = not wire.persistent(line, self.headers)
-        expect = self.headers.by_name.get("expect", "")
-        return not (expect.lower() == "100-continue" and line.version == "HTTP/1.1" and not self.handle_expect_100())
+        return True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -369,10 +368,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
-            authorized = self._authorized()
-            body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
-            if not authorized:
-                raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
+            body = self._read_body()
             if route.startswith("/v1/"):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
@@ -387,6 +383,27 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        """The request body, read only once the key and the framing have passed: an unauthorized
+        client's upload is never read (it gets 401 and the connection closes), a body over
+        ``max_body_bytes`` gets 413 before it is read, and ``100 Continue`` goes out only after both
+        checks (RFC 9110 §10.1.1).
+
+        :raises Unauthorized: / :raises BodyTooLarge: / :raises BadRequest: / :raises UnsupportedCoding:
+        """
+        by_name = self.headers.by_name
+        if not self._authorized():
+            if "transfer-encoding" in by_name or by_name.get("content-length", "0") != "0":
+                self.close_connection = True  # the body stays unread
+            raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
+        framing = wire.body_framing(self.headers, self.server.config.server.max_body_bytes)
+        if framing.close:
+            self.close_connection = True
+        expect = by_name.get("expect")
+        if expect is not None and expect.lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes, framing)
 
     def _authorized(self) -> bool:
         key = self.server.config.server.remote_key

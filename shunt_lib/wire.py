@@ -244,17 +244,19 @@ def body_framing(headers: Headers, limit: int) -> Framing:
     return Framing(False, n, False)
 
 
-def read_body(rfile: Reader, headers: Headers, limit: int) -> bytes:
+def read_body(rfile: Reader, headers: Headers, limit: int, framing: Framing | None = None) -> bytes:
     """Read the request body as :func:`body_framing` finds it delimited: chunked, ``content-length``
     bytes in one read, or none.
 
     :param limit: the largest body accepted, bytes.
+    :param framing: :func:`body_framing`'s result if the caller has it already.
     :raises BodyTooLarge: over ``limit`` (nothing more is read: the caller closes the connection).
     :raises BadRequest: / :raises UnsupportedCoding: bad framing (see :func:`body_framing`) or
         malformed chunks.
     :raises ClientDisconnected: the client closed before the end of the body.
     """
-    framing = body_framing(headers, limit)
+    if framing is None:
+        framing = body_framing(headers, limit)
     if framing.chunked:
         return _read_chunked(rfile, limit)
     n = framing.length
