@@ -20,7 +20,7 @@ import json
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Callable
 
 import requests
@@ -29,6 +29,7 @@ from . import __version__, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, check_bind, load_config
+from .connections import ConnectionTable, GuardedHandler, reject, rejection
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
 from .errors import (
@@ -37,6 +38,7 @@ from .errors import (
     BodyTooLarge,
     ConfigError,
     NotFound,
+    RequestTimeout,
     ShuntError,
     Unauthorized,
     UnsupportedCoding,
@@ -44,6 +46,7 @@ from .errors import (
 )
 from .forwarding import json_head
 from .httpclient import new_session
+from .limits import Limits
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
@@ -65,7 +68,8 @@ class ShuntServer(ThreadingHTTPServer):
 
     Public attributes: ``config``, ``paths``, ``pool``, ``relay``, ``tokens``, ``http`` (the side-call
     session), ``clock``, ``background`` (started background threads), ``is_serving`` (an Event set
-    while :meth:`serve_forever` runs).
+    while :meth:`serve_forever` runs), ``connections`` (the :class:`~shunt_lib.connections.ConnectionTable`
+    holding client connections to :mod:`shunt_lib.limits`).
     """
 
     daemon_threads = True  # a hung client never blocks interpreter exit; close() joins the threads itself
@@ -82,7 +86,11 @@ class ShuntServer(ThreadingHTTPServer):
         self.tokens = tokens
         self.http = http
         self.clock = clock
-        self.idle_timeout_s = idle_timeout_s  # idle keep-alive and slow-client read timeout, seconds
+        self.idle_timeout_s = idle_timeout_s  # idle keep-alive wait and write timeout, seconds
+        cfg = config.server
+        self.connections = ConnectionTable(Limits(cfg.header_timeout_s, idle_timeout_s, cfg.min_body_rate_bytes_s,
+                                                  cfg.max_connections), write_timeout_s=idle_timeout_s)
+        self._rejection = rejection(cfg.max_connections)
         self.started_at_s = clock.time()
         self.background: list[Loop] = []
         self.is_serving = threading.Event()
@@ -177,6 +185,20 @@ class ShuntServer(ThreadingHTTPServer):
         """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
         return self._inflight.wait_idle(timeout_s)
 
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """Serve a new connection on its own thread, or, over ``max_connections`` with every
+        connection busy, answer it 503 from the accept loop and close it (no thread started)."""
+        if self.connections.admit(request) is None:
+            reject(request, self._rejection)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Close a connection and free its place under ``max_connections``."""
+        self.connections.release(request)
+        super().shutdown_request(request)
+
     def process_request_thread(self, request: socket.socket, client_address) -> None:
         """The connection's thread (``ThreadingMixIn``): tracked, so :meth:`close` can end it."""
         with self._connections_lock:
@@ -268,7 +290,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     :param clock: time and waiting on the request path (test seam).
     :param hold_first_ping_s: / :param hold_ping_interval_s: / :param overload_backoff_s: see
         :class:`~shunt_lib.relay.Relay` (test seams).
-    :param idle_timeout_s: idle keep-alive and slow-client read timeout, seconds.
+    :param idle_timeout_s: how long a kept-alive connection may wait for its next request, and the
+        write timeout, seconds (see :mod:`shunt_lib.limits`).
     :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
     :raises OSError: if the address cannot be bound.
     """
@@ -308,8 +331,9 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     return srv
 
 
-class Handler(BaseHTTPRequestHandler):
-    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off."""
+class Handler(GuardedHandler):
+    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off. Reads keep
+    to :mod:`shunt_lib.limits` (see :class:`~shunt_lib.connections.GuardedHandler`)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive and chunked responses
     server_version = "shunt/" + __version__
@@ -378,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise NotFound(f"{self.command} {route} is not served by shunt; the API lives under /v1/")
             control(self, body)
         except ShuntError as err:
-            if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding)):
+            if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding, RequestTimeout)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
         except (ConnectionError, socket.timeout):
@@ -403,7 +427,11 @@ class Handler(BaseHTTPRequestHandler):
         expect = by_name.get("expect")
         if expect is not None and expect.lower() == "100-continue" and self.request_version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes, framing)
+        self.expect_body()
+        try:
+            return wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes, framing)
+        finally:
+            self.body_read()
 
     def _authorized(self) -> bool:
         key = self.server.config.server.remote_key
