@@ -131,7 +131,8 @@ class ConnectionTable:
         self.limits = limits
         self._write_timeout_s = write_timeout_s
         self._lock = threading.Lock()
-        self._open: dict[socket.socket, DeadlineReader] = {}  # admitted, not evicted, not released
+        self._readers: dict[socket.socket, DeadlineReader] = {}  # admitted, not released (evicted ones too)
+        self._open: dict[socket.socket, DeadlineReader] = {}  # of those, not evicted: counted against the cap
         self._waiting: dict[socket.socket, DeadlineReader] = {}  # of those, waiting for a request; oldest first
 
     def counts(self) -> tuple[int, int]:
@@ -155,13 +156,15 @@ class ConnectionTable:
                     victim.shutdown(socket.SHUT_RD)  # wakes its thread's read, which answers 408
                 except OSError:
                     pass
-            reader = self._open[sock] = self._waiting[sock] = DeadlineReader(sock, self.limits, self._write_timeout_s)
+            reader = DeadlineReader(sock, self.limits, self._write_timeout_s)
+            self._readers[sock] = self._open[sock] = self._waiting[sock] = reader
             return reader
 
     def reader(self, sock: socket.socket) -> DeadlineReader:
-        """The reader :meth:`admit` made for ``sock`` (a fresh one if it was not admitted here)."""
+        """The reader :meth:`admit` made for ``sock``, even if evicted since (a fresh one if it was
+        not admitted here)."""
         with self._lock:
-            reader = self._open.get(sock)
+            reader = self._readers.get(sock)
         return reader if reader is not None else DeadlineReader(sock, self.limits, self._write_timeout_s)
 
     def waiting(self, sock: socket.socket) -> None:
@@ -182,6 +185,7 @@ class ConnectionTable:
     def release(self, sock: socket.socket) -> None:
         """``sock`` is closing: its place is free. Idempotent."""
         with self._lock:
+            self._readers.pop(sock, None)
             self._open.pop(sock, None)
             self._waiting.pop(sock, None)
 

@@ -2,10 +2,15 @@
 before the body is read, ``100 Continue`` only after the checks, header sizes, deadlines for slow and
 idle clients (408), and the connection cap (503)."""
 
+import io
 import json
 import socket
 import time
 
+import pytest
+
+from shunt_lib.connections import ConnectionTable, DeadlineReader
+from shunt_lib.errors import RequestTimeout
 from shunt_lib.limits import Admission, Limits, admission, body_deadline_s
 from tests.support import MSG, raw, wait_until
 
@@ -23,6 +28,48 @@ def test_admission_accepts_below_the_cap_then_evicts_a_waiter_or_rejects():
     assert admission(999, 0, 1000) is Admission.ACCEPT
     assert admission(1000, 1, 1000) is Admission.EVICT
     assert admission(1000, 0, 1000) is Admission.REJECT
+
+
+def test_a_reader_moves_from_the_idle_wait_to_the_head_deadline_at_the_first_byte():
+    now = [1000.0]
+    a, b = socket.socketpair()
+    with a, b:
+        reader = DeadlineReader(a, Limits(header_timeout_s=10, idle_timeout_s=120), 5.0, clock=lambda: now[0])
+        reader.expect_idle(now[0])
+        now[0] += 100  # idle, within idle_timeout_s
+        b.sendall(b"GET / HTTP/1.1\r\n")
+        assert reader.read(4) == b"GET "
+        now[0] += 10.5  # the head is late: 10 s from its first byte, however long the idle wait allowed
+        with pytest.raises(RequestTimeout, match="headers not received within 10 s"):
+            reader.read(4)
+        assert a.gettimeout() == 5.0  # back to the write timeout, for the 408
+        reader.expect_body(now[0])
+        now[0] += 11  # the body's grace (10 s) is over, and 0 bytes at any rate are too few
+        with pytest.raises(RequestTimeout, match="slower than 4096 bytes/s"):
+            reader.read(4)
+
+
+def test_the_table_evicts_the_longest_waiting_connection_and_rejects_when_all_are_busy():
+    table = ConnectionTable(Limits(max_connections=2), write_timeout_s=5.0)
+    pairs = [socket.socketpair() for _ in range(4)]
+    (a, _), (b, _), (c, _), (d, _) = pairs
+    try:
+        first = table.admit(a)
+        table.admit(b)
+        table.waiting(a)  # a began to wait again after a request: b now waited longest
+        assert table.admit(c) is not None and table.counts() == (2, 2)
+        assert table.reader(b).evicted and not first.evicted  # b keeps its reader, to answer 408
+        with pytest.raises(RequestTimeout, match="max_connections"):
+            io.BufferedReader(table.reader(b)).read(1)
+        assert not table.busy(b) and table.busy(a) and table.busy(c) and table.counts() == (2, 0)
+        assert table.admit(d) is None  # every connection busy: rejected
+        for s in (a, b, c):
+            table.release(s)
+        assert table.counts() == (0, 0)
+    finally:
+        for x, y in pairs:
+            x.close()
+            y.close()
 
 
 def post_head(length: int, extra: bytes = b"") -> bytes:
