@@ -23,8 +23,12 @@ from .errors import RequestTimeout, ServiceUnavailable
 from .forwarding import json_head
 from .limits import Admission, Limits, admission, body_deadline_s
 
+_HEAD = "request line and headers not received within {header_timeout_s:g} s"
+_IDLE = "no request within {idle_timeout_s:g} s on an idle connection"
+_BODY = "request body slower than {min_body_rate_bytes_s} bytes/s after {header_timeout_s:g} s"
 EVICTED = "shunt closed this connection, which was waiting for a request, to serve another (server.max_connections)"
-_DRAIN_BYTES = 1 << 16  # how much of a rejected client's request is read so that its close is not a reset
+_DRAIN_BYTES = 1 << 16
+_TIMEOUT_SLACK_S = 0.05  # how far past a deadline a read may wait, to spare a settimeout() per read  # how much of a rejected client's request is read so that its close is not a reset
 
 
 class DeadlineReader(io.RawIOBase):
@@ -49,7 +53,7 @@ class DeadlineReader(io.RawIOBase):
         self._after_first_byte_s: float | None = None  # idle: the head's timeout once a byte arrives
         self._body_start_s: float | None = None  # a body's start (its deadline moves with each byte)
         self._received = 0  # bytes of the body so far
-        self._why = ""  # the 408's message
+        self._why = _HEAD  # the 408's message, a template over the limits
         self._timeout_set = write_timeout_s  # the socket's timeout as last set
         self.evicted = False
 
@@ -60,21 +64,20 @@ class DeadlineReader(io.RawIOBase):
     def expect_head(self, start_s: float) -> None:
         """The request line and headers must be in within ``header_timeout_s`` of ``start_s``."""
         self._deadline_s, self._after_first_byte_s, self._body_start_s = start_s + self._limits.header_timeout_s, None, None
-        self._why = f"request line and headers not received within {self._limits.header_timeout_s:g} s"
+        self._why = _HEAD
 
     def expect_idle(self, start_s: float) -> None:
         """A kept-alive connection: the next request's first byte within ``idle_timeout_s`` of
         ``start_s``, then its head within ``header_timeout_s`` of that byte."""
         self._deadline_s, self._body_start_s = start_s + self._limits.idle_timeout_s, None
         self._after_first_byte_s = self._limits.header_timeout_s
-        self._why = f"no request within {self._limits.idle_timeout_s:g} s on an idle connection"
+        self._why = _IDLE
 
     def expect_body(self, start_s: float) -> None:
         """A body starting at ``start_s``, held to the minimum rate after its grace."""
         self._deadline_s, self._after_first_byte_s = None, None
         self._body_start_s, self._received = start_s, 0
-        self._why = (f"request body slower than {self._limits.min_body_rate_bytes_s} bytes/s "
-                     f"after {self._limits.header_timeout_s:g} s")
+        self._why = _BODY
 
     def done(self) -> None:
         """No reading phase: reads and writes wait up to ``write_timeout_s`` each."""
@@ -84,24 +87,27 @@ class DeadlineReader(io.RawIOBase):
 
     # -- reading --------------------------------------------------------------------------------
     def readinto(self, buf) -> int:
-        if self.evicted:
-            raise self._timed_out(EVICTED)
-        deadline = self._deadline_s
-        if self._body_start_s is not None:
-            deadline = body_deadline_s(self._body_start_s, self._received, self._limits)
-        if deadline is not None:
-            left = deadline - self._clock()
-            if left <= 0:
-                raise self._timed_out(self._why)
-            self._set_timeout(left)
-        elif self._timeout_set != self._write_timeout_s:
-            self._set_timeout(self._write_timeout_s)
-        try:
-            n = self._sock.recv_into(buf)
-        except TimeoutError:
-            if deadline is None:
-                raise
-            raise self._timed_out(self._why) from None
+        while True:
+            if self.evicted:
+                raise self._timed_out(EVICTED)
+            deadline = self._deadline_s
+            if self._body_start_s is not None:
+                deadline = body_deadline_s(self._body_start_s, self._received, self._limits)
+            if deadline is not None:
+                left = deadline - self._clock()
+                if left <= 0:
+                    raise self._timed_out(self._why)
+                if not left * 0.5 <= self._timeout_set <= left + _TIMEOUT_SLACK_S:
+                    self._set_timeout(left)  # (a syscall: skipped when the timeout set is close enough)
+            elif self._timeout_set != self._write_timeout_s:
+                self._set_timeout(self._write_timeout_s)
+            try:
+                n = self._sock.recv_into(buf)
+                break
+            except TimeoutError:
+                if deadline is None:
+                    raise
+                # else: past the deadline, or a timeout shorter than the time left woke the read early
         if not n and self.evicted:
             raise self._timed_out(EVICTED)
         if self._body_start_s is not None:
@@ -113,7 +119,7 @@ class DeadlineReader(io.RawIOBase):
     def _timed_out(self, why: str) -> RequestTimeout:
         """The error to raise, with the socket's write timeout back for the 408 that answers it."""
         self.done()
-        return RequestTimeout(why)
+        return RequestTimeout(why.format(**self._limits._asdict()))
 
     def _set_timeout(self, timeout_s: float) -> None:
         self._sock.settimeout(timeout_s)
