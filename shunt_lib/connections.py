@@ -254,7 +254,8 @@ class GuardedHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """As :meth:`BaseHTTPRequestHandler.handle_one_request`, with the head's deadline or the idle
-        wait first, and a 408 for a client that was too slow or whose place was taken."""
+        wait first, and a 408 for a client that was too slow or whose place was taken. A client that
+        hangs up (mid-line, or while being answered) is not answered and prints nothing."""
         table = self.server.connections
         try:
             if self._served:
@@ -269,7 +270,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
                 self.requestline = self.request_version = self.command = ""
                 self.send_error(414)
                 return
-            if not self.raw_requestline:
+            if not self.raw_requestline.endswith(b"\n"):  # nothing, or part of a line: the client left
                 self.close_connection = True
                 return
             if not self.parse_request():
@@ -290,5 +291,5 @@ class GuardedHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             drain(self.connection)
-        except TimeoutError:
+        except (TimeoutError, ConnectionError):  # a write timed out, or the client hung up: nothing to answer
             self.close_connection = True

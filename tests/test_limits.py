@@ -216,3 +216,14 @@ def test_past_max_connections_the_longest_waiting_makes_room_or_the_new_one_gets
         s.close()
     assert wait_until(lambda: table.counts() == (0, 0))
     assert p.request("GET", "/health")[0] == 200
+
+
+def test_a_client_leaving_mid_line_or_mid_answer_is_closed_quietly(make_proxy, upstream, capsys):
+    p = make_proxy([("a", "oauth")])
+    for data in (b"P", b"POST /v1/mess", b"GARBAGE\r\n"):
+        s = socket.create_connection(("127.0.0.1", p.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # close = reset
+        s.sendall(data)
+        s.close()
+    assert wait_until(lambda: p.srv.connections.counts() == (0, 0))
+    assert "Traceback" not in capsys.readouterr().err
