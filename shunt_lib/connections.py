@@ -27,8 +27,8 @@ _HEAD = "request line and headers not received within {header_timeout_s:g} s"
 _IDLE = "no request within {idle_timeout_s:g} s on an idle connection"
 _BODY = "request body slower than {min_body_rate_bytes_s} bytes/s after {header_timeout_s:g} s"
 EVICTED = "shunt closed this connection, which was waiting for a request, to serve another (server.max_connections)"
-_DRAIN_BYTES = 1 << 16
-_TIMEOUT_SLACK_S = 0.05  # how far past a deadline a read may wait, to spare a settimeout() per read  # how much of a rejected client's request is read so that its close is not a reset
+_DRAIN_BYTES = 1 << 16  # how much of an unread request is read before a close, so that it is not a reset
+_TIMEOUT_SLACK_S = 0.05  # how far past a deadline a read may wait, to spare a settimeout() per read
 
 
 class DeadlineReader(io.RawIOBase):
