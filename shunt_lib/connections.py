@@ -56,6 +56,7 @@ class DeadlineReader(io.RawIOBase):
         self._why = _HEAD  # the 408's message, a template over the limits
         self._timeout_set = write_timeout_s  # the socket's timeout as last set
         self.evicted = False
+        self.accepted_s = clock()  # made when the connection is admitted: its head's deadline counts from here
 
     def readable(self) -> bool:
         return True
@@ -262,7 +263,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
                 table.waiting(self.connection)
                 self._reader.expect_idle(time.monotonic())
             else:
-                self._reader.expect_head(time.monotonic())
+                self._reader.expect_head(self._reader.accepted_s)  # time waiting for a thread counts too
             self._served += 1
             self.command = self.requestline = ""  # until a request line is parsed (a 408 may precede it)
             self.raw_requestline = self.rfile.readline(65537)
