@@ -7,9 +7,11 @@ Run from the repository root::
     python bench/bench.py --quick                # fewer rounds and samples
     python bench/bench.py --write-doc            # also (re)write docs/benchmarks.md
     python bench/bench.py --against ../old-shunt # also measure another checkout's shunt ("before")
+    python bench/bench.py --only hostile         # metrics 6 and 7 only: slow clients, unauthenticated uploads
 
 This file only orchestrates: it starts ``fake_upstream.py``, one shunt (two with ``--against``) and
-one ``loadgen.py`` per measured run, then hands the samples to ``report.py``. The method, the
+one ``loadgen.py`` per measured run (``hostile.py`` and a shunt of their own for the hostile clients),
+then hands the samples to ``report.py``. The method, the
 targets and the latest figures are in docs/benchmarks.md.
 """
 
@@ -163,10 +165,10 @@ class Bench:
         if self.args.against:
             self.targets.append(self._start_shunt("before", self.args.against, None))
 
-    def _start_shunt(self, label: str, checkout: str, py_spy: str | None) -> Target:
+    def _start_shunt(self, label: str, checkout: str, py_spy: str | None, server: dict | None = None) -> Target:
         home = os.path.join(self.tmp, "home-" + label)
         write_home(home, f"http://{HOST}:{self.fake.port}", [("a", "oauth"), ("b", "oauth")],
-                   server={"usage_poll_s": 0})
+                   server={"usage_poll_s": 0, **(server or {})})
         cmd = [sys.executable, "shunt.py", "serve", "--port", "0"]
         if py_spy:
             fmt = "flamegraph" if py_spy.endswith(".svg") else "speedscope" if py_spy.endswith(".json") else "raw"
@@ -293,6 +295,70 @@ class Bench:
                               done["errors"], **mem)
 
 
+    def hostile(self, t: Target) -> tuple[report.Uploads, report.SlowClients]:
+        """Metrics 7 then 6 on a shunt of their own, from ``t``'s checkout, with a ``remote_key``."""
+        checkout = self.args.shunt_dir if t.label == "shunt" else self.args.against
+        h = self._start_shunt(t.label + "-hostile", checkout, None, {"remote_key": "bench-remote-key"})
+        try:
+            rss_before = _proc_status(h.pid)["VmRSS"] / 1024
+            cmd = [sys.executable, os.path.join(HERE, "hostile.py"), "upload", "--port", str(h.port),
+                   "--n", str(self.args.uploads), "--mib", str(report.TARGET_UPLOAD_MIB)]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=self.env)
+            if not out.stdout.startswith("DONE "):
+                raise SystemExit(f"upload test against {t.label} failed: {out.stderr.strip()[-2000:]}")
+            up = json.loads(out.stdout[5:])
+            uploads = report.Uploads(up["n"], up["mib"], up["statuses"], up["body_bytes_sent"] / (1 << 20), up["s"],
+                                     rss_before, _proc_status(h.pid)["VmHWM"] / 1024)
+            return uploads, self._slow_clients(h)
+        finally:
+            h.proc.send_signal(signal.SIGINT)
+            try:
+                h.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                h.proc.kill()
+                h.proc.wait(5)
+            h.log.join(5)
+
+    def _slow_clients(self, h: Target) -> report.SlowClients:
+        n = self.args.drippers
+        drip = subprocess.Popen([sys.executable, os.path.join(HERE, "hostile.py"), "drip", "--port", str(h.port),
+                                 "--n", str(n), "--every", str(report.DRIP_EVERY_S)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=self.env)
+        threads = [0]
+        stop = threading.Event()
+
+        def watch_threads() -> None:
+            while not stop.wait(0.2):
+                try:
+                    threads[0] = max(threads[0], _proc_status(h.pid)["Threads"])
+                except OSError:
+                    return
+
+        watcher = threading.Thread(target=watch_threads, daemon=True)
+        watcher.start()
+        try:
+            if not drip.stdout.readline().startswith("READY "):
+                raise SystemExit("slow-client test: the drippers did not start")
+            time.sleep(12.0)  # past one header_timeout_s: drippers are being cut off and reopened
+            cmd = [sys.executable, os.path.join(HERE, "hostile.py"), "probe", "--port", str(h.port), "--count",
+                   str(self.args.probes), "--interval", "0.02", "--duration", "120"]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=200, env=self.env)
+            if out.returncode != 0:
+                raise SystemExit(f"slow-client probe failed: {out.stderr.strip()[-2000:]}")
+            probe = json.loads(out.stdout)
+            drip.stdin.close()
+            line = drip.stdout.readline()
+            done = json.loads(line[5:]) if line.startswith("DONE ") else {"opened": 0, "answers": {}}
+            drip.wait(30)
+        finally:
+            stop.set()
+            watcher.join()
+            if drip.poll() is None:
+                drip.kill()
+                drip.wait()
+        return report.SlowClients(n, done["opened"], done["answers"], probe["lat_us"], probe["failures"], threads[0])
+
+
 def run(b: Bench, args, res: report.Results) -> None:
     """Measure the scenarios asked for into ``res``."""
     c1 = {"conc": 1, "count": args.samples, "duration_s": 30.0, "warmup": args.warmup}
@@ -312,6 +378,12 @@ def run(b: Bench, args, res: report.Results) -> None:
     if args.only in (None, "streams"):
         print(f"{report.TARGET_STREAMS} held streams ...", flush=True)
         res.streams = {t.label: b.streams(t, report.TARGET_STREAMS) for t in b.targets}
+    if args.only in (None, "hostile"):
+        print(f"hostile clients: {args.uploads} unauthenticated uploads, then {args.drippers} drippers ...", flush=True)
+        res.uploads, res.slow_clients = {}, {}
+        for t in b.targets:
+            if t.pid:
+                res.uploads[t.label], res.slow_clients[t.label] = b.hostile(t)
 
 
 def main(argv=None) -> int:
@@ -327,8 +399,14 @@ def main(argv=None) -> int:
                    " (shown as 'before'; the --shunt-dir one is 'after')")
     p.add_argument("--label", nargs=2, metavar=("BEFORE", "AFTER"), help="how docs/benchmarks.md names the two"
                    " checkouts (default: their directory names)")
-    p.add_argument("--only", choices=("latency", "throughput", "ttfb", "streams"),
-                   help="run one scenario only (latency: metrics 1 and 5, measured in the same rounds)")
+    p.add_argument("--only", choices=("latency", "throughput", "ttfb", "streams", "hostile"),
+                   help="run one scenario only (latency: metrics 1 and 5, measured in the same rounds; hostile:"
+                   " metrics 6 and 7)")
+    p.add_argument("--drippers", type=int, default=report.TARGET_DRIPPERS,
+                   help="slow connections for metric 6 (fewer only to try the scenario: the target needs the default)")
+    p.add_argument("--probes", type=int, default=500, help="new clients measured during metric 6")
+    p.add_argument("--uploads", type=int, default=report.TARGET_UPLOADS,
+                   help="unauthenticated uploads for metric 7 (fewer only to try the scenario)")
     args = p.parse_args(argv)
     if args.only and args.write_doc:
         p.error("--write-doc needs a full run (no --only)")
@@ -341,9 +419,10 @@ def main(argv=None) -> int:
         args.rounds, args.samples, args.warmup, args.tp_rounds, args.tp_seconds = 4, 1000, 300, 2, 2.0
     else:
         args.rounds, args.samples, args.warmup, args.tp_rounds, args.tp_seconds = 6, 2500, 500, 3, 4.0
-    nofile = raise_nofile()
-    if nofile < 2 * report.TARGET_STREAMS + 200:
-        print(f"warning: open-files limit is {nofile}; the stream test needs ~{2 * report.TARGET_STREAMS + 200}")
+    need = max(2 * report.TARGET_STREAMS, args.drippers + 1000) + 200  # drippers, and shunt's side of them
+    nofile = raise_nofile(max(8192, need))
+    if nofile < need:
+        print(f"warning: open-files limit is {nofile}; the stream and slow-client tests need ~{need}")
     with open("/proc/loadavg") as f:
         loadavg = " ".join(f.read().split()[:3])
     settings = {"mode": "--quick" if args.quick else "default", "rounds": args.rounds, "samples": args.samples,

@@ -22,6 +22,12 @@ TARGET_TTFB_OVERHEAD_MS = 1.0
 TARGET_STREAMS = 500
 TARGET_STREAMS_RSS_MB = 100.0
 TARGET_LARGE_EXTRA_P50_MS = 0.2
+TARGET_DRIPPERS = 5000  # slow clients dripping a byte every DRIP_EVERY_S ...
+DRIP_EVERY_S = 3.0
+TARGET_SLOW_P99_MS = 50.0  # ... while new clients' GET /health p99 stays under this
+TARGET_UPLOADS = 60  # unauthenticated uploads at once ...
+TARGET_UPLOAD_MIB = 31
+TARGET_UPLOADS_RSS_MB = 100.0  # ... while shunt's peak RSS stays under this
 INSTRUCTIONS_BEGIN, INSTRUCTIONS_END = "<!-- instructions:begin -->", "<!-- instructions:end -->"
 
 METHOD = """\
@@ -66,6 +72,16 @@ every one must complete. Shunt CPU per request comes from `/proc/<pid>/stat` (ut
 each shunt run (warm-up included), median of rounds. CPU steal is the hypervisor's share of the
 machine's CPU time during the run (`/proc/stat`); with more than a few percent, absolute figures are
 inflated and only the per-round differences within one run are comparable.
+
+Hostile clients (`bench/hostile.py`; metrics 6 and 7) meet a shunt of their own, started for them
+with a `remote_key` and otherwise the defaults (`max_connections` 1000, `header_timeout_s` 10).
+Metric 7 first: 60 connections at once each send a `POST /v1/messages` head without the key and
+then a 31 MiB body for as long as shunt reads it; the figure is shunt's peak RSS (`VmHWM` of the
+fresh process). Metric 6: 5,000 connections each send one more byte of an endless request head every
+3 s (a connection shunt answers or closes is reopened at its next tick); once all have been opened
+and 12 s more have passed (past one `header_timeout_s`), 500 new clients, one every 20 ms, each open
+a connection and ask `GET /health`; the figure is their p99 from connect to the end of the answer,
+and any answer other than 200 counts as a failure.
 
 To judge a before/after difference, run the same checkout against itself first (`--against .`): on
 a shared machine that A/A run differs by as much as a tenth of a millisecond, and so does any
@@ -178,6 +194,34 @@ class Streams(NamedTuple):
     rss_after_mb: float | None = None
 
 
+class SlowClients(NamedTuple):
+    """Metric 6 for one shunt: the drippers (``answers``: shunt's answers to them by status), and the
+    new clients' latencies (``lat_us``, microseconds) with their ``failures`` by status."""
+
+    drippers: int
+    opened: int
+    answers: dict
+    lat_us: list
+    failures: dict
+    threads_max: int | None = None
+
+    def pct(self) -> "Percentiles":
+        return Percentiles.of_us(self.lat_us)
+
+
+class Uploads(NamedTuple):
+    """Metric 7 for one shunt: ``statuses`` of the uploads, MiB of body the server took, seconds,
+    and shunt's RSS (MiB) before and at its peak."""
+
+    n: int
+    mib: int
+    statuses: dict
+    body_mib_sent: float
+    wall_s: float
+    rss_before_mb: float
+    rss_peak_mb: float
+
+
 @dataclasses.dataclass
 class Results:
     """Everything one run measured; a scenario that was not run is None."""
@@ -191,6 +235,8 @@ class Results:
     throughput: Scenario | None = None
     ttfb: Scenario | None = None
     streams: dict[str, Streams] | None = None
+    slow_clients: dict[str, SlowClients] | None = None  # keyed by shunt target only
+    uploads: dict[str, Uploads] | None = None  # keyed by shunt target only
     wall_s: float = 0.0
     steal_pct: float = 0.0  # share of the machine's CPU time taken by the hypervisor during the run
 
@@ -254,6 +300,19 @@ def evaluate(r: Results, who: str) -> list[Row]:
         rows.append(Row("5. added latency of a ~90 KB Claude Code request minus added latency of the small one,"
                         " p50, c=1", f"{d.p50:.3f} ms", f"{s.p50:.3f} ms", f"{extra:+.3f} ms",
                         f"<= {TARGET_LARGE_EXTRA_P50_MS} ms", extra <= TARGET_LARGE_EXTRA_P50_MS))
+    if r.slow_clients:
+        sc = r.slow_clients[who]
+        p99 = sc.pct().p99
+        ok = p99 <= TARGET_SLOW_P99_MS and not sc.failures and sc.drippers >= TARGET_DRIPPERS
+        rows.append(Row(f"6. new clients' GET /health p99 while {sc.drippers} connections drip a byte every"
+                        f" {DRIP_EVERY_S:g} s", "-", f"{len(sc.lat_us) - sum(sc.failures.values())}/{len(sc.lat_us)} ok",
+                        f"{p99:.1f} ms", f"<= {TARGET_SLOW_P99_MS:.0f} ms, all ok, {TARGET_DRIPPERS} drippers", ok))
+    if r.uploads:
+        up = r.uploads[who]
+        ok = up.rss_peak_mb <= TARGET_UPLOADS_RSS_MB and up.n >= TARGET_UPLOADS
+        rows.append(Row(f"7. shunt peak RSS with {up.n} unauthenticated {up.mib} MiB uploads at once", "-",
+                        ", ".join(f"{k}: {v}" for k, v in sorted(up.statuses.items())), f"{up.rss_peak_mb:.1f} MB",
+                        f"<= {TARGET_UPLOADS_RSS_MB:.0f} MB, {TARGET_UPLOADS} uploads", ok))
     return rows
 
 
@@ -340,10 +399,26 @@ def details(r: Results) -> list[str]:
                        f" (direct {direct_started}); shunt RSS idle {s.rss_before_mb:.1f} MB, with streams open"
                        f" {s.rss_open_mb:.1f} MB ({s.threads_open} threads), after {s.rss_after_mb:.1f} MB;"
                        f" completed {s.completed}, errors {s.errors}")
+    for who in r.shunts if r.slow_clients else ():
+        sc = r.slow_clients[who]
+        p = sc.pct()
+        out.append(f"slow clients {names[who]}: {sc.drippers} drippers ({sc.opened} connections opened in all; shunt's"
+                   f" answers to them {json_counts(sc.answers)}; up to {sc.threads_max} shunt threads); new clients"
+                   f" GET /health p50/p90/p99 {p.trio()} ms (n={p.n}), failures {json_counts(sc.failures)}")
+    for who in r.shunts if r.uploads else ():
+        up = r.uploads[who]
+        out.append(f"unauthenticated uploads {names[who]}: {up.n} x {up.mib} MiB, answers {json_counts(up.statuses)},"
+                   f" {up.body_mib_sent:.0f} MiB of body sent before the answers (socket buffers included), all done in"
+                   f" {up.wall_s:.2f} s; shunt RSS before {up.rss_before_mb:.1f} MB, peak {up.rss_peak_mb:.1f} MB")
     errs = sum(side.errors for scn in (r.latency, r.large, r.large_small, r.throughput, r.ttfb) if scn
                for side in scn.values())
     out.append(f"non-200 answers during the run: {errs}")
     return out
+
+
+def json_counts(counts: dict) -> str:
+    """``{"408": 3}`` as ``408 x3``; ``none`` when empty."""
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
 
 
 # -- docs/benchmarks.md ----------------------------------------------------------------------------

@@ -133,6 +133,17 @@ def _remote_key(v: Any) -> str:
     return v
 
 
+def _seconds_range(lo: float, hi: float) -> Callable[[Any], float]:
+    def conv(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("must be a number of seconds")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g}")
+        return float(v)
+
+    return conv
+
+
 def _strategy(v: Any) -> str:
     v = _str(v)
     if v not in STRATEGIES:
@@ -177,6 +188,16 @@ class ServerConfig:
     allowed_origins: tuple = _key((), _list_of(_origin),
                                   "web origins (`http://host:port`) whose pages may call shunt from a browser; "
                                   "shunt's own origin always may", live=True)
+    max_connections: int = _key(1000, _int_range(1, 65536),
+                                "client connections served at once; past it, the one waiting longest for a request "
+                                "gets 408 to make room, or if every one is busy the new one gets 503 and is closed")
+    header_timeout_s: float = _key(10.0, _seconds_range(0.1, 3600),
+                                   "time for a request line and headers, seconds, from the connection's accept or "
+                                   "the request's first byte (a total, not per read); also the grace of a body; "
+                                   "slower clients get 408")
+    min_body_rate_bytes_s: int = _key(4096, _int_range(0, 1 << 30),
+                                      "least average rate of a request body after its `header_timeout_s` of grace, "
+                                      "bytes/s; slower uploads get 408 (`0`: no minimum)")
     oauth_authorize_url: str = _key("https://claude.ai/oauth/authorize", _url,
                                     "PKCE authorize page for `add-account --paste`", live=True)
     oauth_redirect_uri: str = _key("https://platform.claude.com/oauth/code/callback", _url,

@@ -9,12 +9,15 @@ Tree::
     │   ├── PermissionDenied        403 permission_error (a Host or browser Origin shunt does not answer)
     │   ├── NotFound                404 not_found_error (paths outside /v1/ and the control API)
     │   ├── MethodNotAllowed        405 invalid_request_error (a control path with the wrong method)
+    │   ├── RequestTimeout          408 invalid_request_error (a request not sent in time; the connection closes)
     │   ├── BodyTooLarge            413 request_too_large (over ``max_body_bytes``)
     │   ├── URITooLong              414 invalid_request_error (a request line over 64 KiB)
     │   ├── UnsupportedMediaType    415 invalid_request_error (a control POST that is not application/json)
     │   ├── PoolRateLimited         429 rate_limit_error (every account out of quota past ``max_wait_s``)
     │   ├── HeadersTooLarge         431 invalid_request_error (a header line over 64 KiB, > 100 headers)
+    │   ├── UnsupportedCoding       501 invalid_request_error (a transfer coding other than chunked)
     │   ├── UpstreamUnreachable     502 api_error (no account's upstream could be reached)
+    │   ├── ServiceUnavailable      503 overloaded_error (over ``max_connections``; the connection closes)
     │   └── VersionNotSupported     505 invalid_request_error (HTTP/2 or later on the HTTP/1.1 port)
     ├── ConfigError                 bad config, credentials or command input; the message names the key
     ├── UpstreamError               trouble on the upstream side, raised by :mod:`shunt_lib.upstream` only
@@ -89,6 +92,11 @@ class MethodNotAllowed(ShuntError):
     error_type = "invalid_request_error"
 
 
+class RequestTimeout(ShuntError):
+    status = 408
+    error_type = "invalid_request_error"
+
+
 class BodyTooLarge(ShuntError):
     status = 413
     error_type = "request_too_large"
@@ -114,9 +122,19 @@ class HeadersTooLarge(ShuntError):
     error_type = "invalid_request_error"
 
 
+class UnsupportedCoding(ShuntError):
+    status = 501
+    error_type = "invalid_request_error"
+
+
 class UpstreamUnreachable(ShuntError):
     status = 502
     error_type = "api_error"
+
+
+class ServiceUnavailable(ShuntError):
+    status = 503
+    error_type = "overloaded_error"
 
 
 class VersionNotSupported(ShuntError):
@@ -126,8 +144,9 @@ class VersionNotSupported(ShuntError):
 
 #: The one class for each status shunt answers itself (the standard library's error path maps through it).
 BY_STATUS: dict[int, type[ShuntError]] = {cls.status: cls for cls in (
-    BadRequest, Unauthorized, PermissionDenied, NotFound, MethodNotAllowed, BodyTooLarge, URITooLong,
-    UnsupportedMediaType, PoolRateLimited, HeadersTooLarge, UpstreamUnreachable, VersionNotSupported)}
+    BadRequest, Unauthorized, PermissionDenied, NotFound, MethodNotAllowed, RequestTimeout, BodyTooLarge, URITooLong,
+    UnsupportedMediaType, PoolRateLimited, HeadersTooLarge, UnsupportedCoding, UpstreamUnreachable, ServiceUnavailable,
+    VersionNotSupported)}
 
 
 class ConfigError(Exception):

@@ -30,11 +30,13 @@ DECODABLE = ("gzip", "deflate")  # what the standard library's zlib can decode
 OAUTH_BETA = "oauth-2025-04-20"
 ACCOUNT_HEADER = "x-shunt-account"
 
-_PHRASES = {int(s): s.phrase for s in HTTPStatus}
+#: Reason phrases: the standard library's, plus Anthropic's 529 ``overloaded_error``
+#: (https://docs.anthropic.com/en/api/errors), which no registry names.
+_PHRASES = {int(s): s.phrase for s in HTTPStatus} | {529: "Overloaded"}
 
 
 def reason_phrase(status: int) -> str:
-    """The standard reason phrase of ``status`` ('' for codes the standard library does not know)."""
+    """The reason phrase of ``status`` ('' for codes neither the standard library nor Anthropic names)."""
     return _PHRASES.get(status, "")
 
 
@@ -118,11 +120,12 @@ def response_head(head: ResponseHead, account: str | None, *, content_length: in
                   chunked: bool = False, close: bool = False) -> bytes:
     """The HTTP/1.1 head shunt sends the client for an upstream answer.
 
-    Status and reason as received; headers minus hop-by-hop ones and ``content-length``; then
+    Status and reason as received (the known phrase, e.g. ``529 Overloaded``, when the upstream sent
+    none: HTTP/2 has no reason phrases); headers minus hop-by-hop ones and ``content-length``; then
     ``x-shunt-account: ACCOUNT`` (if given) and the framing shunt chose: ``transfer-encoding: chunked``,
     or ``content-length``, and ``connection: close`` for a close-delimited body.
     """
-    lines = [f"HTTP/1.1 {head.status} {head.reason}\r\n"]
+    lines = [f"HTTP/1.1 {head.status} {head.reason or reason_phrase(head.status)}\r\n"]
     for k, v in head.items:
         if k.lower() not in DROP_RESPONSE:
             lines.append(f"{k}: {v}\r\n")

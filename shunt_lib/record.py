@@ -19,8 +19,10 @@ class RequestRecord(TypedDict):
     ``ts_s``: epoch seconds when it finished; ``account``: the account whose answer was relayed (None
     if none was); ``status``: the status the client got (499: the client left first); token counts from
     the answer's usage; ``duration_ms`` in total, ``held_ms`` of it spent waiting for an account;
-    ``attempts``: upstream attempts made; ``request_id``: shunt's id for the request (in its log lines);
-    ``upstream_request_id``: the ``request-id`` header of the upstream answer relayed, if any.
+    ``attempts``: upstream attempts made; ``broke``: the upstream body broke off after the status
+    was relayed (the client got a truncated body or an SSE ``error`` event, whatever ``status`` says);
+    ``request_id``: shunt's id for the request (in its log lines); ``upstream_request_id``: the
+    ``request-id`` header of the upstream answer relayed, if any.
     """
 
     ts_s: int
@@ -36,15 +38,17 @@ class RequestRecord(TypedDict):
     duration_ms: int
     attempts: int
     held_ms: int
+    broke: bool
     request_id: str | None
     upstream_request_id: str | None
 
 
 def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
-                   ts_s: float, duration_s: float, held_s: float, attempts: int, request_id: str | None = None,
-                   upstream_request_id: str | None = None) -> RequestRecord:
+                   ts_s: float, duration_s: float, held_s: float, attempts: int, broke: bool = False,
+                   request_id: str | None = None, upstream_request_id: str | None = None) -> RequestRecord:
     """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
-    the request body when the answer did not say), durations in whole milliseconds."""
+    the request body when the answer did not say), durations in whole milliseconds; ``broke`` as in
+    :class:`RequestRecord`."""
     usage = tap.usage if tap is not None else {}
     return {
         "ts_s": int(ts_s),
@@ -60,6 +64,7 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "duration_ms": int(duration_s * 1000),
         "attempts": attempts,
         "held_ms": int(held_s * 1000),
+        "broke": broke,
         "request_id": request_id,
         "upstream_request_id": upstream_request_id,
     }
@@ -72,12 +77,14 @@ def model_of_request(body: bytes) -> str:
 
 
 def access_line(r: RequestRecord) -> str:
-    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, ids."""
+    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, then
+    ``attempts=N`` if more than one, ``stream=broken`` if the upstream body broke off, and the ids."""
     ids = ids_text(r.get("request_id"), r.get("upstream_request_id"))
     return (f"{r['method']} {r['path']} account={r['account'] or '-'} model={r['model'] or '-'} status={r['status']} "
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
             f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
-            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (f" {ids}" if ids else ""))
+            + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (" stream=broken" if r.get("broke") else "")
+            + (f" {ids}" if ids else ""))
 
 
 _INT_FIELDS = ("ts_s", "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
@@ -96,7 +103,10 @@ def record_from_json(d: object) -> RequestRecord | None:
     account = d.get("account")
     if account is not None and not (isinstance(account, str) and len(account) <= 65536):
         return None
-    ids = {k: d.get(k) for k in ("request_id", "upstream_request_id")}  # absent from older state files
-    if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in ids.values()):
+    later = {k: d.get(k) for k in ("request_id", "upstream_request_id")}  # absent from older state files
+    if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in later.values()):
         return None
-    return {**{k: d[k] for k in RequestRecord.__annotations__ if k not in ids}, **ids}  # type: ignore[typeddict-item]
+    if not isinstance(d.get("broke", False), bool):
+        return None
+    later["broke"] = d.get("broke", False)
+    return {**{k: d[k] for k in RequestRecord.__annotations__ if k not in later}, **later}  # type: ignore[typeddict-item]

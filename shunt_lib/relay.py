@@ -328,17 +328,18 @@ class Relay:
             st.active = None
             resp.abort()
         tap.finish()
-        self._record(st, name, head.status)
+        self._record(st, name, head.status, broke=broke is not None)
 
     # -- accounting -----------------------------------------------------------------------------------
-    def _record(self, st: _RequestState, name: str | None, status: int) -> None:
-        """Count the finished request in the pool and write its access-log line."""
+    def _record(self, st: _RequestState, name: str | None, status: int, *, broke: bool = False) -> None:
+        """Count the finished request in the pool and write its access-log line (``broke``: the
+        upstream body broke off mid-way)."""
         st.recorded = True
         req = st.request
         record = request_record(req.method, req.target, req.body, name, status, st.tap, ts_s=self.clock.time(),
                                 duration_s=self.clock.monotonic() - st.started,
                                 held_s=st.hold.held_s if st.hold is not None else 0.0,
-                                attempts=st.attempts.count, request_id=current_request_id(),
+                                attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
                                 upstream_request_id=upstream_request_id())
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):

@@ -20,7 +20,7 @@ import logging
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import requests
 
@@ -28,11 +28,24 @@ from . import __version__, control, cors, guard, paths_policy, wire
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load_config, server_changes
+from .connections import ConnectionTable, GuardedHandler, linger, reject, rejection
 from .credentials import Credential, CredentialStore
 from .dialect import ProxyRequest
-from .errors import BY_STATUS, BadRequest, BodyTooLarge, ConfigError, ShuntError, Unauthorized, client_caused, error_body
+from .errors import (
+    BY_STATUS,
+    BadRequest,
+    BodyTooLarge,
+    ConfigError,
+    RequestTimeout,
+    ShuntError,
+    Unauthorized,
+    UnsupportedCoding,
+    client_caused,
+    error_body,
+)
 from .forwarding import json_head
 from .httpclient import new_session
+from .limits import Limits
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
@@ -43,6 +56,7 @@ from .upstream import Upstream
 from .watch import ClientWatch
 
 log = logging.getLogger("shunt.server")
+DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
 events_log = logging.getLogger("shunt.events")
 
 DRAIN_TIMEOUT_S = 5.0  # on stop, how long requests in progress may finish before state is flushed
@@ -55,7 +69,8 @@ class ShuntServer(ThreadingHTTPServer):
 
     Public attributes: ``config``, ``paths``, ``pool``, ``relay``, ``tokens``, ``http`` (the side-call
     session), ``clock``, ``background`` (started background threads), ``is_serving`` (an Event set
-    while :meth:`serve_forever` runs).
+    while :meth:`serve_forever` runs), ``connections`` (the :class:`~shunt_lib.connections.ConnectionTable`
+    holding client connections to :mod:`shunt_lib.limits`).
     """
 
     daemon_threads = True  # a hung client never blocks interpreter exit; close() joins the threads itself
@@ -74,7 +89,11 @@ class ShuntServer(ThreadingHTTPServer):
         self.tokens = tokens
         self.http = http
         self.clock = clock
-        self.idle_timeout_s = idle_timeout_s  # idle keep-alive and slow-client read timeout, seconds
+        self.idle_timeout_s = idle_timeout_s  # idle keep-alive wait and write timeout, seconds
+        cfg = config.server
+        self.connections = ConnectionTable(Limits(cfg.header_timeout_s, idle_timeout_s, cfg.min_body_rate_bytes_s,
+                                                  cfg.max_connections), write_timeout_s=idle_timeout_s)
+        self._rejection = rejection(cfg.max_connections)
         self.started_at_s = clock.time()
         self.background: list[Loop] = []
         self.is_serving = threading.Event()
@@ -194,6 +213,20 @@ class ShuntServer(ThreadingHTTPServer):
         """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
         return self._inflight.wait_idle(timeout_s)
 
+    def process_request(self, request: socket.socket, client_address) -> None:
+        """Serve a new connection on its own thread, or, over ``max_connections`` with every
+        connection busy, answer it 503 from the accept loop and close it (no thread started)."""
+        if self.connections.admit(request) is None:
+            reject(request, self._rejection)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Close a connection and free its place under ``max_connections``."""
+        self.connections.release(request)
+        super().shutdown_request(request)
+
     def process_request_thread(self, request: socket.socket, client_address) -> None:
         """The connection's thread (``ThreadingMixIn``): tracked, so :meth:`close` can end it."""
         with self._connections_lock:
@@ -299,7 +332,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     :param clock: time and waiting on the request path (test seam).
     :param hold_first_ping_s: / :param hold_ping_interval_s: / :param overload_backoff_s: see
         :class:`~shunt_lib.relay.Relay` (test seams).
-    :param idle_timeout_s: idle keep-alive and slow-client read timeout, seconds.
+    :param idle_timeout_s: how long a kept-alive connection may wait for its next request, and the
+        write timeout, seconds (see :mod:`shunt_lib.limits`).
     :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
     :raises OSError: if the address cannot be bound.
     """
@@ -340,13 +374,15 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     return srv
 
 
-class Handler(BaseHTTPRequestHandler):
-    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off."""
+class Handler(GuardedHandler):
+    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off. Reads keep
+    to :mod:`shunt_lib.limits` (see :class:`~shunt_lib.connections.GuardedHandler`)."""
 
     protocol_version = "HTTP/1.1"  # keep-alive and chunked responses
     server_version = "shunt/" + __version__
     server: ShuntServer
     headers: wire.Headers
+    _linger = False  # close this connection with a lingering close (a refused body may still arrive)
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout_s
@@ -374,8 +410,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(err.status, err.message)
             return False
         self.close_connection = not wire.persistent(line, self.headers)
-        expect = self.headers.by_name.get("expect", "")
-        return not (expect.lower() == "100-continue" and line.version == "HTTP/1.1" and not self.handle_expect_100())
+        return True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -411,41 +446,94 @@ class Handler(BaseHTTPRequestHandler):
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
             paths_policy.check_path(route)
-            body_unread = False
-            body = wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
             if not authorized:
                 log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
                             "a wrong" if self._offers_key() else "no")  # never the key given
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
+            body_unread = False
+            body = self._read_body()
             if route.startswith("/v1/"):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
             self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body))
         except ShuntError as err:
-            if body_unread:
-                self._skip_body()  # a refused request: its answer must not be lost to a reset
-            if isinstance(err, (BodyTooLarge, BadRequest)):
+            if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding, RequestTimeout)):
                 self.close_connection = True  # the rest of the request is unread or unreadable
+            discard = False
+            if body_unread or isinstance(err, BodyTooLarge):
+                discard = self._refused_body_plan(keep=not isinstance(err, BodyTooLarge))
             self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
+            if discard:
+                self._discard_body()
         except (ConnectionError, socket.timeout):
             self.close_connection = True
         finally:
             self.wfile = out
 
-    def _skip_body(self) -> None:
-        """Read and drop the body of a request refused before it was read (closing with unread bytes
-        would reset the connection and lose the answer); close the connection if that fails."""
+    def _refused_body_plan(self, *, keep: bool = True) -> bool:
+        """What becomes of the body of a request refused before its body was read, decided before the
+        answer is written. None announced: nothing. A ``content-length`` body of at most
+        :data:`DISCARD_MAX_BYTES` (and ``keep``): :returns: True, the caller reads and drops it after
+        the answer (:meth:`_discard_body`) and the connection stays open. Anything else (a larger or
+        chunked body, one announced with ``Expect: 100-continue`` and never invited, bad framing):
+        the connection closes after the answer with a lingering close
+        (:func:`~shunt_lib.connections.linger`), so the answer is not lost to a reset either way."""
+        by_name = self.headers.by_name
+        if "transfer-encoding" not in by_name and by_name.get("content-length", "0") == "0":
+            return False
         try:
-            wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+            framing = wire.body_framing(self.headers, DISCARD_MAX_BYTES)
+        except ShuntError:
+            framing = None
+        if (keep and framing is not None and not framing.chunked and not framing.close
+                and by_name.get("expect", "").lower() != "100-continue"):
+            return True
+        self.close_connection = self._linger = True
+        return False
+
+    def _discard_body(self) -> None:
+        """Read and drop a refused request's ``content-length`` body (64 KiB at a time, at the minimum
+        body rate); close the connection if that fails."""
+        self.expect_body()
+        try:
+            wire.discard_body(self.rfile, wire.body_framing(self.headers, DISCARD_MAX_BYTES).length)
         except (ShuntError, ConnectionError, socket.timeout):
             self.close_connection = True
+        finally:
+            self.body_read()
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            linger(self.connection)
 
     def _options(self, origin: str | None) -> None:
         """``OPTIONS``, a browser's preflight or not: answered here, never forwarded (:mod:`shunt_lib.cors`)."""
-        wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes)
+        if self._refused_body_plan():  # a preflight has no body; another OPTIONS's body is not wanted
+            self._discard_body()
         self.wfile.write(cors.preflight_head(cors.preflight_fields(origin, self.headers.by_name),
                                              close=self.close_connection))
+
+    def _read_body(self) -> bytes:
+        """The request body, read once the key (checked by the caller first: an unauthorized client's
+        upload is never kept) and the framing have passed: a body over ``max_body_bytes`` gets 413
+        before it is read, and ``100 Continue`` goes out only after both checks (RFC 9110 §10.1.1).
+
+        :raises BodyTooLarge: / :raises BadRequest: / :raises UnsupportedCoding: / :raises RequestTimeout:
+        """
+        by_name = self.headers.by_name
+        framing = wire.body_framing(self.headers, self.server.config.server.max_body_bytes)
+        if framing.close:
+            self.close_connection = True
+        expect = by_name.get("expect")
+        if expect is not None and expect.lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.expect_body()
+        try:
+            return wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes, framing)
+        finally:
+            self.body_read()
 
     def _authorized(self) -> bool:
         key = self.server.config.server.remote_key

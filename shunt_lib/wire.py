@@ -9,16 +9,21 @@ what is wrong                             raises               status
 ========================================  ===================  ======
 request line not ``METHOD TARGET HTTP/x``  BadRequest           400
 HTTP/2 or later on this HTTP/1.1 port     VersionNotSupported  505
-a header line over 64 KiB, > 100 fields    HeadersTooLarge      431
+header lines over 64 KiB, > 100 fields    HeadersTooLarge      431
 folded line, no colon, bad field name     BadRequest           400
 bad ``content-length`` or chunk framing   BadRequest           400
+``chunked`` not the last transfer coding  BadRequest           400
+a transfer coding other than ``chunked``  UnsupportedCoding    501
 body over the limit                        BodyTooLarge         413
 client closes inside the body             ClientDisconnected   (no answer: the connection is gone)
 ========================================  ===================  ======
 
 The rules follow RFC 9112 (https://www.rfc-editor.org/rfc/rfc9112): obsolete line folding may be
-refused with 400 (§5.2); ``Transfer-Encoding: chunked`` wins over ``Content-Length`` (§6.3); chunked
-coding per §7.1. Limits are those of ``http.client`` (65,536-byte lines, 100 fields).
+refused with 400 (§5.2); ``Transfer-Encoding: chunked`` wins over ``Content-Length`` (§6.3) and the
+connection closes after such a request; a request whose final transfer coding is not ``chunked`` is
+refused with 400, one with any other coding with 501 (§6.1, §6.3); chunked coding per §7.1;
+``Content-Length`` is digits only (RFC 9110 §8.6). Limits are those of ``http.client`` (65,536-byte
+lines, 100 fields), with 65,536 bytes for all header lines together.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Protocol
 
-from .errors import BadRequest, BodyTooLarge, ClientDisconnected, HeadersTooLarge, VersionNotSupported
+from .errors import BadRequest, BodyTooLarge, ClientDisconnected, HeadersTooLarge, UnsupportedCoding, VersionNotSupported
 
 MAX_HEADER_LINE = 65536
+MAX_HEADER_BYTES = 65536  # all header lines together, CRLFs included (Claude Code sends about 2 KB)
 MAX_HEADERS = 100
 CHUNK_LINE_MAX = 4096
 LAST_CHUNK = b"0\r\n\r\n"
@@ -136,11 +142,12 @@ def read_headers(rfile: Reader) -> Headers:
     rules (and a message naming what is wrong).
 
     :raises BadRequest: a folded line, a line without a colon, a bad field name or a control character.
-    :raises HeadersTooLarge: a line over 65,536 bytes or more than 100 fields.
+    :raises HeadersTooLarge: a line over 65,536 bytes, lines over :data:`MAX_HEADER_BYTES` in all, or
+        more than 100 fields.
     """
     peek = getattr(rfile, "peek", None)
     if peek is not None:
-        buffered = peek(MAX_HEADER_LINE)
+        buffered = peek(MAX_HEADER_BYTES)  # a block found in here is within the total limit
         end = 2 if buffered.startswith(b"\r\n") else buffered.find(b"\r\n\r\n") + 4
         if end != 3 and _BLOCK.fullmatch(buffered, 0, end):
             lines = buffered[:end - 4].decode("latin-1").split("\r\n") if end > 2 else []
@@ -156,10 +163,14 @@ def read_headers(rfile: Reader) -> Headers:
 
 def _read_header_lines(rfile: Reader) -> Headers:
     items: list[tuple[str, str]] = []
+    total = 0
     while True:
         line = rfile.readline(MAX_HEADER_LINE + 1)
         if len(line) > MAX_HEADER_LINE:
             raise HeadersTooLarge("header line too long")
+        total += len(line)
+        if total > MAX_HEADER_BYTES:
+            raise HeadersTooLarge(f"header fields over {MAX_HEADER_BYTES} bytes in all")
         if line in _BLANK:
             return Headers(items)
         if len(items) >= MAX_HEADERS:
@@ -184,39 +195,89 @@ def field_block(fields: list[bytes]) -> bytes | None:
 
 def persistent(line: RequestLine, headers: Headers) -> bool:
     """Whether the connection stays open after this request: the version's default, overridden by a
-    ``Connection: close`` or ``Connection: keep-alive`` field."""
-    conn = (headers.by_name.get("connection") or "").lower()
-    if conn == "close":
+    ``close`` or ``keep-alive`` option anywhere in the ``Connection`` field's comma-separated list
+    (``close`` wins; RFC 9110 §7.6.1, RFC 9112 §9.3)."""
+    conn = headers.by_name.get("connection")
+    if not conn:
+        return line.persistent
+    options = {t.strip().lower() for t in conn.split(",")}
+    if "close" in options:
         return False
-    if conn == "keep-alive":
-        return True
-    return line.persistent
+    return True if "keep-alive" in options else line.persistent
 
 
-def read_body(rfile: Reader, headers: Headers, limit: int) -> bytes:
-    """Read the request body: chunked if ``transfer-encoding`` says so, else ``content-length`` bytes
-    in one read, else none.
+class Framing(NamedTuple):
+    """How a request's body is delimited: ``chunked``, or ``length`` bytes (0: no body).
+    ``close``: the connection must close after the answer (both ``Transfer-Encoding`` and
+    ``Content-Length`` were sent, which RFC 9112 §6.3 treats as a possible smuggling attempt)."""
+
+    chunked: bool
+    length: int
+    close: bool
+
+
+def body_framing(headers: Headers, limit: int) -> Framing:
+    """Check a request's body framing before any of the body is read.
 
     :param limit: the largest body accepted, bytes.
-    :raises BodyTooLarge: over ``limit`` (nothing more is read: the caller closes the connection).
-    :raises BadRequest: a bad ``content-length`` or malformed chunk framing.
-    :raises ClientDisconnected: the client closed before the end of the body.
+    :raises BadRequest: ``chunked`` is not the last transfer coding or appears twice, or
+        ``content-length`` is not digits only (RFC 9110 §8.6 ``1*DIGIT``; a repeated "5, 5" is refused).
+    :raises UnsupportedCoding: a transfer coding other than ``chunked`` (RFC 9112 §6.1: 501).
+    :raises BodyTooLarge: a ``content-length`` over ``limit``.
     """
     te = headers.by_name.get("transfer-encoding")
-    if te is not None and "chunked" in te.lower():
-        return _read_chunked(rfile, limit)
     cl = headers.by_name.get("content-length")
+    if te is not None:
+        codings = [t.strip().lower() for t in te.split(",") if t.strip()]  # empty list elements are ignored
+        if not codings or codings[-1] != "chunked" or codings.count("chunked") > 1:
+            raise BadRequest(f"transfer-encoding {te!r}: chunked must be the final coding, once")
+        if len(codings) > 1:
+            raise UnsupportedCoding(f"transfer-encoding {te!r}: shunt accepts only chunked")
+        return Framing(True, 0, cl is not None)
     if cl is None:
-        return b""
-    if not (cl.isascii() and cl.isdigit()):  # also refuses "-1", "+5" and a repeated "5, 5"
+        return Framing(False, 0, False)
+    if not (cl.isascii() and cl.isdigit()):  # also refuses "-1", "+5", "1_0" and a repeated "5, 5"
         raise BadRequest("invalid content-length")
     n = int(cl)
     if n > limit:
         raise BodyTooLarge(f"request body is {n} bytes; shunt accepts at most {limit} (server.max_body_bytes)")
+    return Framing(False, n, False)
+
+
+def read_body(rfile: Reader, headers: Headers, limit: int, framing: Framing | None = None) -> bytes:
+    """Read the request body as :func:`body_framing` finds it delimited: chunked, ``content-length``
+    bytes in one read, or none.
+
+    :param limit: the largest body accepted, bytes.
+    :param framing: :func:`body_framing`'s result if the caller has it already.
+    :raises BodyTooLarge: over ``limit`` (nothing more is read: the caller closes the connection).
+    :raises BadRequest: / :raises UnsupportedCoding: bad framing (see :func:`body_framing`) or
+        malformed chunks.
+    :raises ClientDisconnected: the client closed before the end of the body.
+    """
+    if framing is None:
+        framing = body_framing(headers, limit)
+    if framing.chunked:
+        return _read_chunked(rfile, limit)
+    n = framing.length
+    if n == 0:
+        return b""
     data = rfile.read(n)
     if len(data) != n:
         raise ClientDisconnected("client closed before sending the whole body")
     return data
+
+
+def discard_body(rfile: Reader, length: int) -> None:
+    """Read ``length`` bytes of a body and keep none of them (64 KiB at a time).
+
+    :raises ClientDisconnected: the client closed before the end of the body.
+    """
+    while length > 0:
+        got = len(rfile.read(min(length, 65536)))
+        if got == 0:
+            raise ClientDisconnected("client closed before sending the whole body")
+        length -= got
 
 
 def _read_chunked(rfile: Reader, limit: int) -> bytes:

@@ -1,7 +1,6 @@
 """Integration: bad input gets a clear Anthropic-shaped error and changes no state."""
 
 import json
-import socket
 import time
 
 from tests.support import MSG, raw
@@ -36,17 +35,12 @@ def test_malformed_http_gets_json_400(make_proxy, upstream):
         head, _, body = out.partition(b"\r\n\r\n")
         assert head.split(b" ")[1] in (b"400", b"505"), out
         assert json.loads(body)["type"] == "error"
+    # A transfer coding shunt cannot undo gets 501, one that is not finally chunked 400; both close.
+    for te, status in ((b"gzip, chunked", b"501"), (b"chunked, gzip", b"400"), (b"xchunked", b"400")):
+        out = raw(p.port, b"POST /v1/messages HTTP/1.1\r\ntransfer-encoding: " + te + b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        assert out.split(b" ", 2)[1] == status and out.count(b"HTTP/1.1") == 1, out
     assert upstream.received == []
     assert p.srv.status()["accounts"][0]["requests"] == 0
-
-
-def test_idle_and_slow_clients_time_out(make_proxy, upstream):
-    p = make_proxy([("a", "oauth")], idle_timeout_s=0.5)
-    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
-    s.sendall(b"POST /v1/messages HTTP/1.1\r\ncontent-length: 100\r\n\r\n{")  # then stalls
-    assert s.recv(65536) == b""  # the server hangs up (within the client's 5 s timeout, not 120 s)
-    s.close()
-    assert upstream.received == []
 
 
 def test_tokens_never_appear_in_status_errors_or_logs(make_proxy, upstream, caplog):

@@ -59,7 +59,7 @@ def ipv6_loopback() -> bool:
 
 def test_a_client_reset_is_one_debug_line_not_a_traceback(make_proxy, upstream, capfd):
     p = make_proxy([("a", "oauth")])
-    with Records("shunt.server") as logs:
+    with Records("shunt") as logs:
         s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
         s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         resp = http.client.HTTPResponse(s)

@@ -6,7 +6,7 @@ import time
 
 from shunt_lib.sessions import id_key
 from tests.fakes.upstream import Reply, error_json, unified_headers
-from tests.support import MSG
+from tests.support import MSG, raw
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 
@@ -64,6 +64,10 @@ def test_overloaded_is_retried_once_elsewhere_then_returned(make_proxy, upstream
     status, h, _ = p.request(body=MSG)
     assert status == 200 and h["x-shunt-account"] == "b"
     assert all(a["status"] == "available" for a in p.srv.status()["accounts"])  # not marked
+    upstream.script("tok-a", Reply(status=529, body=over))
+    upstream.script("tok-b", Reply(status=529, body=over))
+    assert raw(p.port, b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+               % (len(json.dumps(MSG)), json.dumps(MSG).encode())).startswith(b"HTTP/1.1 529 Overloaded\r\n")
     upstream.script("tok-a", Reply(status=529, body=over))
     upstream.script("tok-b", Reply(status=529, body=over))
     status, _, out = p.request(body=MSG)

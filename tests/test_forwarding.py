@@ -42,8 +42,9 @@ def test_response_head_keeps_status_reason_and_headers_and_frames_anew():
                                              ("X-Shunt-Account", "spoofed"), ("request-id", "r1")])
     assert head.by_name["request-id"] == "r1"
     assert response_head(head, "a", content_length=12) == (
-        b"HTTP/1.1 529 \r\nContent-Type: application/json\r\nrequest-id: r1\r\nx-shunt-account: a\r\n"
+        b"HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\nrequest-id: r1\r\nx-shunt-account: a\r\n"
         b"content-length: 12\r\n\r\n")
+    assert response_head(head._replace(reason="Site Busy"), None).startswith(b"HTTP/1.1 529 Site Busy\r\n")
     ok = ResponseHead.from_items(200, "OK", [("content-type", "text/event-stream")])
     assert response_head(ok, "b", chunked=True).endswith(b"x-shunt-account: b\r\ntransfer-encoding: chunked\r\n\r\n")
     assert response_head(ok, "b", close=True).endswith(b"x-shunt-account: b\r\nconnection: close\r\n\r\n")

@@ -41,6 +41,10 @@ def test_stream_broken_after_bytes_ends_with_sse_error_event(make_proxy, upstrea
     assert err["error"]["type"] == "api_error"
     assert len(upstream.requests_for()) == 1  # never retried once bytes were sent
     assert events.wait_for("stream_error")
+    assert events.wait_for("request")
+    line = [r.getMessage() for r in events.records if getattr(r, "event", None) == "request"][-1]
+    assert "status=200" in line and line.split(" id=")[0].endswith(" stream=broken"), line  # the access line says it broke
+    assert p.srv.status()["recent_requests"][-1]["broke"] is True
     conn.close()
 
 

@@ -7,9 +7,12 @@ import pytest
 from shunt_lib import errors
 from shunt_lib.wire import (
     LAST_CHUNK,
+    MAX_HEADER_BYTES,
     MAX_HEADERS,
+    Framing,
     Headers,
     RequestLine,
+    body_framing,
     frame_chunk,
     parse_request_line,
     persistent,
@@ -110,6 +113,17 @@ def test_bad_headers_raise_one_typed_error_each(raw, error, needle):
         read_headers(io.BytesIO(raw))
 
 
+def test_header_lines_are_bounded_in_total_not_only_each():
+    block = b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(70)) + b"\r\n"  # 70 lines of 1 KB
+    assert len(block) > MAX_HEADER_BYTES
+    with pytest.raises(errors.HeadersTooLarge, match="in all"):
+        read_headers(io.BytesIO(block))
+    with pytest.raises(errors.HeadersTooLarge):
+        headers(block)
+    fits = b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 1000) for i in range(60)) + b"\r\n"
+    assert len(headers(fits).items()) == 60
+
+
 def test_exactly_100_headers_are_fine():
     assert len(headers(b"".join(b"x-h%d: v\r\n" % i for i in range(MAX_HEADERS)) + b"\r\n").items()) == MAX_HEADERS
 
@@ -119,6 +133,12 @@ def test_connection_persistence_by_version_and_header():
     assert persistent(v11, Headers([])) and not persistent(v10, Headers([]))
     assert not persistent(v11, Headers([("Connection", "Close")]))
     assert persistent(v10, Headers([("connection", "keep-alive")]))
+    # Connection is a list of options (RFC 9110 §7.6.1): close anywhere in it closes.
+    assert not persistent(v11, Headers([("Connection", "close, x-foo")]))
+    assert not persistent(v11, Headers([("Connection", "x-foo"), ("connection", " Close")]))
+    assert not persistent(v10, Headers([("Connection", "keep-alive, close")]))
+    assert persistent(v10, Headers([("Connection", "x-foo,keep-alive")]))
+    assert persistent(v11, Headers([("Connection", "x-foo")])) and not persistent(v10, Headers([("Connection", "x")]))
 
 
 def body(raw: bytes, hdrs: list, limit: int = 1 << 20) -> bytes:
@@ -133,10 +153,35 @@ def test_content_length_body_is_read_in_one_piece_and_no_further():
     assert body(b"", [("content-length", "0")]) == b""
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "+5", "5, 5", "1e3", "٣"])
+@pytest.mark.parametrize("value", ["abc", "-1", "+5", "+120", "1_20", " 5x", "5, 5", "1e3", "٣", ""])
 def test_bad_content_length_is_400(value):
     with pytest.raises(errors.BadRequest, match="content-length"):
         body(b"12345", [("content-length", value)])
+
+
+@pytest.mark.parametrize("value, error", [
+    ("gzip", errors.BadRequest),  # chunked must be the final coding (RFC 9112 §6.3)
+    ("chunked, gzip", errors.BadRequest),
+    ("chunked, chunked", errors.BadRequest),
+    ("xchunked", errors.BadRequest),
+    ("chunked;q=1", errors.BadRequest),
+    ("", errors.BadRequest),
+    ("gzip, chunked", errors.UnsupportedCoding),  # understood framing, but a coding shunt cannot undo: 501
+    ("identity, chunked", errors.UnsupportedCoding),
+])
+def test_transfer_codings_other_than_a_final_chunked_are_refused(value, error):
+    with pytest.raises(error) as exc:
+        body(b"5\r\nhello\r\n0\r\n\r\n", [("transfer-encoding", value)])
+    assert exc.value.status == {errors.BadRequest: 400, errors.UnsupportedCoding: 501}[error]
+
+
+def test_framing_is_decided_before_the_body_is_read():
+    assert body_framing(Headers([("Transfer-Encoding", "Chunked")]), 10) == Framing(True, 0, False)
+    assert body_framing(Headers([("transfer-encoding", "chunked,"), ("content-length", "3")]), 10) == Framing(True, 0, True)
+    assert body_framing(Headers([("content-length", "10")]), 10) == Framing(False, 10, False)
+    assert body_framing(Headers([]), 10) == Framing(False, 0, False)
+    with pytest.raises(errors.BodyTooLarge):
+        body_framing(Headers([("content-length", "11")]), 10)
 
 
 def test_limits_are_enforced_before_reading():
