@@ -49,6 +49,17 @@ def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     return conv
 
 
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    def conv(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError("must be a number of seconds")
+        if not lo < v <= hi:
+            raise ValueError(f"must be more than {lo:g} and at most {hi:g}")
+        return v
+
+    return conv
+
+
 def _strategy(v: Any) -> str:
     v = _str(v)
     if v not in STRATEGIES:
@@ -90,6 +101,11 @@ class ServerConfig:
     oauth_revoke_url: str = _key("https://platform.claude.com/v1/oauth/revoke", _url,
                                  "where `logout` revokes the refresh token")
     recovery_interval_s: int = _key(120, _int_range(1, 86400), "how often `reauth_required` accounts are retried, seconds")
+    upstream_first_byte_timeout_s: float = _key(
+        120, _seconds(0, 3600), "longest wait for the upstream's response head once a request is sent, seconds "
+        "(a non-streaming `/v1/messages` call, whose head comes with its whole answer, waits at least 600)")
+    upstream_idle_timeout_s: float = _key(300, _seconds(0, 3600),
+                                          "longest silence from the upstream while a body streams, seconds")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
 

@@ -16,6 +16,7 @@ import enum
 import itertools
 import logging
 import math
+import re
 import time
 from typing import Iterator
 
@@ -31,8 +32,10 @@ from .errors import (
     ShuntError,
     Unauthorized,
     UpstreamConnectError,
+    UpstreamHeadTimeout,
     UpstreamRequestInvalid,
     UpstreamStreamError,
+    UpstreamTimeout,
     UpstreamUnreachable,
 )
 from .hold import Hold
@@ -44,7 +47,7 @@ from .router import AccountView
 from .sessions import session_key
 from .state import Pool
 from .status_view import duration_text
-from .upstream import Upstream, UpstreamResponse
+from .upstream import Cancel, Upstream, UpstreamResponse
 from .usage import UsageTap, decode_body
 from .watch import ClientWatch
 
@@ -67,7 +70,7 @@ class _RequestState:
     """One request's trip through :meth:`Relay.handle`. Owned by the request's thread."""
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded")
+                 "account", "tap", "recorded", "cancel")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -83,6 +86,7 @@ class _RequestState:
         self.account: str | None = None  # the account whose answer is being relayed
         self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
         self.recorded = False  # the finished request was counted and logged
+        self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
 
 
 class Relay:
@@ -165,16 +169,26 @@ class Relay:
             events_log.info("request moved to %s", name, extra={"event": "failover", "account": name, "reason": reason})
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
+        self._watch(st)  # a client that leaves while the head is awaited aborts the attempt
+        st.cancel = Cancel()
         try:
-            resp = self.upstream.send(up.method, up.target, up.headers, up.body)
+            resp = self.upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
+                                      long_head=head_comes_late(up.method, up.target, up.body))
         except UpstreamRequestInvalid as exc:
             self._answer_error(st, BadRequest(f"the request cannot be forwarded: {exc}"))
             return Next.DONE
         except UpstreamConnectError as exc:
-            events_log.warning("upstream unreachable via %s: %s", name, exc,
-                               extra={"event": "connect_error", "account": name})
-            st.attempts = st.attempts.after_connect_error(ConnectFailure(name, str(exc)))
+            if st.client.gone.is_set():
+                return self._dropped(st)
+            events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
+            st.attempts, step = st.attempts.after_connect_error(
+                ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
+            if step is Step.ANSWER:
+                self._answer_failure(st, self.clock.time(), None)
+                return Next.DONE
             return Next.ROUTE
+        finally:
+            st.cancel = None
         st.active = resp
         st.account = name
         if st.client.gone.is_set():  # the client left while the response head was awaited
@@ -254,22 +268,30 @@ class Relay:
                 return self._dropped(st)
             st.attempts = st.attempts.after_hold()
             return Next.ROUTE
+        self._answer_failure(st, now, recovery)
+        return Next.DONE
+
+    def _answer_failure(self, st: _RequestState, now: float, recovery: tuple[float, str] | None) -> None:
+        """Answer with the request's last failure, or with shunt's own 429 / 401 if it has none."""
         failure = st.attempts.last_failure
         if isinstance(failure, UpstreamAnswer):
             self._answer_upstream(st, failure)
         elif isinstance(failure, ConnectFailure):
-            self._answer_error(st, UpstreamUnreachable("shunt could not reach the upstream API: " + failure.message))
+            cls = UpstreamTimeout if failure.timed_out else UpstreamUnreachable
+            self._answer_error(st, cls("shunt got no answer from the upstream API: " + failure.message))
         else:
-            self._answer_error(st, pool_unavailable_error(self.pool.views(now, kinds=kinds), now, recovery))
-        return Next.DONE
+            views = self.pool.views(now, kinds=st.dialect.account_kinds)
+            self._answer_error(st, pool_unavailable_error(views, now, recovery))
 
     def _watch(self, st: _RequestState) -> None:
         """Notice at once if the client hangs up: wake a hold, unblock an upstream read."""
 
         def interrupt_upstream() -> None:
-            resp = st.active
+            resp, cancel = st.active, st.cancel
             if resp is not None:
                 resp.interrupt()
+            if cancel is not None:
+                cancel.cancel()
 
         st.client.watch(self.watch, interrupt_upstream)
 
@@ -357,6 +379,21 @@ def pool_unavailable_error(views: list[AccountView], now_s: float, recovery: tup
     retry_after = max(1, math.ceil(recovery[0] - now_s))
     return PoolRateLimited("every account of shunt's pool is rate-limited: " + "; ".join(parts),
                            headers={"retry-after": str(retry_after)})
+
+
+def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
+    """Whether the upstream sends the response head only once the whole answer is generated: a
+    ``POST /v1/messages`` whose body does not ask for a stream (docs/protocol.md §5.1, §5.3). Such a
+    request may take minutes before its first byte; a streaming one sends its head at once.
+
+    A byte search, not a parse (bodies are large): a ``"stream": true`` nested deeper in the body
+    counts too, which only shortens that request's wait to the first-byte timeout.
+    """
+    return method == "POST" and target.split("?", 1)[0] == "/v1/messages" and (
+        body is None or _STREAM_TRUE.search(body) is None)
+
+
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 
 
 def _tapped(tap: UsageTap, pieces: Iterator[bytes]) -> Iterator[bytes]:

@@ -276,7 +276,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,
                           http=http, clock=clock.time)
-    upstream = Upstream(server_cfg.upstream_url, maxsize=128)
+    upstream = Upstream(server_cfg.upstream_url, maxsize=128, first_byte_timeout_s=server_cfg.upstream_first_byte_timeout_s,
+                        idle_timeout_s=server_cfg.upstream_idle_timeout_s)
     watch = ClientWatch()
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
                   hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)
