@@ -15,9 +15,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
 import re
-import time
 from typing import Iterator
 
 from . import sse
@@ -28,9 +26,7 @@ from .dialect import ANTHROPIC, Dialect, ProxyRequest
 from .errors import (
     BadRequest,
     ClientGone,
-    PoolRateLimited,
     ShuntError,
-    Unauthorized,
     UpstreamConnectError,
     UpstreamHeadTimeout,
     UpstreamRequestInvalid,
@@ -40,10 +36,10 @@ from .errors import (
 )
 from .hold import Hold
 from .oauth import RefreshStatus, TokenManager
+from .pool_limit import pool_unavailable_error
 from .outcome import Action, classify
 from .ratelimit import RateLimitInfo, parse_rate_limits
 from .record import access_line, request_record
-from .router import AccountView
 from .sessions import session_key
 from .state import Pool
 from .status_view import duration_text
@@ -354,31 +350,6 @@ class Relay:
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(access_line(record), extra=_REQUEST_EVENT)
-
-
-def pool_unavailable_error(views: list[AccountView], now_s: float, recovery: tuple[float, str] | None) -> ShuntError:
-    """shunt's own answer when no account can take a request and none recovers in time.
-
-    :param views: the accounts that could serve the request; :param recovery: the soonest recovery
-        (epoch s, name), or None if every account needs a human.
-    :returns: a 429 ``rate_limit_error`` with ``retry-after`` (seconds to the soonest recovery) naming
-        each account's reset, or a 401 when nothing will recover by itself.
-    """
-    if not views:
-        return Unauthorized("shunt has no accounts: add one with `shunt import` or `shunt add-account NAME --api-key`")
-    parts = []
-    for v in views:
-        at = v.available_at_s(now_s)
-        if at is None:
-            parts.append(f"{v.name} needs attention ({v.status(now_s)})")
-        else:
-            parts.append(f"{v.name} resets at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(at))} "
-                         f"(in {duration_text(at - now_s)})")
-    if recovery is None:
-        return Unauthorized("no account of shunt's pool can take requests: " + "; ".join(parts))
-    retry_after = max(1, math.ceil(recovery[0] - now_s))
-    return PoolRateLimited("every account of shunt's pool is rate-limited: " + "; ".join(parts),
-                           headers={"retry-after": str(retry_after)})
 
 
 def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
