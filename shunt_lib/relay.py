@@ -36,10 +36,11 @@ from .errors import (
 )
 from .hold import Hold
 from .oauth import RefreshStatus, TokenManager
-from .pool_limit import pool_unavailable_error
 from .outcome import Action, classify
+from .pool_limit import pool_unavailable_error
 from .ratelimit import RateLimitInfo, parse_rate_limits
 from .record import access_line, request_record
+from .router import is_quota_free
 from .sessions import session_key
 from .state import Pool
 from .status_view import duration_text
@@ -66,7 +67,7 @@ class _RequestState:
     """One request's trip through :meth:`Relay.handle`. Owned by the request's thread."""
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded", "cancel")
+                 "account", "tap", "recorded", "cancel", "quota_free")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -83,6 +84,7 @@ class _RequestState:
         self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
         self.recorded = False  # the finished request was counted and logged
         self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
+        self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
 
 
 class Relay:
@@ -145,7 +147,8 @@ class Relay:
                 self._dropped(st)
                 return
             now = self.clock.time()
-            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds)
+            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
+                                     quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
             else:
