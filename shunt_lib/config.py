@@ -106,6 +106,9 @@ class ServerConfig:
         "(a non-streaming `/v1/messages` call, whose head comes with its whole answer, waits at least 600)")
     upstream_idle_timeout_s: float = _key(300, _seconds(0, 3600),
                                           "longest silence from the upstream while a body streams, seconds")
+    drain_timeout_s: float = _key(30, _seconds(0, 3600),
+                                  "on stop, how long requests in progress may finish, seconds; streams still open "
+                                  "then end with an `error` event (keep it under the service's stop timeout)")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
 

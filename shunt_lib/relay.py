@@ -23,10 +23,12 @@ from .attempts import Attempts, ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
+from .drain import Drain
 from .errors import (
     BadRequest,
     ClientGone,
     ShuntError,
+    ShuttingDown,
     UpstreamConnectError,
     UpstreamHeadTimeout,
     UpstreamRequestInvalid,
@@ -54,6 +56,8 @@ events_log = logging.getLogger("shunt.events")
 
 _REQUEST_EVENT = {"event": "request"}
 _NO_ATTEMPTS = Attempts()  # immutable, so every request can start from the same one
+_STOPPING = "shunt is stopping; retry the request"
+_CUT = "shunt is stopping and ended this stream before it finished; retry the request"
 
 
 class Next(enum.Enum):
@@ -109,6 +113,7 @@ class Relay:
         self.hold_first_ping_s = hold_first_ping_s
         self.hold_ping_interval_s = hold_ping_interval_s
         self.overload_backoff_s = overload_backoff_s
+        self.drain = Drain()  # the server's stop: begin() when it drains, stop() when the time is up
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -120,7 +125,11 @@ class Relay:
         client = ClientStream(conn)
         st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
                            self.clock.time() + self.max_wait_s, self.clock.monotonic())
+        token = self.drain.enter(lambda: self._interrupt(st))
         try:
+            if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
+                self._answer_stopping(st)
+                return
             self._loop(st)
         except ClientGone:
             client.close_after()
@@ -133,6 +142,7 @@ class Relay:
                 except ClientGone:
                     pass
         finally:
+            self.drain.leave(token)
             client.unwatch()
             resp, st.active = st.active, None
             if resp is not None:
@@ -145,6 +155,9 @@ class Relay:
         while True:
             if st.client.gone.is_set():
                 self._dropped(st)
+                return
+            if self.drain.stopping.is_set():
+                self._answer_stopping(st)
                 return
             now = self.clock.time()
             choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
@@ -179,6 +192,9 @@ class Relay:
         except UpstreamConnectError as exc:
             if st.client.gone.is_set():
                 return self._dropped(st)
+            if self.drain.stopping.is_set():
+                self._answer_stopping(st)
+                return Next.DONE
             events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
             st.attempts, step = st.attempts.after_connect_error(
                 ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
@@ -263,7 +279,8 @@ class Relay:
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
             tried = st.attempts.tried
             if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
-                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s):
+                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s,
+                                stop=self.drain.stopping):
                 return self._dropped(st)
             st.attempts = st.attempts.after_hold()
             return Next.ROUTE
@@ -285,14 +302,17 @@ class Relay:
     def _watch(self, st: _RequestState) -> None:
         """Notice at once if the client hangs up: wake a hold, unblock an upstream read."""
 
-        def interrupt_upstream() -> None:
-            resp, cancel = st.active, st.cancel
-            if resp is not None:
-                resp.interrupt()
-            if cancel is not None:
-                cancel.cancel()
+        st.client.watch(self.watch, lambda: self._interrupt(st))
 
-        st.client.watch(self.watch, interrupt_upstream)
+    @staticmethod
+    def _interrupt(st: _RequestState) -> None:
+        """Unblock ``st``'s thread if it waits on the upstream (for the head, or for body bytes). Any
+        thread; never blocks."""
+        resp, cancel = st.active, st.cancel
+        if resp is not None:
+            resp.interrupt()
+        if cancel is not None:
+            cancel.cancel()
 
     # -- answers ------------------------------------------------------------------------------------
     def _answer_upstream(self, st: _RequestState, answer: UpstreamAnswer) -> None:
@@ -303,6 +323,11 @@ class Relay:
     def _answer_error(self, st: _RequestState, err: ShuntError) -> None:
         st.client.send_json(err.status, st.dialect.error_body(err), err.headers)
         self._record(st, None, err.status)
+
+    def _answer_stopping(self, st: _RequestState) -> None:
+        """shunt is stopping: a 529 ``overloaded_error`` (an SSE error event if held), then close."""
+        st.client.close_after()
+        self._answer_error(st, ShuttingDown(_STOPPING))
 
     def _dropped(self, st: _RequestState) -> Next:
         """The client hung up: record the request (with whatever usage was seen) as 499."""
@@ -331,6 +356,12 @@ class Relay:
             client.finish_answer()
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release()
+        elif self.drain.stopping.is_set():
+            events_log.warning("shunt is stopping: ended a stream from %s before it finished", name,
+                               extra={"event": "stream_cut", "account": name})
+            client.fail_answer(sse.event("error", st.dialect.error_body(ShuttingDown(_CUT))), sse_stream=tap.sse)
+            st.active = None
+            resp.abort()
         else:
             events_log.warning("upstream stream from %s broke: %s", name, broke,
                                extra={"event": "stream_error", "account": name})
