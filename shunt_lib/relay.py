@@ -99,6 +99,8 @@ class Relay:
     :param hold_first_ping_s: a held streaming request gets its 200 and first ping this long after it arrived.
     :param hold_ping_interval_s: then a ping this often.
     :param overload_backoff_s: pause before moving a request that got 529/overloaded.
+    :attr drain: the server's stop (:class:`~shunt_lib.drain.Drain`): every request in progress is
+        registered there, so a stop can end it with an SSE ``error`` event and still count its usage.
     """
 
     def __init__(self, max_wait_s: float, pool: Pool, tokens: TokenManager, upstream: Upstream, watch: ClientWatch,

@@ -205,17 +205,19 @@ class UpstreamResponse:
     called from another thread to unblock a read (a client that hung up).
     """
 
-    __slots__ = ("head", "_resp")
+    __slots__ = ("head", "_resp", "_origin", "_idle_s")
 
-    def __init__(self, resp: urllib3.BaseHTTPResponse):
+    def __init__(self, resp: urllib3.BaseHTTPResponse, origin: str = "the upstream", idle_timeout_s: float | None = None):
         self._resp = resp
+        self._origin, self._idle_s = origin, idle_timeout_s
         self.head = ResponseHead.from_items(resp.status, resp.reason or "", list(resp.headers.items()))
 
     def iter_body(self, chunk_size: int = 65536) -> Iterator[bytes]:
         """Yield the raw (undecoded) body piece by piece, as soon as each piece arrives.
 
         Chunked responses yield each HTTP chunk; others yield whatever one socket read returns.
-        :raises UpstreamStreamError: if the connection breaks or times out mid-body.
+        :raises UpstreamStreamError: if the connection breaks or times out mid-body (the message says
+            which, in words).
         """
         resp = self._resp
         try:
@@ -228,8 +230,11 @@ class UpstreamResponse:
                         break
                     yield data
         # AttributeError: urllib3 sets its file object to None when interrupt() shut the socket down.
+        except ReadTimeoutError as exc:
+            idle = f" for {self._idle_s:g} s" if self._idle_s is not None else ""
+            raise UpstreamStreamError(f"{self._origin} sent nothing{idle}") from exc
         except (Urllib3Error, OSError, ValueError, AttributeError) as exc:
-            raise UpstreamStreamError(f"{type(exc).__name__}: {exc}") from exc
+            raise UpstreamStreamError(f"{self._origin} broke the connection off ({type(exc).__name__})") from exc
 
     def read_small(self, limit: int = 1 << 20) -> tuple[bytes, bool]:
         """Read an (error) body, raw, stopping after ``limit`` bytes.
@@ -340,7 +345,7 @@ class Upstream:
                 conn.sock.settimeout(self.idle_timeout_s)  # the next request on it sets its own again
             except OSError:
                 pass
-        return UpstreamResponse(resp)
+        return UpstreamResponse(resp, self.origin, self.idle_timeout_s)
 
     def close(self) -> None:
         """Close every pooled connection (any thread; requests in flight keep theirs until done)."""

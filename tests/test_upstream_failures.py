@@ -70,6 +70,8 @@ def test_a_stream_that_stalls_ends_with_an_error_event_after_the_idle_timeout(ma
         assert resp.status == 200
         got = read_until(resp, b"event: error")
         assert b"message_start" in got and b"event: error" in got
+        got += resp.read()  # the stream ends after the error event
+        assert b"127.0.0.1:%d sent nothing for 0.5 s" % int(upstream.url.rsplit(":", 1)[1]) in got
     finally:
         never.set()
         conn.close()
