@@ -271,7 +271,8 @@ class Relay:
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
         kinds = st.dialect.account_kinds
         recovery = self.pool.soonest_recovery(now, kinds=kinds)
-        if recovery is not None and recovery[0] <= st.deadline_s:
+        # A quota-free request was offered every account whose credential works: waiting adds nothing.
+        if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:
             self._watch(st)
             if st.hold is None:
                 st.hold = Hold(self.clock, st.started, st.request.body, first_ping_s=self.hold_first_ping_s,
