@@ -394,11 +394,20 @@ def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
     ``POST /v1/messages`` whose body does not ask for a stream (docs/protocol.md §5.1, §5.3). Such a
     request may take minutes before its first byte; a streaming one sends its head at once.
 
-    A byte search, not a parse (bodies are large): a ``"stream": true`` nested deeper in the body
-    counts too, which only shortens that request's wait to the first-byte timeout.
+    A byte search from the end, not a parse (bodies are large, and clients such as Claude Code put
+    ``stream`` last): a ``"stream"`` inside a string is escaped and never matches; one nested in an
+    object (a tool's input) may, which only shortens that request's wait to the first-byte timeout.
     """
-    return method == "POST" and target.split("?", 1)[0] == "/v1/messages" and (
-        body is None or _STREAM_TRUE.search(body) is None)
+    if method != "POST" or target.split("?", 1)[0] != "/v1/messages":
+        return False
+    if not body:
+        return True
+    at = body.rfind(b'"stream"')
+    while at >= 0:
+        if _STREAM_TRUE.match(body, at):
+            return False
+        at = body.rfind(b'"stream"', 0, at)
+    return True
 
 
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')

@@ -262,3 +262,6 @@ def test_only_a_non_streaming_generation_waits_long_for_its_head():
     assert not head_comes_late("POST", "/v1/messages?beta=true", b'{"model": "m", "stream" : true}')
     assert not head_comes_late("POST", "/v1/messages/count_tokens", b'{"model": "m"}')
     assert not head_comes_late("GET", "/v1/models", None)
+    nested = b'{"stream": true, "tools": [{"input_schema": {"stream": false}}]}'  # the last "stream" is not the key
+    assert not head_comes_late("POST", "/v1/messages", nested)
+    assert head_comes_late("POST", "/v1/messages", b'{"messages": [{"content": "say \\"stream\\": true"}], "stream": false}')
