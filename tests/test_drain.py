@@ -85,3 +85,33 @@ def test_sigterm_on_shunt_serve_ends_a_stream_with_an_error_event_and_exits_clea
             serve.proc.kill()
             serve.stop(signal.SIGKILL)
     assert saved_recent(paths.state)[-1]["input_tokens"] == 10
+
+
+def test_a_new_request_on_a_kept_alive_connection_during_the_drain_gets_529(make_proxy, upstream):
+    import http.client
+
+    from tests.support import MSG
+
+    p = make_proxy([("a", "oauth")], drain_timeout_s=20)
+    idle = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    idle.request("POST", "/v1/messages", body=json.dumps(MSG), headers={"content-type": "application/json"})
+    assert idle.getresponse().read() and True
+    go = threading.Event()
+    upstream.script("tok-a", Reply(events=sse_events(), gates=[None, go]))
+    conn, resp = open_stream(p.port)  # keeps the drain going
+    closing = threading.Thread(target=p.srv.close)
+    try:
+        read_until(resp, b"message_start")
+        closing.start()
+        assert wait_until(lambda: refused(p.port), timeout=3)
+        idle.request("POST", "/v1/messages", body=json.dumps(MSG), headers={"content-type": "application/json"})
+        answer = idle.getresponse()
+        assert answer.status == 529 and json.loads(answer.read())["error"]["type"] == "overloaded_error"
+        assert answer.getheader("connection") == "close"
+    finally:
+        go.set()
+        conn.close()
+        idle.close()
+        if closing.ident:
+            closing.join(10)
+    assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-a"]  # the 529 never went up
