@@ -16,6 +16,12 @@ SERVER_ERROR       NEXT account; keep the answer
 OVERLOADED         BACKOFF then NEXT account, once per request; the second time ANSWER with it
 AUTH               API key: DISABLE the account; OAuth: REFRESH it once, then REAUTH (a second 401)
 =================  ==============================================================================
+
+Without an answer (:meth:`Attempts.after_connect_error`): every account reaches the same upstream
+host, so a failure to connect is a fact about the host, not the account. The request moves to one
+other account (a transient failure, such as a pooled connection the host had closed, may pass), and
+a second failure answers. A host that accepted the request and sent no head in time is not tried
+again at all: another account would wait as long.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ class UpstreamAnswer(NamedTuple):
 
 
 class ConnectFailure(NamedTuple):
-    """No answer came from ``account``'s upstream: ``message`` says why (never contains a secret)."""
+    """No answer came from ``account``'s upstream: ``message`` says why (never contains a secret);
+    ``timed_out``: the request went out and no response head came within the first-byte timeout."""
 
     account: str
     message: str
+    timed_out: bool = False
 
 
 Failure = UpstreamAnswer | ConnectFailure
@@ -63,7 +71,8 @@ class Attempts(NamedTuple):
     ``tried``: accounts this request must not be routed to again (until a hold clears them);
     ``refreshed``: accounts whose token this request already refreshed; ``overload_retried``: the one
     move after an overload is spent; ``last_failure``: what to return if no account can answer;
-    ``count``: attempts made (a request that moves is logged as a failover).
+    ``count``: attempts made (a request that moves is logged as a failover); ``connect_failed``: an
+    attempt of this request already failed without an answer.
     """
 
     tried: frozenset[str] = frozenset()
@@ -71,10 +80,12 @@ class Attempts(NamedTuple):
     overload_retried: bool = False
     last_failure: Failure | None = None
     count: int = 0
+    connect_failed: bool = False
 
     def attempt(self, name: str) -> "Attempts":
         """One more attempt is being made (on ``name``)."""
-        return Attempts(self.tried, self.refreshed, self.overload_retried, self.last_failure, self.count + 1)
+        return Attempts(self.tried, self.refreshed, self.overload_retried, self.last_failure, self.count + 1,
+                        self.connect_failed)
 
     @property
     def moving(self) -> bool:
@@ -109,11 +120,14 @@ class Attempts(NamedTuple):
             return nxt._replace(refreshed=self.refreshed | {name}), Step.REFRESH
         raise ValueError(f"no step for {act}")
 
-    def after_connect_error(self, failure: ConnectFailure) -> "Attempts":
-        """``failure.account`` could not be reached: route elsewhere. A connection failure is kept only
-        while no upstream answer was seen (an answer is the better thing to return)."""
+    def after_connect_error(self, failure: ConnectFailure) -> tuple["Attempts", Step]:
+        """``failure.account`` gave no answer: the next history and step, NEXT (another account) the
+        first time the host could not be reached, else ANSWER (with :attr:`last_failure`). A
+        connection failure is kept only while no upstream answer was seen (an answer is the better
+        thing to return)."""
         keep = self.last_failure if isinstance(self.last_failure, UpstreamAnswer) else failure
-        return self._replace(tried=self.tried | {failure.account}, last_failure=keep)
+        nxt = self._replace(tried=self.tried | {failure.account}, last_failure=keep, connect_failed=True)
+        return nxt, Step.ANSWER if failure.timed_out or self.connect_failed else Step.NEXT
 
     def retry(self, name: str) -> "Attempts":
         """``name``'s token was refreshed: it may be tried again."""

@@ -118,11 +118,12 @@ class ClientStream:
 
     # -- whole answers ----------------------------------------------------------------------------
     def send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        """Answer with a JSON body shunt wrote (its own error), or an SSE error event if held."""
+        """Answer with a JSON body shunt wrote (its own error), or an SSE error event if held. After
+        :meth:`close_after`, the head says ``connection: close``."""
         if self.sse_head_sent:
             self.end_with_sse_error(body)
         else:
-            self.write(json_head(status, len(body), headers) + body)
+            self.write(json_head(status, len(body), headers, close=self._conn.close_connection) + body)
 
     def send_upstream_answer(self, account: str, head: ResponseHead, raw: bytes) -> None:
         """Send an upstream answer read whole (an error), unchanged; an SSE error event if held."""

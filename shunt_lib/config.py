@@ -207,6 +207,14 @@ class ServerConfig:
     oauth_revoke_url: str = _key("https://platform.claude.com/v1/oauth/revoke", _url,
                                  "where `logout` revokes the refresh token", live=True)
     recovery_interval_s: int = _key(120, _int_range(1, 86400), "how often `reauth_required` accounts are retried, seconds")
+    upstream_first_byte_timeout_s: float = _key(
+        120, _seconds_range(0.001, 3600), "longest wait for the upstream's response head once a request is sent, seconds "
+        "(a non-streaming `/v1/messages` call, whose head comes with its whole answer, waits at least 600)")
+    upstream_idle_timeout_s: float = _key(300, _seconds_range(0.001, 3600),
+                                          "longest silence from the upstream while a body streams, seconds")
+    drain_timeout_s: float = _key(30, _seconds_range(0.001, 3600),
+                                  "on stop, how long requests in progress may finish, seconds; streams still open "
+                                  "then end with an `error` event (keep it under the service's stop timeout)")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
 

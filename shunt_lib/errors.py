@@ -18,10 +18,13 @@ Tree::
     │   ├── UnsupportedCoding       501 invalid_request_error (a transfer coding other than chunked)
     │   ├── UpstreamUnreachable     502 api_error (no account's upstream could be reached)
     │   ├── ServiceUnavailable      503 overloaded_error (over ``max_connections``; the connection closes)
+    │   ├── UpstreamTimeout         504 timeout_error (the upstream sent no response head in time)
+    │   ├── ShuttingDown            529 overloaded_error (shunt is stopping: retry, on the next process)
     │   └── VersionNotSupported     505 invalid_request_error (HTTP/2 or later on the HTTP/1.1 port)
     ├── ConfigError                 bad config, credentials or command input; the message names the key
     ├── UpstreamError               trouble on the upstream side, raised by :mod:`shunt_lib.upstream` only
     │   ├── UpstreamConnectError    no response head arrived (also a SafeToRetry)
+    │   │   └── UpstreamHeadTimeout the request went out, and no head came within the first-byte timeout
     │   └── UpstreamStreamError     the body broke off after the head arrived
     ├── SafeToRetry                 marker: nothing reached the client, another account may be tried
     ├── UpstreamRequestInvalid      (a ValueError) the request cannot be sent as given: a client error
@@ -137,6 +140,19 @@ class ServiceUnavailable(ShuntError):
     error_type = "overloaded_error"
 
 
+class UpstreamTimeout(ShuntError):
+    status = 504
+    error_type = "timeout_error"
+
+
+class ShuttingDown(ShuntError):
+    """shunt is stopping. ``overloaded_error`` is Anthropic's type for a temporary condition the request
+    did not cause (docs/protocol.md §5.4, §5.5); clients retry it, and the retry reaches the next process."""
+
+    status = 529
+    error_type = "overloaded_error"
+
+
 class VersionNotSupported(ShuntError):
     status = 505
     error_type = "invalid_request_error"
@@ -146,7 +162,7 @@ class VersionNotSupported(ShuntError):
 BY_STATUS: dict[int, type[ShuntError]] = {cls.status: cls for cls in (
     BadRequest, Unauthorized, PermissionDenied, NotFound, MethodNotAllowed, RequestTimeout, BodyTooLarge, URITooLong,
     UnsupportedMediaType, PoolRateLimited, HeadersTooLarge, UnsupportedCoding, UpstreamUnreachable, ServiceUnavailable,
-    VersionNotSupported)}
+    UpstreamTimeout, ShuttingDown, VersionNotSupported)}
 
 
 class ConfigError(Exception):
@@ -164,6 +180,10 @@ class UpstreamError(Exception):
 class UpstreamConnectError(UpstreamError, SafeToRetry):
     """The request could not be sent or no response head arrived. Nothing reached the client,
     so the request is safe to retry on another account."""
+
+
+class UpstreamHeadTimeout(UpstreamConnectError):
+    """The request was sent and no response head arrived within the first-byte timeout."""
 
 
 class UpstreamStreamError(UpstreamError):

@@ -9,6 +9,7 @@ after it arrived, then a ping every ``ping_interval_s``. Time and waiting come f
 from __future__ import annotations
 
 import json
+import threading
 from typing import Callable
 
 from .client import ClientStream
@@ -44,8 +45,10 @@ class Hold:
         return self._is_stream
 
     def wait(self, client: ClientStream, ping: bytes, free: Callable[[float], bool],
-             recovery: Callable[[float], tuple[float, str] | None], deadline_s: float) -> bool:
-        """Wait until ``free(now_s)`` or until nothing recovers before ``deadline_s``, pinging a stream.
+             recovery: Callable[[float], tuple[float, str] | None], deadline_s: float,
+             stop: threading.Event | None = None) -> bool:
+        """Wait until ``free(now_s)``, until nothing recovers before ``deadline_s``, or until ``stop`` is
+        set (noticed within :data:`MAX_WAIT_STEP_S`), pinging a stream.
 
         :param free: whether an account this request may use is usable at ``now_s`` (epoch s).
         :param recovery: the soonest recovery, ``(epoch_s, name)``, or None.
@@ -58,7 +61,7 @@ class Hold:
         try:
             while True:
                 now = clock.time()
-                if free(now):
+                if free(now) or (stop is not None and stop.is_set()):
                     return True
                 rec = recovery(now)
                 if rec is None or rec[0] > deadline_s:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import math
-import time
+import re
 from typing import Iterator
 
 from . import sse
@@ -24,15 +23,17 @@ from .attempts import Attempts, ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
+from .drain import Drain
 from .errors import (
     BadRequest,
     ClientGone,
-    PoolRateLimited,
     ShuntError,
-    Unauthorized,
+    ShuttingDown,
     UpstreamConnectError,
+    UpstreamHeadTimeout,
     UpstreamRequestInvalid,
     UpstreamStreamError,
+    UpstreamTimeout,
     UpstreamUnreachable,
 )
 from .hold import Hold
@@ -40,13 +41,14 @@ from .logfmt import (current_request_id, install_request_context, new_request_id
                      set_upstream_request_id, upstream_request_id)
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
+from .pool_limit import pool_unavailable_error
 from .ratelimit import RateLimitInfo, parse_rate_limits
 from .record import access_line, request_record
-from .router import AccountView
+from .router import is_quota_free
 from .sessions import session_key
 from .state import Pool
 from .status_view import duration_text
-from .upstream import Upstream, UpstreamResponse
+from .upstream import Cancel, Upstream, UpstreamResponse
 from .usage import UsageTap, decode_body
 from .watch import ClientWatch
 
@@ -56,6 +58,8 @@ events_log = logging.getLogger("shunt.events")
 
 _REQUEST_EVENT = {"event": "request"}
 _NO_ATTEMPTS = Attempts()  # immutable, so every request can start from the same one
+_STOPPING = "shunt is stopping; retry the request"
+_CUT = "shunt is stopping and ended this stream before it finished; retry the request"
 
 
 class Next(enum.Enum):
@@ -69,7 +73,7 @@ class _RequestState:
     """One request's trip through :meth:`Relay.handle`. Owned by the request's thread."""
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded")
+                 "account", "tap", "recorded", "cancel", "quota_free")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -85,6 +89,8 @@ class _RequestState:
         self.account: str | None = None  # the account whose answer is being relayed
         self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
         self.recorded = False  # the finished request was counted and logged
+        self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
+        self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
 
 
 class Relay:
@@ -95,6 +101,8 @@ class Relay:
     :param hold_first_ping_s: a held streaming request gets its 200 and first ping this long after it arrived.
     :param hold_ping_interval_s: then a ping this often.
     :param overload_backoff_s: pause before moving a request that got 529/overloaded.
+    :attr drain: the server's stop (:class:`~shunt_lib.drain.Drain`): every request in progress is
+        registered there, so a stop can end it with an SSE ``error`` event and still count its usage.
     """
 
     def __init__(self, max_wait_s: float, pool: Pool, tokens: TokenManager, upstream: Upstream, watch: ClientWatch,
@@ -110,6 +118,7 @@ class Relay:
         self.hold_ping_interval_s = hold_ping_interval_s
         self.overload_backoff_s = overload_backoff_s
         install_request_context()  # events and access lines carry the request's ids
+        self.drain = Drain()  # the server's stop: begin() when it drains, stop() when the time is up
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -125,7 +134,11 @@ class Relay:
         client = ClientStream(conn)
         st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
                            self.clock.time() + self.max_wait_s, self.clock.monotonic())
+        token = self.drain.enter(lambda: self._interrupt(st))
         try:
+            if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
+                self._answer_stopping(st)
+                return
             self._loop(st)
         except ClientGone:
             client.close_after()
@@ -138,6 +151,7 @@ class Relay:
                 except ClientGone:
                     pass
         finally:
+            self.drain.leave(token)
             client.unwatch()
             resp, st.active = st.active, None
             if resp is not None:
@@ -151,8 +165,12 @@ class Relay:
             if st.client.gone.is_set():
                 self._dropped(st)
                 return
+            if self.drain.stopping.is_set():
+                self._answer_stopping(st)
+                return
             now = self.clock.time()
-            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds)
+            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
+                                     quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
             else:
@@ -173,17 +191,30 @@ class Relay:
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
         set_upstream_request_id(None)
+        self._watch(st)  # a client that leaves while the head is awaited aborts the attempt
+        st.cancel = Cancel()
         try:
-            resp = self.upstream.send(up.method, up.target, up.headers, up.body)
+            resp = self.upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
+                                      long_head=head_comes_late(up.method, up.target, up.body))
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
             self._answer_error(st, BadRequest("the request cannot be forwarded: a header field name or value "
                                               "cannot be sent (a control character or a bad name)"))
             return Next.DONE
         except UpstreamConnectError as exc:
-            events_log.warning("upstream unreachable via %s: %s", name, exc,
-                               extra={"event": "connect_error", "account": name})
-            st.attempts = st.attempts.after_connect_error(ConnectFailure(name, str(exc)))
+            if st.client.gone.is_set():
+                return self._dropped(st)
+            if self.drain.stopping.is_set():
+                self._answer_stopping(st)
+                return Next.DONE
+            events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
+            st.attempts, step = st.attempts.after_connect_error(
+                ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
+            if step is Step.ANSWER:
+                self._answer_failure(st, self.clock.time(), None)
+                return Next.DONE
             return Next.ROUTE
+        finally:
+            st.cancel = None
         st.active = resp
         st.account = name
         set_upstream_request_id(resp.head.by_name.get("request-id"))
@@ -250,7 +281,8 @@ class Relay:
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
         kinds = st.dialect.account_kinds
         recovery = self.pool.soonest_recovery(now, kinds=kinds)
-        if recovery is not None and recovery[0] <= st.deadline_s:
+        # A quota-free request was offered every account whose credential works: waiting adds nothing.
+        if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:
             self._watch(st)
             if st.hold is None:
                 st.hold = Hold(self.clock, st.started, st.request.body, first_ping_s=self.hold_first_ping_s,
@@ -260,28 +292,40 @@ class Relay:
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
             tried = st.attempts.tried
             if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
-                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s):
+                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s,
+                                stop=self.drain.stopping):
                 return self._dropped(st)
             st.attempts = st.attempts.after_hold()
             return Next.ROUTE
+        self._answer_failure(st, now, recovery)
+        return Next.DONE
+
+    def _answer_failure(self, st: _RequestState, now: float, recovery: tuple[float, str] | None) -> None:
+        """Answer with the request's last failure, or with shunt's own 429 / 401 if it has none."""
         failure = st.attempts.last_failure
         if isinstance(failure, UpstreamAnswer):
             self._answer_upstream(st, failure)
         elif isinstance(failure, ConnectFailure):
-            self._answer_error(st, UpstreamUnreachable("shunt could not reach the upstream API: " + failure.message))
+            cls = UpstreamTimeout if failure.timed_out else UpstreamUnreachable
+            self._answer_error(st, cls("shunt got no answer from the upstream API: " + failure.message))
         else:
-            self._answer_error(st, pool_unavailable_error(self.pool.views(now, kinds=kinds), now, recovery))
-        return Next.DONE
+            views = self.pool.views(now, kinds=st.dialect.account_kinds)
+            self._answer_error(st, pool_unavailable_error(views, now, recovery))
 
     def _watch(self, st: _RequestState) -> None:
         """Notice at once if the client hangs up: wake a hold, unblock an upstream read."""
 
-        def interrupt_upstream() -> None:
-            resp = st.active
-            if resp is not None:
-                resp.interrupt()
+        st.client.watch(self.watch, lambda: self._interrupt(st))
 
-        st.client.watch(self.watch, interrupt_upstream)
+    @staticmethod
+    def _interrupt(st: _RequestState) -> None:
+        """Unblock ``st``'s thread if it waits on the upstream (for the head, or for body bytes). Any
+        thread; never blocks."""
+        resp, cancel = st.active, st.cancel
+        if resp is not None:
+            resp.interrupt()
+        if cancel is not None:
+            cancel.cancel()
 
     # -- answers ------------------------------------------------------------------------------------
     def _answer_upstream(self, st: _RequestState, answer: UpstreamAnswer) -> None:
@@ -292,6 +336,11 @@ class Relay:
     def _answer_error(self, st: _RequestState, err: ShuntError) -> None:
         st.client.send_json(err.status, st.dialect.error_body(err), err.headers)
         self._record(st, None, err.status)
+
+    def _answer_stopping(self, st: _RequestState) -> None:
+        """shunt is stopping: a 529 ``overloaded_error`` (an SSE error event if held), then close."""
+        st.client.close_after()
+        self._answer_error(st, ShuttingDown(_STOPPING))
 
     def _dropped(self, st: _RequestState) -> Next:
         """The client hung up: record the request (with whatever usage was seen) as 499."""
@@ -320,6 +369,12 @@ class Relay:
             client.finish_answer()
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release()
+        elif self.drain.stopping.is_set():
+            events_log.warning("shunt is stopping: ended a stream from %s before it finished", name,
+                               extra={"event": "stream_cut", "account": name})
+            client.fail_answer(sse.event("error", st.dialect.error_body(ShuttingDown(_CUT))), sse_stream=tap.sse)
+            st.active = None
+            resp.abort()
         else:
             events_log.warning("upstream stream from %s broke: %s", name, broke,
                                extra={"event": "stream_error", "account": name})
@@ -346,29 +401,28 @@ class Relay:
             access_log.info(access_line(record), extra=_REQUEST_EVENT)
 
 
-def pool_unavailable_error(views: list[AccountView], now_s: float, recovery: tuple[float, str] | None) -> ShuntError:
-    """shunt's own answer when no account can take a request and none recovers in time.
+def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
+    """Whether the upstream sends the response head only once the whole answer is generated: a
+    ``POST /v1/messages`` whose body does not ask for a stream (docs/protocol.md §5.1, §5.3). Such a
+    request may take minutes before its first byte; a streaming one sends its head at once.
 
-    :param views: the accounts that could serve the request; :param recovery: the soonest recovery
-        (epoch s, name), or None if every account needs a human.
-    :returns: a 429 ``rate_limit_error`` with ``retry-after`` (seconds to the soonest recovery) naming
-        each account's reset, or a 401 when nothing will recover by itself.
+    A byte search from the end, not a parse (bodies are large, and clients such as Claude Code put
+    ``stream`` last): a ``"stream"`` inside a string is escaped and never matches; one nested in an
+    object (a tool's input) may, which only shortens that request's wait to the first-byte timeout.
     """
-    if not views:
-        return Unauthorized("shunt has no accounts: add one with `shunt import` or `shunt add-account NAME --api-key`")
-    parts = []
-    for v in views:
-        at = v.available_at_s(now_s)
-        if at is None:
-            parts.append(f"{v.name} needs attention ({v.status(now_s)})")
-        else:
-            parts.append(f"{v.name} resets at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(at))} "
-                         f"(in {duration_text(at - now_s)})")
-    if recovery is None:
-        return Unauthorized("no account of shunt's pool can take requests: " + "; ".join(parts))
-    retry_after = max(1, math.ceil(recovery[0] - now_s))
-    return PoolRateLimited("every account of shunt's pool is rate-limited: " + "; ".join(parts),
-                           headers={"retry-after": str(retry_after)})
+    if method != "POST" or target.split("?", 1)[0] != "/v1/messages":
+        return False
+    if not body:
+        return True
+    at = body.rfind(b'"stream"')
+    while at >= 0:
+        if _STREAM_TRUE.match(body, at):
+            return False
+        at = body.rfind(b'"stream"', 0, at)
+    return True
+
+
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
 
 
 def _tapped(tap: UsageTap, pieces: Iterator[bytes]) -> Iterator[bytes]:

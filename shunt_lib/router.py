@@ -10,6 +10,10 @@ Precedence: a pin (``use NAME``) if that account is usable; then the session's a
   no used window come last.
 * ``fill-first``: config order.
 * ``round-robin``: rotate by a counter the caller advances.
+
+A quota-free request (:func:`is_quota_free`: counting tokens, listing models) spends no usage
+window, so when no account is usable it still goes to any account whose credential works: cooling
+and exhausted accounts too, never ``disabled`` or ``reauth_required`` ones.
 """
 
 from __future__ import annotations
@@ -154,6 +158,34 @@ def choose_account(
     if not candidates:
         return None
     return Choice(pick_by_strategy(candidates, strategy, now_s, rr_counter).name, strategy)
+
+
+#: Requests that use no quota (docs/protocol.md §5.1): ``POST /v1/messages/count_tokens`` ("free to use",
+#: https://platform.claude.com/docs/en/build-with-claude/token-counting) and ``GET /v1/models``,
+#: ``GET /v1/models/{id}`` (https://platform.claude.com/docs/en/api/models/list). HEAD as GET.
+QUOTA_FREE = (("POST", "/v1/messages/count_tokens"), ("GET", "/v1/models"), ("HEAD", "/v1/models"))
+
+
+def is_quota_free(method: str, target: str) -> bool:
+    """Whether ``method target`` (path and optional query) is a request that uses no quota (:data:`QUOTA_FREE`)."""
+    path = target.split("?", 1)[0].rstrip("/")
+    for m, p in QUOTA_FREE:
+        if method == m and (path == p or (p == "/v1/models" and path.startswith("/v1/models/"))):
+            return True
+    return False
+
+
+def choose_credential_holder(views: Sequence[AccountView], *, tried: Iterable[str] = (), pinned: str | None = None,
+                             session_account: str | None = None) -> Choice | None:
+    """For a quota-free request when :func:`choose_account` found nothing usable: any untried account
+    whose credential works (cooling or exhausted alike), the pinned one or the session's first, then
+    config order. :returns: a :class:`Choice` with reason ``quota-free``, or None."""
+    tried = set(tried)
+    ok = [v for v in views if v.name not in tried and not v.disabled and not v.reauth_required]
+    for name in (pinned, session_account):
+        if name and any(v.name == name for v in ok):
+            return Choice(name, "quota-free")
+    return Choice(min(ok, key=lambda v: v.index).name, "quota-free") if ok else None
 
 
 def soonest_recovery(views: Sequence[AccountView], now_s: float) -> tuple[float, str] | None:

@@ -6,8 +6,10 @@ One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``P
 itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
 :mod:`shunt_lib.wire`).
 
-The server owns everything it starts: :meth:`ShuntServer.close` stops the accept loop, lets requests
-in flight finish (up to :data:`DRAIN_TIMEOUT_S`), closes the remaining client connections and joins
+The server owns everything it starts: :meth:`ShuntServer.close` stops the accept loop and closes
+the listening socket (new connections are refused at once), lets requests in flight finish (up to
+``drain_timeout_s``), ends the ones still running (:mod:`shunt_lib.drain`: streams get an SSE
+``error`` event, and their usage is recorded), closes the remaining client connections and joins
 their threads, stops the background threads, flushes ``state.json`` and closes the upstream pool and
 the HTTP session, leaving no thread and no socket behind.
 """
@@ -59,7 +61,7 @@ log = logging.getLogger("shunt.server")
 DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
 events_log = logging.getLogger("shunt.events")
 
-DRAIN_TIMEOUT_S = 5.0  # on stop, how long requests in progress may finish before state is flushed
+STOP_GRACE_S = 5.0  # after the drain, how long interrupted requests may take to end and record their usage
 JOIN_TIMEOUT_S = 5.0  # then how long closed connections' threads may take to end
 
 
@@ -260,16 +262,25 @@ class ShuntServer(ThreadingHTTPServer):
         finally:
             self.is_serving.clear()
 
-    def close(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
-        """Stop serving, finish or close every connection, stop background threads, flush
-        ``state.json``, and release the upstream pool and the HTTP session.
+    def close(self, drain_timeout_s: float | None = None) -> None:
+        """Stop accepting, let requests in progress finish, end the rest, close every connection, stop
+        background threads, flush ``state.json``, and release the upstream pool and the HTTP session.
 
-        :param drain_timeout_s: how long requests in progress may finish first, seconds.
+        :param drain_timeout_s: how long requests in progress may finish, seconds (default: the
+            ``drain_timeout_s`` key). Then each one still running is ended (:meth:`Drain.stop
+            <shunt_lib.drain.Drain.stop>`) and given :data:`STOP_GRACE_S` to record its usage.
         Call from a thread other than the one running :meth:`serve_forever`; idempotent.
         """
+        if drain_timeout_s is None:
+            drain_timeout_s = self.config.server.drain_timeout_s
         if self.is_serving.is_set():
             self.shutdown()
-        self.drain(drain_timeout_s)
+        self.socket.close()  # refuse new connections now, not once the drain is over
+        self.relay.drain.begin()
+        if not self.drain(drain_timeout_s):
+            n = self.relay.drain.stop()
+            log.warning("stopping: %d request(s) still in progress after %g s were ended", n, drain_timeout_s)
+            self.drain(STOP_GRACE_S)
         self._close_connections()
         for t in self.background:
             t.stop()
@@ -352,7 +363,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,
                           http=http, clock=clock.time, cool=pool.cool)
-    upstream = Upstream(server_cfg.upstream_url, maxsize=128)
+    upstream = Upstream(server_cfg.upstream_url, maxsize=128, first_byte_timeout_s=server_cfg.upstream_first_byte_timeout_s,
+                        idle_timeout_s=server_cfg.upstream_idle_timeout_s)
     watch = ClientWatch()
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
                   hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)

@@ -27,7 +27,7 @@ from .numbers import count, epoch_s
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window, has_room
 from .record import RequestRecord, record_from_json
-from .router import AccountView, Choice, choose_account, soonest_recovery
+from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
 
 log = logging.getLogger("shunt.state")
@@ -228,12 +228,14 @@ class Pool:
 
     # -- routing ------------------------------------------------------------------------------
     def route(self, session: str | None, tried: frozenset[str] | set[str], now_s: float, *,
-              kinds: frozenset[str] | None = None) -> Choice | None:
+              kinds: frozenset[str] | None = None, quota_free: bool = False) -> Choice | None:
         """Choose an account for the next attempt and bind ``session`` to it (sliding TTL).
 
         Fast path: a session whose bound account is usable is answered without scoring.
         :param kinds: only accounts of these kinds may be chosen (None: any).
-        :returns: the :class:`~shunt_lib.router.Choice`, or None if no untried account is usable.
+        :param quota_free: the request uses no quota: if no account is usable, any whose credential
+            works may take it (:func:`~shunt_lib.router.choose_credential_holder`; the session is not bound).
+        :returns: the :class:`~shunt_lib.router.Choice`, or None if no untried account can take it.
         """
         with self._lock:
             bound = self._sessions.account(session, now_s)
@@ -246,7 +248,8 @@ class Pool:
             choice = choose_account(views, strategy=self.strategy, now_s=now_s, tried=tried, pinned=self._pinned,
                                     session_account=bound, rr_counter=self._rr)
             if choice is None:
-                return None
+                return choose_credential_holder(views, tried=tried, pinned=self._pinned,
+                                                session_account=bound) if quota_free else None
             if choice.reason == "round-robin":
                 self._rr += 1
             if session is not None:

@@ -1,4 +1,4 @@
-"""One thread that notices clients hanging up while their request is held or streamed.
+"""One thread that notices clients hanging up while their request waits for the upstream, is held or streamed.
 
 A relay thread blocked on an upstream read cannot see its client go away. :class:`ClientWatch`
 polls every watched client socket with one selector; when a socket reports EOF or an error it
@@ -27,6 +27,10 @@ class ClientWatch:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        # epoll reports a socket registered while another thread waits in it; other selectors see
+        # new sockets only on their next call, so add() wakes them. Every proxied request is watched
+        # (a client may leave while the head is awaited): the wake-up would cost each one ~7 µs.
+        self._wake_on_add = not isinstance(self._sel, getattr(selectors, "EpollSelector", ()))
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="shunt-client-watch", daemon=True)
         self._thread.start()
@@ -41,7 +45,8 @@ class ClientWatch:
                 self._sel.register(sock, selectors.EVENT_READ, on_gone)
         except (ValueError, KeyError, OSError):
             return False
-        self._poke()
+        if self._wake_on_add:
+            self._poke()
         return True
 
     def remove(self, sock: socket.socket) -> None:

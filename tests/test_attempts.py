@@ -71,12 +71,21 @@ def test_401_on_oauth_refreshes_once_then_needs_a_login():
 
 def test_connect_failures_never_hide_an_upstream_answer():
     ans = answer("a", 503)
-    b = Attempts().after_connect_error(ConnectFailure("a", "refused"))
+    b, _ = Attempts().after_connect_error(ConnectFailure("a", "refused"))
     assert b.tried == {"a"} and b.last_failure == ConnectFailure("a", "refused")
-    c = b.after_connect_error(ConnectFailure("b", "timed out"))
+    c, _ = b.after_connect_error(ConnectFailure("b", "timed out"))
     assert c.last_failure == ConnectFailure("b", "timed out")
-    d = Attempts(last_failure=ans).after_connect_error(ConnectFailure("b", "refused"))
+    d, _ = Attempts(last_failure=ans).after_connect_error(ConnectFailure("b", "refused"))
     assert d.last_failure is ans and d.tried == {"b"}
+
+
+def test_an_unreachable_host_moves_the_request_once_and_a_silent_one_not_at_all():
+    b, step = Attempts().after_connect_error(ConnectFailure("a", "could not connect to h:443: connection refused"))
+    assert step is Step.NEXT and b.connect_failed
+    c, step = b.attempt("b").after_connect_error(ConnectFailure("b", "could not connect to h:443: connection refused"))
+    assert step is Step.ANSWER and c.tried == {"a", "b"}  # a third account would reach the same host
+    d, step = Attempts().after_connect_error(ConnectFailure("a", "h:443 sent no response head within 120 s", True))
+    assert step is Step.ANSWER and d.last_failure.timed_out
 
 
 def test_a_hold_clears_tried_and_refreshed_but_not_the_rest():

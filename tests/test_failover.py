@@ -204,3 +204,30 @@ def test_fifty_concurrent_401s_cause_exactly_one_refresh(make_proxy, upstream):
     assert results == [200] * 50
     assert upstream.token_calls == 1
     assert len(upstream.requests_for("tok-a")) == 50 and len(upstream.requests_for("tok-new")) == 50
+
+
+def test_quota_free_calls_still_work_when_every_account_is_out_of_quota(make_proxy, upstream):
+    p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first", max_wait_s=0)
+    now = time.time()
+    p.pool.mark_exhausted("a", now + 3600)
+    p.pool.cool("b", now + 600, "test")
+    assert p.request(body=MSG)[0] == 429  # a generation still waits for quota
+    status, h, _ = p.request(path="/v1/messages/count_tokens", body={"model": "m", "messages": MSG["messages"]})
+    assert status == 200 and h["x-shunt-account"] == "a"
+    status, h, _ = p.request("GET", "/v1/models?limit=1000")
+    assert status == 200 and h["x-shunt-account"] == "a"
+    assert [r.path for r in upstream.requests_for(path_prefix="/v1/")] == ["/v1/messages/count_tokens", "/v1/models?limit=1000"]
+    assert p.srv.status()["accounts"][0]["status"] == "exhausted"  # unchanged by the quota-free calls
+
+
+def test_a_quota_free_call_every_account_refused_is_answered_not_held(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")], max_wait_s=60)
+    reset = int(time.time()) + 30
+    p.pool.mark_exhausted("a", reset)
+    upstream.script("tok-a", Reply(status=429, body=error_json("rate_limit_error", QUOTA_MSG),
+                                   headers=unified_headers(status_5h="rejected", util_5h=1.0, reset_5h=reset)))
+    started = time.monotonic()
+    status, _, _ = p.request(path="/v1/messages/count_tokens", body={"model": "m", "messages": MSG["messages"]},
+                             timeout=20)
+    assert status == 429 and time.monotonic() - started < 10  # not held until a recovers
+    assert len(upstream.requests_for(path_prefix="/v1/messages/count_tokens")) == 1

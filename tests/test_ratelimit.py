@@ -102,3 +102,26 @@ def test_a_429_with_an_infinite_reset_still_exhausts_for_a_finite_time():
          "retry-after": "1e308"}
     out = classify(429, h, b"{}", parse_rate_limits(h, now), now)
     assert out.action is Action.EXHAUSTED and now < out.until_s <= now + 5 * 3600
+
+
+def test_the_pool_429_describes_the_pool_and_stops_pointless_sdk_retries():
+    from shunt_lib.pool_limit import SHORT_RETRY_S, pool_limit_headers
+    from shunt_lib.ratelimit import Window
+    from shunt_lib.router import AccountView
+
+    now = 1_000_000.0
+    a = AccountView("a", 0, exhausted_until_s=now + 7200, windows={
+        "5h": Window(1.02, now + 7200, "rejected"), "7d": Window(0.41, now + 86400, "allowed")})
+    b = AccountView("b", 1, exhausted_until_s=now + 3 * 86400, windows={
+        "5h": Window(0.2, now + 9000, "allowed"), "7d": Window(1.0, now + 3 * 86400, "rejected"),
+        "tokens": Window(0.5, now + 30, "allowed")})
+    gone = AccountView("c", 2, reauth_required=True, windows={"5h": Window(0.0, now + 60, "allowed")})
+    h = pool_limit_headers([a, b, gone], now, now + 7200)
+    assert h["retry-after"] == "7200" and h["x-should-retry"] == "false"  # hours: a quick retry cannot help
+    p = "anthropic-ratelimit-unified-"
+    assert (h[p + "status"], h[p + "reset"], h[p + "representative-claim"]) == ("rejected", str(int(now) + 7200), "five_hour")
+    assert (h[p + "5h-utilization"], h[p + "5h-reset"], h[p + "5h-status"]) == ("0.2", str(int(now) + 7200), "allowed")
+    assert (h[p + "7d-utilization"], h[p + "7d-reset"], h[p + "7d-status"]) == ("0.41", str(int(now) + 86400), "allowed")
+    assert not any("tokens" in k for k in h)  # API-key windows are not unified windows
+    soon = pool_limit_headers([a], now, now + SHORT_RETRY_S)
+    assert soon["retry-after"] == str(SHORT_RETRY_S) and soon["x-should-retry"] == "true"

@@ -72,7 +72,7 @@ class MockUpstream:
         self.handler = handler
         self.sent: list[tuple[str, UpstreamRequest]] = []
 
-    def send(self, method, target, headers, body):
+    def send(self, method, target, headers, body, *, long_head=False, cancel=None):
         cred = headers.get("x-api-key") or headers.get("authorization", "")[7:]
         req = UpstreamRequest(method, target, headers, body)
         self.sent.append((cred, req))

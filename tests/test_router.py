@@ -1,7 +1,7 @@
 import pytest
 
 from shunt_lib.ratelimit import Window
-from shunt_lib.router import AccountView, choose_account, pick_by_strategy, score, soonest_recovery, window_health
+from shunt_lib.router import AccountView, Choice, choose_account, pick_by_strategy, score, soonest_recovery, window_health
 
 NOW = 1_000_000.0
 
@@ -104,3 +104,25 @@ def test_status_order():
     assert v("a", exhausted_until_s=NOW + 1, cooldown_until_s=NOW + 1).status(NOW) == "exhausted"
     assert v("a", cooldown_until_s=NOW + 1).status(NOW) == "cooling"
     assert v("a", cooldown_until_s=NOW - 1).status(NOW) == "available"
+
+
+def test_quota_free_requests_are_counting_tokens_and_listing_models():
+    from shunt_lib.router import is_quota_free
+
+    assert is_quota_free("POST", "/v1/messages/count_tokens?beta=true")
+    assert is_quota_free("GET", "/v1/models?limit=1000") and is_quota_free("GET", "/v1/models/claude-x")
+    assert not is_quota_free("POST", "/v1/messages") and not is_quota_free("POST", "/v1/models")
+    assert not is_quota_free("GET", "/v1/modelsx") and not is_quota_free("POST", "/v1/messages/batches")
+
+
+def test_a_quota_free_request_may_use_any_account_whose_credential_works():
+    from shunt_lib.router import choose_credential_holder
+
+    now = 1000.0
+    views = [AccountView("a", 0, reauth_required=True), AccountView("b", 1, exhausted_until_s=now + 3600),
+             AccountView("c", 2, cooldown_until_s=now + 60), AccountView("d", 3, disabled=True)]
+    assert choose_account(views, strategy="fill-first", now_s=now) is None
+    assert choose_credential_holder(views) == Choice("b", "quota-free")
+    assert choose_credential_holder(views, tried={"b"}).name == "c"
+    assert choose_credential_holder(views, session_account="c").name == "c"
+    assert choose_credential_holder(views, tried={"b", "c"}) is None  # a and d need a human

@@ -1,6 +1,7 @@
 """Integration: SSE relayed as it arrives, broken streams, holds with pings, and client disconnects."""
 
 import json
+import math
 import socket
 import threading
 import time
@@ -103,6 +104,9 @@ def test_past_max_wait_answers_429_with_retry_after_and_resets(make_proxy, upstr
     assert err["type"] == "rate_limit_error"
     assert "a resets at" in err["message"] and "b resets at" in err["message"]
     assert 3590 <= int(h["retry-after"]) <= 3601
+    assert h["x-should-retry"] == "false"  # an SDK's retries within seconds cannot reach an hour away
+    assert h["anthropic-ratelimit-unified-status"] == "rejected"
+    assert int(h["anthropic-ratelimit-unified-reset"]) == math.ceil(now + 3600)
     assert upstream.received == []
 
 

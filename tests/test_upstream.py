@@ -105,7 +105,7 @@ def test_a_small_read_stops_at_its_limit(servers, upstream):
 def test_interrupt_unblocks_a_read_waiting_on_a_silent_upstream(servers, upstream):
     hold = threading.Event()
     srv = servers(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n", hold)
-    up = upstream(srv.url, read_timeout_s=30)
+    up = upstream(srv.url, idle_timeout_s=30)
     resp = up.send("POST", "/v1/messages", {}, b"{}")
     pieces = resp.iter_body()
     assert next(pieces) == b"first"
@@ -231,3 +231,37 @@ def test_the_head_leaves_with_the_body_and_bad_fields_never_leave():
         with pytest.raises(ValueError):
             conn.request("POST", "/v1/messages", body=b"{}", headers=bad)
         assert conn.sock.calls == []
+
+
+def test_failures_are_described_in_words_without_reprs():
+    import http.client
+    import ssl
+
+    from urllib3.exceptions import NewConnectionError, ProtocolError
+
+    from shunt_lib.upstream import describe_failure
+
+    conn = OneWriteHTTPConnection("api.example", 443)
+    refused = NewConnectionError(conn, "Failed to establish a new connection: [Errno 111] Connection refused")
+    refused.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    assert describe_failure(refused, "api.example:443") == "could not connect to api.example:443: connection refused"
+    gai = socket.gaierror(-2, "Name or service not known")
+    assert describe_failure(gai, "h:443") == "could not connect to h:443: the name does not resolve (Name or service not known)"
+    closed = ProtocolError("Connection aborted.", http.client.RemoteDisconnected("Remote end closed connection"))
+    assert describe_failure(closed, "h:443") == "h:443 closed the connection before answering"
+    tls = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert describe_failure(tls, "h:443").startswith("could not connect to h:443: TLS failed")
+    for exc in (refused, gai, closed, tls):
+        assert "object at 0x" not in describe_failure(exc, "h:443")
+
+
+def test_only_a_non_streaming_generation_waits_long_for_its_head():
+    from shunt_lib.relay import head_comes_late
+
+    assert head_comes_late("POST", "/v1/messages", b'{"model": "m", "max_tokens": 9000}')
+    assert not head_comes_late("POST", "/v1/messages?beta=true", b'{"model": "m", "stream" : true}')
+    assert not head_comes_late("POST", "/v1/messages/count_tokens", b'{"model": "m"}')
+    assert not head_comes_late("GET", "/v1/models", None)
+    nested = b'{"stream": true, "tools": [{"input_schema": {"stream": false}}]}'  # the last "stream" is not the key
+    assert not head_comes_late("POST", "/v1/messages", nested)
+    assert head_comes_late("POST", "/v1/messages", b'{"messages": [{"content": "say \\"stream\\": true"}], "stream": false}')
