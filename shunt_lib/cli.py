@@ -101,9 +101,17 @@ def _serve_locked(args, config, paths: Paths, lock: ServeLock) -> int:
         return 1
     start_background(srv)
 
+    signals = []
+
     def stop(signum, frame):
-        log.info("signal %d: stopping", signum)
-        threading.Thread(target=srv.shutdown, daemon=True).start()
+        signals.append(signum)
+        if len(signals) == 1:
+            log.info("signal %d: stopping (requests in progress may finish for up to %g s; a second signal ends "
+                     "them now)", signum, config.server.drain_timeout_s)
+            threading.Thread(target=srv.shutdown, daemon=True).start()
+        else:
+            log.info("signal %d again: ending requests in progress now", signum)
+            srv.cut_drain()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

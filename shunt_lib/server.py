@@ -215,6 +215,10 @@ class ShuntServer(ThreadingHTTPServer):
         """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
         return self._inflight.wait_idle(timeout_s)
 
+    def cut_drain(self) -> None:
+        """Stop waiting for requests in progress (a second stop signal): :meth:`close` ends them now."""
+        self._inflight.cut()
+
     def process_request(self, request: socket.socket, client_address) -> None:
         """Serve a new connection on its own thread, or, over ``max_connections`` with every
         connection busy, answer it 503 from the accept loop and close it (no thread started)."""
@@ -312,11 +316,12 @@ class InFlight:
     generator-based manager costs several microseconds more. Any thread may use it.
     """
 
-    __slots__ = ("_count", "_cond")
+    __slots__ = ("_count", "_cond", "_cut")
 
     def __init__(self) -> None:
         self._count = 0  # guarded by _cond
         self._cond = threading.Condition()
+        self._cut = False  # guarded by _cond: the current (or next) wait_idle returns at once
 
     def __enter__(self) -> None:
         with self._cond:
@@ -331,7 +336,15 @@ class InFlight:
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds until nothing is in progress. :returns: True if nothing is."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._count == 0, timeout_s)
+            self._cond.wait_for(lambda: self._count == 0 or self._cut, timeout_s)
+            self._cut = False
+            return self._count == 0
+
+    def cut(self) -> None:
+        """End the current (or next) :meth:`wait_idle` now, whatever is still in progress."""
+        with self._cond:
+            self._cut = True
+            self._cond.notify_all()
 
 
 def make_server(config: Config, paths: Paths, *, host: str | None = None, port: int | None = None,

@@ -115,3 +115,28 @@ def test_a_new_request_on_a_kept_alive_connection_during_the_drain_gets_529(make
         if closing.ident:
             closing.join(10)
     assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-a"]  # the 529 never went up
+
+
+def test_a_second_sigterm_ends_the_drain_at_once(tmp_path, upstream):
+    home = str(tmp_path / "h")
+    paths = write_home(home, upstream.url, [("a", "oauth")], {"drain_timeout_s": 3600, "usage_poll_s": 0})
+    never = threading.Event()
+    upstream.script("tok-a", Reply(events=sse_events(), gates=[None, None, never]))
+    serve = ServeProcess(dict(os.environ, SHUNT_HOME=home))
+    conn, resp = open_stream(serve.port)
+    try:
+        read_until(resp, b"content_block_start")
+        serve.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: refused(serve.port))  # the first signal was taken: the drain has begun
+        serve.proc.send_signal(signal.SIGTERM)  # the second: no hour-long wait for the stream
+        rest = resp.read()
+        assert b"event: error" in rest and b"overloaded_error" in rest
+        assert serve.proc.wait(30) == 0
+        serve.stop(signal.SIGTERM)
+    finally:
+        never.set()
+        conn.close()
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.stop(signal.SIGKILL)
+    assert saved_recent(paths.state)[-1]["input_tokens"] == 10
