@@ -144,10 +144,11 @@ class ShuntServer(ThreadingHTTPServer):
         for name in removed:
             self.tokens.set(name, None)
         updated = []
+        unusable = self.tokens.store.unusable() if initial else {}
         for acct in accounts:
             cred, old = creds.get(acct.name), self.tokens.get(acct.name)
             if cred is None:
-                if initial:
+                if initial and acct.name not in unusable:  # those were named, with the reason, when loaded
                     log.warning("account %s has no credentials: marked reauth_required (run `shunt import --name %s`)",
                                 acct.name, acct.name)
                 self.tokens.set(acct.name, None)

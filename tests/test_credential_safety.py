@@ -64,6 +64,7 @@ def test_an_unusable_stored_token_is_never_sent_and_never_echoed(upstream, caplo
     assert upstream.requests_for() == []  # nothing was sent with it
     assert [a["status"] for a in doc["accounts"]] == ["reauth_required"]
     assert "account 'work'" in caplog.text and "access_token" in caplog.text and "add-account work" in caplog.text
+    assert "has no credentials" not in caplog.text  # said once, with the reason, not again as "missing"
     assert_absent(SECRET, body, json.dumps(headers), caplog.text, json.dumps(doc))
 
 
