@@ -1,10 +1,11 @@
-"""HTTP in: the threaded server and its request handler.
+"""HTTP in: the threaded server and its lifecycle.
 
 One port serves everything: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``, ``POST /reload``
 (the control paths, answered by :mod:`shunt_lib.control`), and every path under ``/v1/``, forwarded by
-:class:`~shunt_lib.relay.Relay`. Other paths get an Anthropic-shaped 404. Every error shunt writes
-itself is Anthropic-shaped JSON, including the answers to malformed HTTP (parsed by
-:mod:`shunt_lib.wire`).
+:class:`~shunt_lib.relay.Relay`. Each client connection is served on its own thread by
+:class:`~shunt_lib.handler.Handler` (parsing, guards, dispatch, refusals); :class:`ShuntServer` holds
+the shared parts (config, pool, relay, tokens, the connection table) and :func:`make_server` builds it
+from config and files.
 
 The server owns everything it starts: :meth:`ShuntServer.close` stops the accept loop and closes
 the listening socket (new connections are refused at once), lets requests in flight finish (up to
@@ -17,7 +18,6 @@ the HTTP session, leaving no thread and no socket behind.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import socket
 import sys
@@ -26,26 +26,14 @@ from http.server import ThreadingHTTPServer
 
 import requests
 
-from . import __version__, control, cors, guard, paths_policy, wire
+from . import __version__, guard
 from .background import CooldownWatcher, RecoveryWatcher, Reloader, TokenRefresher, UsagePoller
 from .clock import SYSTEM, Clock
 from .config import AccountConfig, Config, Paths, ServerConfig, check_bind, load_config, server_changes
-from .connections import ConnectionTable, GuardedHandler, linger, reject, rejection
+from .connections import ConnectionTable, reject, rejection
 from .credentials import Credential, CredentialStore
-from .dialect import ProxyRequest
-from .errors import (
-    BY_STATUS,
-    BadRequest,
-    BodyTooLarge,
-    ConfigError,
-    RequestTimeout,
-    ShuntError,
-    Unauthorized,
-    UnsupportedCoding,
-    client_caused,
-    error_body,
-)
-from .forwarding import json_head
+from .errors import ConfigError, client_caused
+from .handler import Handler
 from .httpclient import new_session
 from .limits import Limits
 from .loop import Loop
@@ -58,7 +46,6 @@ from .upstream import Upstream
 from .watch import ClientWatch
 
 log = logging.getLogger("shunt.server")
-DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
 events_log = logging.getLogger("shunt.events")
 
 STOP_GRACE_S = 5.0  # after the drain, how long interrupted requests may take to end and record their usage
@@ -398,182 +385,6 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         raise
     writer.start()
     return srv
-
-
-class Handler(GuardedHandler):
-    """One client connection (keep-alive: many requests). Thin: parses, checks, hands off. Reads keep
-    to :mod:`shunt_lib.limits` (see :class:`~shunt_lib.connections.GuardedHandler`)."""
-
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked responses
-    server_version = "shunt/" + __version__
-    server: ShuntServer
-    headers: wire.Headers
-    _linger = False  # close this connection with a lingering close (a refused body may still arrive)
-
-    def setup(self) -> None:
-        self.timeout = self.server.idle_timeout_s
-        super().setup()
-        try:
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-
-    def parse_request(self) -> bool:
-        """The request line and headers, by :mod:`shunt_lib.wire` (not the ``email`` package: about
-        75 µs for Claude Code's 21 headers, more than a tenth of shunt's whole cost per request).
-
-        :returns: False if the request was answered with an error (or was empty).
-        """
-        self.command, self.close_connection, self.request_version = None, True, "HTTP/0.9"
-        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        try:
-            line = wire.parse_request_line(self.raw_requestline)
-            if line is None:
-                return False
-            self.command, self.path, self.request_version = line.method, line.target, line.version
-            self.headers = wire.read_headers(self.rfile) if line.version != "HTTP/0.9" else wire.Headers([])
-        except ShuntError as err:
-            self.send_error(err.status, err.message)
-            return False
-        self.close_connection = not wire.persistent(line, self.headers)
-        return True
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The standard library's error path (a too-long request line, an unknown method): JSON, then close."""
-        cls = BY_STATUS.get(code)
-        etype = cls.error_type if cls else ("invalid_request_error" if code < 500 else "api_error")
-        self.close_connection = True
-        self._send_json(code, error_body(etype, message or explain or "bad request"), close=True)
-
-    def _send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, close: bool = False) -> None:
-        self.wfile.write(json_head(status, len(body), headers, close=close) + (body if self.command != "HEAD" else b""))
-
-    # -- dispatch --------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
-
-    def _dispatch(self) -> None:
-        route = self.path.split("?", 1)[0]
-        out, body_unread = self.wfile, True
-        try:
-            authorized = self._authorized()
-            origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
-                                         carries_key=authorized and bool(self.server.config.server.remote_key))
-            if self.command == "OPTIONS":
-                body_unread = False
-                return self._options(origin)
-            if origin is not None:
-                self.wfile = cors.HeadFields(out, cors.response_fields(origin))
-            if route == "/health" and self.command in ("GET", "HEAD"):
-                return self._send_json(200, b'{"status":"ok"}')
-            paths_policy.check_path(route)
-            if not authorized:
-                log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
-                            "a wrong" if self._offers_key() else "no")  # never the key given
-                raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
-            body_unread = False
-            body = self._read_body()
-            if route.startswith("/v1/"):
-                with self.server.request_in_flight():
-                    self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
-                return
-            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body))
-        except ShuntError as err:
-            if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding, RequestTimeout)):
-                self.close_connection = True  # the rest of the request is unread or unreadable
-            discard = False
-            if body_unread or isinstance(err, BodyTooLarge):
-                discard = self._refused_body_plan(keep=not isinstance(err, BodyTooLarge))
-            self._send_json(err.status, err.body(), err.headers, close=self.close_connection)
-            if discard:
-                self._discard_body()
-        except (ConnectionError, socket.timeout):
-            self.close_connection = True
-        finally:
-            self.wfile = out
-
-    def _refused_body_plan(self, *, keep: bool = True) -> bool:
-        """What becomes of the body of a request refused before its body was read, decided before the
-        answer is written. None announced: nothing. A ``content-length`` body of at most
-        :data:`DISCARD_MAX_BYTES` (and ``keep``): :returns: True, the caller reads and drops it after
-        the answer (:meth:`_discard_body`) and the connection stays open. Anything else (a larger or
-        chunked body, one announced with ``Expect: 100-continue`` and never invited, bad framing):
-        the connection closes after the answer with a lingering close
-        (:func:`~shunt_lib.connections.linger`), so the answer is not lost to a reset either way."""
-        by_name = self.headers.by_name
-        if "transfer-encoding" not in by_name and by_name.get("content-length", "0") == "0":
-            return False
-        try:
-            framing = wire.body_framing(self.headers, DISCARD_MAX_BYTES)
-        except ShuntError:
-            framing = None
-        if (keep and framing is not None and not framing.chunked and not framing.close
-                and by_name.get("expect", "").lower() != "100-continue"):
-            return True
-        self.close_connection = self._linger = True
-        return False
-
-    def _discard_body(self) -> None:
-        """Read and drop a refused request's ``content-length`` body (64 KiB at a time, at the minimum
-        body rate); close the connection if that fails."""
-        self.expect_body()
-        try:
-            wire.discard_body(self.rfile, wire.body_framing(self.headers, DISCARD_MAX_BYTES).length)
-        except (ShuntError, ConnectionError, socket.timeout):
-            self.close_connection = True
-        finally:
-            self.body_read()
-
-    def finish(self) -> None:
-        super().finish()
-        if self._linger:
-            linger(self.connection)
-
-    def _options(self, origin: str | None) -> None:
-        """``OPTIONS``, a browser's preflight or not: answered here, never forwarded (:mod:`shunt_lib.cors`)."""
-        if self._refused_body_plan():  # a preflight has no body; another OPTIONS's body is not wanted
-            self._discard_body()
-        self.wfile.write(cors.preflight_head(cors.preflight_fields(origin, self.headers.by_name),
-                                             close=self.close_connection))
-
-    def _read_body(self) -> bytes:
-        """The request body, read once the key (checked by the caller first: an unauthorized client's
-        upload is never kept) and the framing have passed: a body over ``max_body_bytes`` gets 413
-        before it is read, and ``100 Continue`` goes out only after both checks (RFC 9110 §10.1.1).
-
-        :raises BodyTooLarge: / :raises BadRequest: / :raises UnsupportedCoding: / :raises RequestTimeout:
-        """
-        by_name = self.headers.by_name
-        framing = wire.body_framing(self.headers, self.server.config.server.max_body_bytes)
-        if framing.close:
-            self.close_connection = True
-        expect = by_name.get("expect")
-        if expect is not None and expect.lower() == "100-continue" and self.request_version == "HTTP/1.1":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        self.expect_body()
-        try:
-            return wire.read_body(self.rfile, self.headers, self.server.config.server.max_body_bytes, framing)
-        finally:
-            self.body_read()
-
-    def _authorized(self) -> bool:
-        key = self.server.config.server.remote_key
-        if not key:
-            return True
-        given = self.headers.by_name.get("x-api-key") or ""
-        auth = self.headers.by_name.get("authorization") or ""
-        if not given and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), key.encode())
-
-    def _offers_key(self) -> bool:
-        """Whether the request sent a key at all (x-api-key or Authorization)."""
-        return bool(self.headers.by_name.get("x-api-key") or self.headers.by_name.get("authorization"))
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,
