@@ -8,9 +8,9 @@ table, the pin and the last 200 requests. Decisions are made elsewhere over snap
 every field and is never held across I/O: the events a change reports are logged after it is
 released. Every public method may be called from any thread.
 
-``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`; this module gives it the
-document (:meth:`Pool.to_json`) and restores from it (:meth:`Pool.load_json`), checking every
-number as it enters (:mod:`shunt_lib.numbers`).
+``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`, which also shapes its
+document; this module hands it the pool's parts under the lock (:meth:`Pool.to_json`) and restores
+them from it (:meth:`Pool.load_json`), every number checked as it enters (:mod:`shunt_lib.numbers`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from .account_state import AccountRecord, AccountSnapshot, Event, reconcile
 from .config import AccountConfig
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
-from .record import RequestRecord, record_from_json
+from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
+from .state_file import saved_state, state_document
 
-STATE_VERSION = 2  # 2: session keys are hashed (sessions.id_key); a version-1 file's keys are migrated on load
 RECENT_MAX = 200
+
 
 class PoolSnapshot(NamedTuple):
     """The whole pool at one instant: the pin, every account in config order, the recent requests."""
@@ -270,37 +271,22 @@ class Pool:
 
     # -- persistence ----------------------------------------------------------------------------
     def to_json(self, now_s: float) -> dict:
-        """The ``state.json`` document."""
+        """The ``state.json`` document (:func:`~shunt_lib.state_file.state_document`)."""
         with self._lock:
-            return {
-                "version": STATE_VERSION,
-                "saved_at_s": now_s,
-                "pinned_account": self._pinned,
-                "accounts": {n: r.to_json() for n, r in self._accounts.items()},
-                "sessions": self._sessions.to_json(now_s),
-                "recent_requests": list(self._recent),
-            }
+            return state_document(now_s, self._pinned, self._accounts, self._sessions.to_json(now_s), self._recent)
 
     def load_json(self, data: object, now_s: float) -> None:
-        """Restore state saved by :meth:`to_json`; unknown accounts, expired sessions and values of the
-        wrong shape are dropped, never raised."""
-        if not isinstance(data, dict):
-            return
+        """Restore state saved by :meth:`to_json` (read by :func:`~shunt_lib.state_file.saved_state`);
+        unknown accounts, expired sessions and values of the wrong shape are dropped, never raised."""
         with self._lock:
-            accounts = data.get("accounts")
-            for name, d in (accounts.items() if isinstance(accounts, dict) else ()):
-                if name in self._accounts and isinstance(d, dict):
-                    self._accounts[name].load_json(d, now_s)
-            version = data.get("version")
-            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s,
-                                     migrate=not (isinstance(version, int) and version >= 2))
-            pinned = data.get("pinned_account")
-            self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
-            recent = data.get("recent_requests")
-            for e in (recent[-RECENT_MAX:] if isinstance(recent, list) else ()):
-                r = record_from_json(e)
-                if r is not None:
-                    self._recent.append(r)
+            saved = saved_state(data, self._accounts, RECENT_MAX)
+            if saved is None:
+                return
+            for name, d in saved.accounts:
+                self._accounts[name].load_json(d, now_s)
+            self._sessions.load_json(saved.sessions, set(self._accounts), now_s, migrate=not saved.hashed_keys)
+            self._pinned = saved.pinned
+            self._recent.extend(saved.recent)
 
 
 def _tell(event: Event | None) -> None:
