@@ -1,137 +1,34 @@
 """The pool's runtime state behind one lock.
 
-Everything about the accounts that changes at run time lives here: cooldowns, exhaustion, the last
-rate-limit windows, flags that need a human, usage counters; plus the session table, the pin and the
-last 200 requests. Decisions are made elsewhere over snapshots (:mod:`shunt_lib.router`,
-:mod:`shunt_lib.status`); this module records facts. ``Pool._lock`` guards every field and is never
-held across I/O. Every public method may be called from any thread.
+Everything about the accounts that changes at run time lives here: each account's
+:class:`~shunt_lib.account_state.AccountRecord` (cooldowns, exhaustion, the last rate-limit windows,
+flags that need a human, usage counters, and the transitions facts make to them), plus the session
+table, the pin and the last 200 requests. Decisions are made elsewhere over snapshots
+(:mod:`shunt_lib.router`, :mod:`shunt_lib.status`); this module records facts. ``Pool._lock`` guards
+every field and is never held across I/O: the events a change reports are logged after it is
+released. Every public method may be called from any thread.
 
-``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`; this module gives it the
-document (:meth:`Pool.to_json`) and restores from it (:meth:`Pool.load_json`), checking every
-number as it enters (:mod:`shunt_lib.numbers`).
+``state.json`` is read, written and edited by :mod:`shunt_lib.state_file`, which also shapes its
+document; this module hands it the pool's parts under the lock (:meth:`Pool.to_json`) and restores
+them from it (:meth:`Pool.load_json`), every number checked as it enters (:mod:`shunt_lib.numbers`).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import logging
 import threading
-import time
 from typing import Iterable, NamedTuple
 
-from .advice import action_for
+from .account_state import AccountRecord, AccountSnapshot, Event, reconcile
 from .config import AccountConfig
-from .logfmt import clock_text
-from .numbers import count, epoch_s
 from .outcome import Action, Outcome
-from .ratelimit import RateLimitInfo, Window, has_room
-from .record import RequestRecord, record_from_json
+from .ratelimit import RateLimitInfo, Window
+from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
+from .state_file import saved_state, state_document
 
-log = logging.getLogger("shunt.state")
-events_log = logging.getLogger("shunt.events")
-
-STATE_VERSION = 2  # 2: session keys are hashed (sessions.id_key); a version-1 file's keys are migrated on load
 RECENT_MAX = 200
-NEWS_S = 1.0  # a cooldown or exhaustion is logged when it starts or moves later by more than this, seconds
-COUNTERS = ("requests", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
-
-
-@dataclasses.dataclass
-class AccountRecord:
-    """Mutable per-account state; only touched under ``Pool._lock``. Times are epoch seconds."""
-
-    name: str
-    kind: str
-    index: int
-    disabled: bool = False
-    reauth_required: bool = False
-    cooldown_until_s: float = 0.0
-    cooldown_reason: str = ""
-    exhausted_until_s: float = 0.0
-    windows: dict = dataclasses.field(default_factory=dict)
-    rate_limits_at_s: float = 0.0
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_creation_tokens: int = 0
-
-    def view(self, active_sessions: int = 0) -> AccountView:
-        """The account as routing sees it (:class:`~shunt_lib.router.AccountView`)."""
-        return AccountView(self.name, self.index, self.kind, self.disabled, self.reauth_required,
-                           self.cooldown_until_s, self.exhausted_until_s, self.windows, active_sessions)
-
-    def count(self, record: RequestRecord) -> None:
-        """Add one finished request and its tokens to the counters."""
-        self.requests += 1
-        self.input_tokens += record["input_tokens"]
-        self.output_tokens += record["output_tokens"]
-        self.cache_read_tokens += record["cache_read_tokens"]
-        self.cache_creation_tokens += record["cache_creation_tokens"]
-
-    def set_flags(self, reauth_required: bool | None, disabled: bool | None) -> tuple[bool, bool]:
-        """Set or clear the flags given (None: unchanged). :returns: which of the two became set just now."""
-        newly = (bool(reauth_required) and not self.reauth_required, bool(disabled) and not self.disabled)
-        if reauth_required is not None:
-            self.reauth_required = reauth_required
-        if disabled is not None:
-            self.disabled = disabled
-        return newly
-
-    def cool(self, until_s: float, reason: str) -> None:
-        """Block until ``until_s`` (epoch s) for ``reason``; a later deadline is never shortened."""
-        if until_s > self.cooldown_until_s:
-            self.cooldown_until_s, self.cooldown_reason = until_s, reason
-
-    def expire(self, now_s: float) -> tuple[bool, float | None]:
-        """Clear a cooldown or exhaustion whose time has passed.
-
-        :returns: (whether anything was cleared, the epoch s of the next expiry still ahead, or None).
-        """
-        changed = False
-        if self.cooldown_until_s and self.cooldown_until_s <= now_s:
-            self.cooldown_until_s, self.cooldown_reason, changed = 0.0, "", True
-        if self.exhausted_until_s and self.exhausted_until_s <= now_s:
-            self.exhausted_until_s, changed = 0.0, True
-        ahead = [t for t in (self.cooldown_until_s, self.exhausted_until_s) if t]
-        return changed, min(ahead) if ahead else None
-
-    def to_json(self) -> dict:
-        """As stored in ``state.json``."""
-        d = {k: getattr(self, k) for k in ("disabled", "reauth_required", "cooldown_until_s", "cooldown_reason",
-                                           "exhausted_until_s", "rate_limits_at_s") + COUNTERS}
-        d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
-        return d
-
-    def load_json(self, d: dict, now_s: float) -> None:
-        """Restore from :meth:`to_json`'s shape; a value of the wrong type or out of bounds (an instant
-        not within a year from ``now_s``, a negative or huge counter, ``inf``) is ignored: the default stays."""
-        for k in ("disabled", "reauth_required"):
-            setattr(self, k, d.get(k) is True)
-        for k in ("cooldown_until_s", "exhausted_until_s", "rate_limits_at_s"):
-            setattr(self, k, epoch_s(d.get(k), now_s) or 0.0)
-        reason = d.get("cooldown_reason")
-        self.cooldown_reason = reason[:200] if isinstance(reason, str) else ""
-        for k in COUNTERS:
-            setattr(self, k, count(d.get(k)) or 0)
-        wins = d.get("windows")
-        self.windows = {k: Window.from_json(w, now_s) for k, w in wins.items()
-                        if isinstance(k, str) and len(k) <= 64 and isinstance(w, dict)} if isinstance(wins, dict) else {}
-
-
-class AccountSnapshot(NamedTuple):
-    """One account at one instant, for ``/status``: its routing view and its counters."""
-
-    view: AccountView
-    cooldown_reason: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_creation_tokens: int
 
 
 class PoolSnapshot(NamedTuple):
@@ -178,13 +75,9 @@ class Pool:
         """Make the pool match ``accounts`` (a reload): keep known accounts' state, add new ones, drop
         removed ones with their sessions and pin. :returns: (added names, removed names)."""
         with self._lock:
-            old = self._accounts
-            new = _reconcile(old, accounts)
-            added = [n for n in new if n not in old]
-            removed = [n for n in old if n not in new]
-            self._accounts = new
+            self._accounts, added, removed = reconcile(self._accounts, accounts)
             if removed:
-                self._sessions.keep_accounts(set(new))
+                self._sessions.keep_accounts(set(self._accounts))
                 if self._pinned in removed:
                     self._pinned = None
             if added or removed:
@@ -221,9 +114,7 @@ class Pool:
         """Everything ``/status`` shows, copied under the lock."""
         with self._lock:
             counts = self._sessions.active_counts(self._accounts, now_s)
-            accounts = [AccountSnapshot(r.view(counts[r.name]), r.cooldown_reason, r.requests, r.input_tokens,
-                                        r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens)
-                        for r in self._accounts.values()]
+            accounts = [r.snapshot(counts[r.name]) for r in self._accounts.values()]
             return PoolSnapshot(self._pinned, accounts, list(self._recent))
 
     # -- routing ------------------------------------------------------------------------------
@@ -276,46 +167,33 @@ class Pool:
     def _touch(self) -> None:
         self.version += 1  # the writer compares versions: no wake-up per request on the hot path
 
-    def _record(self, name: str) -> AccountRecord | None:
-        """``name``'s record, or None if a reload removed it while its request was in flight (call under the lock)."""
-        return self._accounts.get(name)
+    def _changing(self, name: str) -> AccountRecord | None:
+        """``name``'s record, about to change (the version is bumped), or None if a reload removed it
+        while its request was in flight (call under the lock)."""
+        rec = self._accounts.get(name)
+        if rec is not None:
+            self._touch()
+        return rec
 
     def record_rate_limits(self, name: str, rl: RateLimitInfo | None, now_s: float) -> None:
-        """Store the windows an upstream response reported for ``name`` (merged per window); a
-        response that is not ``rejected`` ends an exhaustion whose time has passed."""
+        """Store the windows an upstream response reported for ``name``
+        (:meth:`~shunt_lib.account_state.AccountRecord.take_rate_limits`)."""
         if rl is None:
             return
         with self._lock:
-            rec = self._record(name)
-            if rec is None:
-                return
-            rec.windows = {**rec.windows, **rl.windows}
-            rec.rate_limits_at_s = now_s
-            recovered = not rl.rejected and 0 < rec.exhausted_until_s <= now_s
-            if recovered:
-                rec.exhausted_until_s = 0.0
-            self._touch()
-        if recovered:
-            events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
+            rec = self._changing(name)
+            event = rec.take_rate_limits(rl, now_s) if rec is not None else None
+        _tell(event)
 
     def record_usage(self, name: str, windows: dict[str, Window], now_s: float) -> bool:
-        """Store windows freshly read from the usage endpoint for ``name`` (merged per window). If they
-        show room (:func:`~shunt_lib.ratelimit.has_room`), an exhaustion still ahead is cleared: the
-        quota came back sooner than the 429 said, or the mark was wrong. :returns: whether it was cleared."""
+        """Store windows freshly read from the usage endpoint for ``name``; if they show room, an
+        exhaustion still ahead is cleared: the quota came back sooner than the 429 said, or the mark
+        was wrong (:meth:`~shunt_lib.account_state.AccountRecord.take_usage`). :returns: whether it was cleared."""
         with self._lock:
-            rec = self._record(name)
-            if rec is None:
-                return False
-            rec.windows = {**rec.windows, **windows}
-            rec.rate_limits_at_s = now_s
-            cleared = rec.exhausted_until_s > 0 and has_room(windows)
-            if cleared:
-                rec.exhausted_until_s = 0.0
-            self._touch()
-        if cleared:
-            events_log.info("account %s is available again (its usage shows room)", name,
-                            extra={"event": "recovered", "account": name})
-        return cleared
+            rec = self._changing(name)
+            event = rec.take_usage(windows, now_s) if rec is not None else None
+        _tell(event)
+        return event is not None
 
     def reset(self, name: str | None) -> list[str]:
         """Clear the exhaustion and cooldown of ``name`` (None: of every account), as a user asks with
@@ -324,16 +202,9 @@ class Pool:
         with self._lock:
             if name is not None and name not in self._accounts:
                 raise KeyError(name)
-            cleared = []
-            for rec in self._accounts.values():
-                if (name is None or rec.name == name) and (rec.exhausted_until_s or rec.cooldown_until_s):
-                    rec.exhausted_until_s = rec.cooldown_until_s = 0.0
-                    rec.cooldown_reason = ""
-                    cleared.append(rec.name)
+            events = [rec.reset() for rec in self._accounts.values() if name in (None, rec.name)]
             self._touch()
-        for n in cleared:
-            events_log.info("account %s reset by the user", n, extra={"event": "reset", "account": n})
-        return cleared
+        return _log(*events)
 
     def record_outcome(self, name: str, outcome: Outcome) -> None:
         """Apply what a classified upstream answer means for ``name``: exhausted until its window
@@ -344,46 +215,25 @@ class Pool:
             self.cool(name, outcome.until_s, outcome.reason)
 
     def mark_exhausted(self, name: str, until_s: float) -> None:
-        """``name`` is out of quota until ``until_s`` (epoch s)."""
+        """``name`` is out of quota until ``until_s`` (epoch s); logged once however many requests report it."""
         with self._lock:
-            rec = self._record(name)
-            if rec is None:
-                return
-            news = until_s > rec.exhausted_until_s + NEWS_S  # racing requests report one fact once
-            rec.exhausted_until_s = max(rec.exhausted_until_s, until_s)
-            self._touch()
-        if news:
-            events_log.info("account %s exhausted until %s", name, _clock(until_s),
-                            extra={"event": "exhausted", "account": name, "until_s": until_s})
+            rec = self._changing(name)
+            event = rec.exhaust(until_s) if rec is not None else None
+        _tell(event)
 
     def cool(self, name: str, until_s: float, reason: str) -> None:
         """``name`` must not be used before ``until_s`` (epoch s); a later deadline is never shortened."""
         with self._lock:
-            rec = self._record(name)
-            if rec is None:
-                return
-            news = until_s > rec.cooldown_until_s + NEWS_S  # racing requests report one fact once
-            rec.cool(until_s, reason)
-            self._touch()
-        if news:
-            events_log.info("account %s cooling until %s (%s)", name, _clock(until_s), reason,
-                            extra={"event": "cooling", "account": name, "until_s": until_s, "reason": reason})
+            rec = self._changing(name)
+            event = rec.cool(until_s, reason) if rec is not None else None
+        _tell(event)
 
     def set_flag(self, name: str, *, reauth_required: bool | None = None, disabled: bool | None = None) -> None:
         """Set or clear ``reauth_required`` / ``disabled`` on ``name``; a newly set flag is logged with its fix."""
         with self._lock:
-            rec = self._record(name)
-            if rec is None:
-                return
-            newly_reauth, newly_disabled = rec.set_flags(reauth_required, disabled)
-            kind = rec.kind
-            self._touch()
-        if newly_reauth:
-            events_log.warning("account %s needs a new login: %s", name, action_for(name, kind, "reauth_required"),
-                               extra={"event": "reauth_required", "account": name})
-        if newly_disabled:
-            events_log.warning("account %s disabled: %s", name, action_for(name, kind, "disabled"),
-                               extra={"event": "disabled", "account": name})
+            rec = self._changing(name)
+            events = rec.set_flags(reauth_required, disabled) if rec is not None else []
+        _log(*events)
 
     def record_request(self, record: RequestRecord) -> None:
         """Count one finished request against its account and keep it among the recent ones."""
@@ -407,67 +257,48 @@ class Pool:
 
         :returns: (names that became usable, next epoch s at which something expires, or None).
         """
-        recovered, ahead = [], []
+        events, ahead = [], []
         with self._lock:
             for rec in self._accounts.values():
-                changed, at = rec.expire(now_s)
+                changed, event, at = rec.expire(now_s)
                 if changed:
                     self._touch()
-                    if rec.view().usable(now_s):
-                        recovered.append(rec.name)
+                if event is not None:
+                    events.append(event)
                 if at is not None:
                     ahead.append(at)
-        for name in recovered:
-            events_log.info("account %s is available again", name, extra={"event": "recovered", "account": name})
-        return recovered, min(ahead) if ahead else None
+        return _log(*events), min(ahead) if ahead else None
 
     # -- persistence ----------------------------------------------------------------------------
     def to_json(self, now_s: float) -> dict:
-        """The ``state.json`` document."""
+        """The ``state.json`` document (:func:`~shunt_lib.state_file.state_document`)."""
         with self._lock:
-            return {
-                "version": STATE_VERSION,
-                "saved_at_s": now_s,
-                "pinned_account": self._pinned,
-                "accounts": {n: r.to_json() for n, r in self._accounts.items()},
-                "sessions": self._sessions.to_json(now_s),
-                "recent_requests": list(self._recent),
-            }
+            return state_document(now_s, self._pinned, self._accounts, self._sessions.to_json(now_s), self._recent)
 
     def load_json(self, data: object, now_s: float) -> None:
-        """Restore state saved by :meth:`to_json`; unknown accounts, expired sessions and values of the
-        wrong shape are dropped, never raised."""
-        if not isinstance(data, dict):
-            return
+        """Restore state saved by :meth:`to_json` (read by :func:`~shunt_lib.state_file.saved_state`);
+        unknown accounts, expired sessions and values of the wrong shape are dropped, never raised."""
         with self._lock:
-            accounts = data.get("accounts")
-            for name, d in (accounts.items() if isinstance(accounts, dict) else ()):
-                if name in self._accounts and isinstance(d, dict):
-                    self._accounts[name].load_json(d, now_s)
-            version = data.get("version")
-            self._sessions.load_json(data.get("sessions"), set(self._accounts), now_s,
-                                     migrate=not (isinstance(version, int) and version >= 2))
-            pinned = data.get("pinned_account")
-            self._pinned = pinned if isinstance(pinned, str) and pinned in self._accounts else None
-            recent = data.get("recent_requests")
-            for e in (recent[-RECENT_MAX:] if isinstance(recent, list) else ()):
-                r = record_from_json(e)
-                if r is not None:
-                    self._recent.append(r)
+            saved = saved_state(data, self._accounts, RECENT_MAX)
+            if saved is None:
+                return
+            for name, d in saved.accounts:
+                self._accounts[name].load_json(d, now_s)
+            self._sessions.load_json(saved.sessions, set(self._accounts), now_s, migrate=not saved.hashed_keys)
+            self._pinned = saved.pinned
+            self._recent.extend(saved.recent)
 
 
-def _reconcile(old: dict[str, AccountRecord], accounts: Iterable[AccountConfig]) -> dict[str, AccountRecord]:
-    """The records for ``accounts``, in their order: an account known with the same kind keeps its
-    record (re-indexed), any other gets a fresh one."""
-    new: dict[str, AccountRecord] = {}
-    for i, a in enumerate(accounts):
-        rec = old.get(a.name)
-        if rec is None or rec.kind != a.kind:
-            rec = AccountRecord(a.name, a.kind, i)
-        rec.index = i
-        new[a.name] = rec
-    return new
+def _tell(event: Event | None) -> None:
+    """Log ``event``, if any (call after the lock is released)."""
+    if event is not None:
+        event.log()
 
 
-def _clock(epoch_s: float) -> str:
-    return clock_text(epoch_s, time.time())  # with the date when it is not today
+def _log(*events: Event | None) -> list[str]:
+    """Log ``events``, skipping None (call after the lock is released). :returns: the accounts they
+    are about, in order."""
+    told = [e for e in events if e is not None]
+    for e in told:
+        e.log()
+    return [e.account for e in told]

@@ -11,7 +11,8 @@ from typing import Mapping
 from .advice import action_for
 from .credentials import Credential
 from .router import AccountStatus
-from .state import AccountSnapshot, PoolSnapshot
+from .account_state import AccountSnapshot
+from .state import PoolSnapshot
 
 
 def status_document(snapshot: PoolSnapshot, credentials: Mapping[str, Credential | None], now_s: float, *,

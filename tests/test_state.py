@@ -11,7 +11,7 @@ from shunt_lib.outcome import Action, Outcome
 from shunt_lib.ratelimit import RateLimitInfo, Window
 from shunt_lib.sessions import SessionTable, id_key
 from shunt_lib.state import RECENT_MAX, Pool
-from shunt_lib.state_file import StateWriter, edit_saved_state, load_state
+from shunt_lib.state_file import StateWriter, edit_saved_state, load_state, saved_state
 from tests.support import FakeClock
 
 NOW = 1_000_000.0
@@ -244,3 +244,14 @@ def test_a_recent_request_saved_before_request_ids_existed_is_restored_without_t
     old = {k: v for k, v in record("a").items() if k not in ("request_id", "upstream_request_id", "broke")}
     assert record_from_json(old) == dict(old, request_id=None, upstream_request_id=None, broke=False)
     assert record_from_json(dict(old, request_id=["not", "a", "string"])) is None
+
+
+def test_saved_state_keeps_known_parts_of_the_right_shape_and_drops_the_rest():
+    doc = {"version": 1, "pinned_account": "gone", "sessions": {"k": 1},
+           "accounts": {"a": {"requests": 3}, "b": "not an object", "gone": {}},
+           "recent_requests": [record("a", ts_s=1), {"bad": 1}, record("a", ts_s=2), record("a", ts_s=3)]}
+    saved = saved_state(doc, {"a", "b"}, max_recent=3)
+    assert saved.accounts == [("a", {"requests": 3})] and saved.pinned is None and saved.sessions == {"k": 1}
+    assert not saved.hashed_keys and [r["ts_s"] for r in saved.recent] == [2, 3]
+    assert saved_state(dict(doc, version=2, pinned_account="b"), {"a", "b"}, 3)[2:4] == (True, "b")
+    assert saved_state([], {"a"}, 3) is None
