@@ -1,10 +1,12 @@
-"""The request loop: route to an account, attempt, record the outcome, fail over or hold, relay.
+"""The request loop: route to an account, attempt, record the outcome, fail over or hold.
 
-One :class:`Relay` serves every proxied request; per-request state lives in :class:`_RequestState`.
-The relay only decides. What goes up and comes back is the :class:`~shunt_lib.dialect.Dialect`'s
-business, every byte to the client is written by :class:`~shunt_lib.client.ClientStream`, the next
-step after a failure is :meth:`~shunt_lib.attempts.Attempts.after`, and what a failure means for the
-account is :meth:`~shunt_lib.state.Pool.record_outcome`.
+One :class:`Relay` serves every proxied request; per-request state lives in
+:class:`~shunt_lib.request_state.RequestState`. The relay only decides. What goes up and comes back
+is the :class:`~shunt_lib.dialect.Dialect`'s business, every byte to the client is written by
+:class:`~shunt_lib.client.ClientStream`, how a request ends (its answer and its record) is
+:class:`~shunt_lib.finish.Finish`'s, the next step after a failure is
+:meth:`~shunt_lib.attempts.Attempts.after`, a wait for an account is :class:`~shunt_lib.hold.Hold`'s,
+and what a failure means for the account is :meth:`~shunt_lib.state.Pool.record_outcome`.
 
 A failure may fail over only while nothing was written to the client
 (:attr:`~shunt_lib.client.ClientStream.wrote`); after that it can only end an SSE stream.
@@ -13,13 +15,10 @@ A failure may fail over only while nothing was written to the client
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import re
-from typing import Iterator
 
-from . import sse
-from .attempts import Attempts, ConnectFailure, Step, UpstreamAnswer
+from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
@@ -28,38 +27,27 @@ from .errors import (
     BadRequest,
     ClientGone,
     ShuntError,
-    ShuttingDown,
     UpstreamConnectError,
     UpstreamHeadTimeout,
     UpstreamRequestInvalid,
     UpstreamStreamError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
+from .finish import Finish
 from .hold import Hold
-from .logfmt import (current_request_id, install_request_context, new_request_id, request_context,
-                     set_upstream_request_id, upstream_request_id)
+from .logfmt import install_request_context, new_request_id, request_context, set_upstream_request_id
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
-from .pool_limit import pool_unavailable_error
 from .ratelimit import RateLimitInfo, parse_rate_limits
-from .record import access_line, request_record
-from .router import is_quota_free
+from .request_state import RequestState
 from .sessions import session_key
 from .state import Pool
 from .status_view import duration_text
 from .upstream import Cancel, Upstream, UpstreamResponse
-from .usage import UsageTap, decode_body
+from .usage import decode_body
 from .watch import ClientWatch
 
 log = logging.getLogger("shunt.relay")
-access_log = logging.getLogger("shunt.access")
 events_log = logging.getLogger("shunt.events")
-
-_REQUEST_EVENT = {"event": "request"}
-_NO_ATTEMPTS = Attempts()  # immutable, so every request can start from the same one
-_STOPPING = "shunt is stopping; retry the request"
-_CUT = "shunt is stopping and ended this stream before it finished; retry the request"
 
 
 class Next(enum.Enum):
@@ -67,30 +55,6 @@ class Next(enum.Enum):
 
     ROUTE = "route"  # choose an account again
     DONE = "done"  # the request is answered (or dropped) and recorded
-
-
-class _RequestState:
-    """One request's trip through :meth:`Relay.handle`. Owned by the request's thread."""
-
-    __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded", "cancel", "quota_free")
-
-    def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
-                 deadline_s: float, started: float):
-        self.request = request
-        self.dialect = dialect
-        self.client = client
-        self.session = session
-        self.attempts = _NO_ATTEMPTS
-        self.deadline_s = deadline_s  # epoch s past which a held request is answered instead
-        self.started = started  # monotonic s
-        self.hold: Hold | None = None  # made the first time the request is held
-        self.active: UpstreamResponse | None = None  # the upstream answer being read, if any
-        self.account: str | None = None  # the account whose answer is being relayed
-        self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
-        self.recorded = False  # the finished request was counted and logged
-        self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
-        self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
 
 
 class Relay:
@@ -103,6 +67,7 @@ class Relay:
     :param overload_backoff_s: pause before moving a request that got 529/overloaded.
     :attr drain: the server's stop (:class:`~shunt_lib.drain.Drain`): every request in progress is
         registered there, so a stop can end it with an SSE ``error`` event and still count its usage.
+    :attr finish: how each request ends (:class:`~shunt_lib.finish.Finish`): its answer and its record.
     """
 
     def __init__(self, max_wait_s: float, pool: Pool, tokens: TokenManager, upstream: Upstream, watch: ClientWatch,
@@ -119,6 +84,7 @@ class Relay:
         self.overload_backoff_s = overload_backoff_s
         install_request_context()  # events and access lines carry the request's ids
         self.drain = Drain()  # the server's stop: begin() when it drains, stop() when the time is up
+        self.finish = Finish(pool, clock, self.drain.stopping, watch)  # every request's ending
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -132,12 +98,12 @@ class Relay:
 
     def _handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect) -> None:
         client = ClientStream(conn)
-        st = _RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
-                           self.clock.time() + self.max_wait_s, self.clock.monotonic())
-        token = self.drain.enter(lambda: self._interrupt(st))
+        st = RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
+                          self.clock.time() + self.max_wait_s, self.clock.monotonic())
+        token = self.drain.enter(st.interrupt)
         try:
             if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
-                self._answer_stopping(st)
+                self.finish.answer_stopping(st)
                 return
             self._loop(st)
         except ClientGone:
@@ -147,7 +113,7 @@ class Relay:
             client.close_after()
             if not client.wrote:
                 try:
-                    self._answer_error(st, ShuntError("shunt hit an internal error; see its log"))
+                    self.finish.answer_error(st, ShuntError("shunt hit an internal error; see its log"))
                 except ClientGone:
                     pass
         finally:
@@ -157,16 +123,16 @@ class Relay:
             if resp is not None:
                 resp.abort()  # never back into the pool half-read
             if not st.recorded:
-                self._record(st, st.account, 499)
+                self.finish.record(st, st.account, 499)
 
-    def _loop(self, st: _RequestState) -> None:
+    def _loop(self, st: RequestState) -> None:
         """Route and attempt until a step says the request is done."""
         while True:
             if st.client.gone.is_set():
-                self._dropped(st)
+                self.finish.dropped(st)
                 return
             if self.drain.stopping.is_set():
-                self._answer_stopping(st)
+                self.finish.answer_stopping(st)
                 return
             now = self.clock.time()
             choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
@@ -179,7 +145,7 @@ class Relay:
                 return
 
     # -- one attempt on one account --------------------------------------------------------------
-    def _attempt(self, st: _RequestState, name: str, reason: str) -> Next:
+    def _attempt(self, st: RequestState, name: str, reason: str) -> Next:
         """Send the request through ``name``; relay a success, or decide what a failure means."""
         cred = self.tokens.get(name)
         if cred is None:
@@ -191,26 +157,27 @@ class Relay:
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
         set_upstream_request_id(None)
-        self._watch(st)  # a client that leaves while the head is awaited aborts the attempt
+        st.watch_client(self.watch)  # a client that leaves while the head is awaited aborts the attempt
         st.cancel = Cancel()
         try:
             resp = self.upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
                                       long_head=head_comes_late(up.method, up.target, up.body))
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
-            self._answer_error(st, BadRequest("the request cannot be forwarded: a header field name or value "
-                                              "cannot be sent (a control character or a bad name)"))
+            self.finish.answer_error(st, BadRequest("the request cannot be forwarded: a header field name or "
+                                                    "value cannot be sent (a control character or a bad name)"))
             return Next.DONE
         except UpstreamConnectError as exc:
             if st.client.gone.is_set():
-                return self._dropped(st)
+                self.finish.dropped(st)
+                return Next.DONE
             if self.drain.stopping.is_set():
-                self._answer_stopping(st)
+                self.finish.answer_stopping(st)
                 return Next.DONE
             events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
             st.attempts, step = st.attempts.after_connect_error(
                 ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
             if step is Step.ANSWER:
-                self._answer_failure(st, self.clock.time(), None)
+                self.finish.answer_failure(st, self.clock.time(), None)
                 return Next.DONE
             return Next.ROUTE
         finally:
@@ -219,16 +186,17 @@ class Relay:
         st.account = name
         set_upstream_request_id(resp.head.by_name.get("request-id"))
         if st.client.gone.is_set():  # the client left while the response head was awaited
-            return self._dropped(st)
+            self.finish.dropped(st)
+            return Next.DONE
         now = self.clock.time()
         rl = parse_rate_limits(resp.head.by_name, now)
         self.pool.record_rate_limits(name, rl, now)
         if 200 <= resp.head.status < 300:
-            self._relay_answer(st, name, resp)
+            self.finish.relay_answer(st, name, resp)
             return Next.DONE
         return self._after_error(st, name, cred.kind, cred.access_token, resp, rl, now)
 
-    def _after_error(self, st: _RequestState, name: str, kind: str, access_token: str, resp: UpstreamResponse,
+    def _after_error(self, st: RequestState, name: str, kind: str, access_token: str, resp: UpstreamResponse,
                      rl: RateLimitInfo | None, now: float) -> Next:
         """A non-2xx answer: read it, classify it, record what it means, and take the next step."""
         head = resp.head
@@ -238,13 +206,8 @@ class Relay:
             raw, complete = b"", True
             st.active = None
             resp.abort()
-        if not complete:  # an error body over 1 MiB: nothing to classify it by; pass it through as it comes
-            if st.client.sse_head_sent:
-                st.client.end_with_sse_error(st.dialect.error_body(
-                    ShuntError(f"upstream answered {head.status} with a body over 1 MiB")))
-                self._record(st, name, head.status)
-            else:
-                self._relay_answer(st, name, resp, prefix=raw)
+        if not complete:  # an error body over 1 MiB: nothing to classify it by
+            self.finish.answer_oversized(st, name, resp, raw)
             return Next.DONE
         if st.active is not None:
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
@@ -254,12 +217,13 @@ class Relay:
         answer = UpstreamAnswer(name, head, raw)
         st.attempts, step = st.attempts.after(name, kind, outcome, answer)
         if step is Step.ANSWER:
-            self._answer_upstream(st, answer)
+            self.finish.answer_upstream(st, answer)
             return Next.DONE
         if step is Step.BACKOFF:
             events_log.info("%s is overloaded; retrying once elsewhere", name, extra={"event": "overloaded", "account": name})
             if self.clock.wait(st.client.gone, self.overload_backoff_s):
-                return self._dropped(st)
+                self.finish.dropped(st)
+                return Next.DONE
         elif step is Step.REFRESH:
             result = self.tokens.refresh(name, failed_access_token=access_token)
             if result.status is RefreshStatus.OK:
@@ -276,14 +240,14 @@ class Relay:
         return Next.ROUTE
 
     # -- nothing usable: hold or answer ------------------------------------------------------------
-    def _nothing_usable(self, st: _RequestState, now: float) -> Next:
+    def _nothing_usable(self, st: RequestState, now: float) -> Next:
         """No untried account can take the request now: hold it until one recovers within the
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
         kinds = st.dialect.account_kinds
         recovery = self.pool.soonest_recovery(now, kinds=kinds)
         # A quota-free request was offered every account whose credential works: waiting adds nothing.
         if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:
-            self._watch(st)
+            st.watch_client(self.watch)
             if st.hold is None:
                 st.hold = Hold(self.clock, st.started, st.request.body, first_ping_s=self.hold_first_ping_s,
                                ping_interval_s=self.hold_ping_interval_s)
@@ -294,111 +258,12 @@ class Relay:
             if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
                                 lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s,
                                 stop=self.drain.stopping):
-                return self._dropped(st)
+                self.finish.dropped(st)
+                return Next.DONE
             st.attempts = st.attempts.after_hold()
             return Next.ROUTE
-        self._answer_failure(st, now, recovery)
+        self.finish.answer_failure(st, now, recovery)
         return Next.DONE
-
-    def _answer_failure(self, st: _RequestState, now: float, recovery: tuple[float, str] | None) -> None:
-        """Answer with the request's last failure, or with shunt's own 429 / 401 if it has none."""
-        failure = st.attempts.last_failure
-        if isinstance(failure, UpstreamAnswer):
-            self._answer_upstream(st, failure)
-        elif isinstance(failure, ConnectFailure):
-            cls = UpstreamTimeout if failure.timed_out else UpstreamUnreachable
-            self._answer_error(st, cls("shunt got no answer from the upstream API: " + failure.message))
-        else:
-            views = self.pool.views(now, kinds=st.dialect.account_kinds)
-            self._answer_error(st, pool_unavailable_error(views, now, recovery))
-
-    def _watch(self, st: _RequestState) -> None:
-        """Notice at once if the client hangs up: wake a hold, unblock an upstream read."""
-
-        st.client.watch(self.watch, lambda: self._interrupt(st))
-
-    @staticmethod
-    def _interrupt(st: _RequestState) -> None:
-        """Unblock ``st``'s thread if it waits on the upstream (for the head, or for body bytes). Any
-        thread; never blocks."""
-        resp, cancel = st.active, st.cancel
-        if resp is not None:
-            resp.interrupt()
-        if cancel is not None:
-            cancel.cancel()
-
-    # -- answers ------------------------------------------------------------------------------------
-    def _answer_upstream(self, st: _RequestState, answer: UpstreamAnswer) -> None:
-        head, body = st.dialect.client_error(answer.head, answer.body)
-        st.client.send_upstream_answer(answer.account, head, body)
-        self._record(st, answer.account, answer.head.status)
-
-    def _answer_error(self, st: _RequestState, err: ShuntError) -> None:
-        st.client.send_json(err.status, st.dialect.error_body(err), err.headers)
-        self._record(st, None, err.status)
-
-    def _answer_stopping(self, st: _RequestState) -> None:
-        """shunt is stopping: a 529 ``overloaded_error`` (an SSE error event if held), then close."""
-        st.client.close_after()
-        self._answer_error(st, ShuttingDown(_STOPPING))
-
-    def _dropped(self, st: _RequestState) -> Next:
-        """The client hung up: record the request (with whatever usage was seen) as 499."""
-        st.client.close_after()
-        events_log.info("client disconnected; request dropped", extra={"event": "dropped", "account": st.account})
-        self._record(st, st.account, 499)
-        return Next.DONE
-
-    def _relay_answer(self, st: _RequestState, name: str, resp: UpstreamResponse, prefix: bytes = b"") -> None:
-        """Relay ``resp`` to the client as it arrives: head, then the body piece by piece.
-
-        :param prefix: body bytes already read from ``resp`` (an error body too large to classify).
-        """
-        head, client = resp.head, st.client
-        tap = st.tap = UsageTap(head.by_name.get("content-type", ""), head.by_name.get("content-encoding", ""))
-        no_body = st.request.method == "HEAD" or head.status in (204, 304)
-        if tap.sse:
-            self._watch(st)
-        client.start_answer(st.dialect.client_head(head), name, no_body=no_body, eager=tap.sse)
-        pieces = itertools.chain((prefix,), resp.iter_body()) if prefix else resp.iter_body()
-        broke = None if no_body else client.relay_body(st.dialect.client_body(head, _tapped(tap, pieces)))
-        if client.gone.is_set():
-            self._dropped(st)
-            return
-        if broke is None:
-            client.finish_answer()
-            st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
-            resp.release()
-        elif self.drain.stopping.is_set():
-            events_log.warning("shunt is stopping: ended a stream from %s before it finished", name,
-                               extra={"event": "stream_cut", "account": name})
-            client.fail_answer(sse.event("error", st.dialect.error_body(ShuttingDown(_CUT))), sse_stream=tap.sse)
-            st.active = None
-            resp.abort()
-        else:
-            events_log.warning("upstream stream from %s broke: %s", name, broke,
-                               extra={"event": "stream_error", "account": name})
-            client.fail_answer(sse.event("error", st.dialect.error_body(ShuntError(f"upstream stream broke: {broke}"))),
-                               sse_stream=tap.sse)
-            st.active = None
-            resp.abort()
-        tap.finish()
-        self._record(st, name, head.status, broke=broke is not None)
-
-    # -- accounting -----------------------------------------------------------------------------------
-    def _record(self, st: _RequestState, name: str | None, status: int, *, broke: bool = False) -> None:
-        """Count the finished request in the pool and write its access-log line (``broke``: the
-        upstream body broke off mid-way)."""
-        st.recorded = True
-        req = st.request
-        record = request_record(req.method, req.target, req.body, name, status, st.tap, ts_s=self.clock.time(),
-                                duration_s=self.clock.monotonic() - st.started,
-                                held_s=st.hold.held_s if st.hold is not None else 0.0,
-                                attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
-                                upstream_request_id=upstream_request_id())
-        self.pool.record_request(record)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(access_line(record), extra=_REQUEST_EVENT)
 
 
 def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
@@ -423,11 +288,3 @@ def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
 
 
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
-
-
-def _tapped(tap: UsageTap, pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """``pieces`` unchanged, each one fed to ``tap`` on its way."""
-    for piece in pieces:
-        tap.feed(piece)
-        yield piece
-

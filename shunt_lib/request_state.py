@@ -1,0 +1,63 @@
+"""One proxied request's trip through the relay: what it asked, where it stands, and how to wake it.
+
+:class:`RequestState` is shared by the loop that decides (:class:`~shunt_lib.relay.Relay`) and the
+code that ends the request (:class:`~shunt_lib.finish.Finish`); it is owned by the request's thread,
+except :meth:`RequestState.interrupt`, which any thread may call.
+"""
+
+from __future__ import annotations
+
+from .attempts import Attempts
+from .client import ClientStream
+from .dialect import Dialect, ProxyRequest
+from .hold import Hold
+from .router import is_quota_free
+from .upstream import Cancel, UpstreamResponse
+from .usage import UsageTap
+from .watch import ClientWatch
+
+_NO_ATTEMPTS = Attempts()  # immutable, so every request can start from the same one
+
+
+class RequestState:
+    """One request's trip through :meth:`~shunt_lib.relay.Relay.handle`.
+
+    :param session: the session key the router keeps the request's conversation on (or None).
+    :param deadline_s: epoch s past which a held request is answered instead.
+    :param started: when the request arrived, monotonic s.
+    """
+
+    __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
+                 "account", "tap", "recorded", "cancel", "quota_free")
+
+    def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
+                 deadline_s: float, started: float):
+        self.request = request
+        self.dialect = dialect
+        self.client = client
+        self.session = session
+        self.attempts = _NO_ATTEMPTS
+        self.deadline_s = deadline_s
+        self.started = started
+        self.hold: Hold | None = None  # made the first time the request is held
+        self.active: UpstreamResponse | None = None  # the upstream answer being read, if any
+        self.account: str | None = None  # the account whose answer is being relayed
+        self.tap: UsageTap | None = None  # its usage tap, so a cancelled stream is still counted
+        self.recorded = False  # the finished request was counted and logged
+        self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
+        self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
+
+    def interrupt(self) -> None:
+        """Unblock this request's thread if it waits on the upstream (for the head, or for body
+        bytes). Any thread; never blocks."""
+        resp, cancel = self.active, self.cancel
+        if resp is not None:
+            resp.interrupt()
+        if cancel is not None:
+            cancel.cancel()
+
+    def watch_client(self, watcher: ClientWatch) -> None:
+        """Notice at once if the client hangs up (``watcher`` sets :attr:`ClientStream.gone
+        <shunt_lib.client.ClientStream.gone>` and calls :meth:`interrupt`): wake a hold, unblock an
+        upstream read. Idempotent."""
+        self.client.watch(watcher, self.interrupt)
