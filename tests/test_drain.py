@@ -7,6 +7,8 @@ import signal
 import socket
 import threading
 
+import pytest
+
 from tests.fakes.upstream import Reply, sse_events
 from tests.support import ServeProcess, open_stream, read_until, wait_until, write_home
 
@@ -65,9 +67,12 @@ def test_a_stream_still_running_after_the_drain_ends_with_an_error_event_and_its
     assert record["account"] == "a" and record["input_tokens"] == 10
 
 
-def test_sigterm_on_shunt_serve_ends_a_stream_with_an_error_event_and_exits_cleanly(tmp_path, upstream):
+@pytest.mark.parametrize("drain_timeout_s, second_signal", [(0.5, False), (3600, True)],
+                         ids=["the drain times out", "a second SIGTERM ends the drain at once"])
+def test_sigterm_on_shunt_serve_ends_a_stream_with_an_error_event_and_exits_cleanly(tmp_path, upstream, drain_timeout_s,
+                                                                                    second_signal):
     home = str(tmp_path / "h")
-    paths = write_home(home, upstream.url, [("a", "oauth")], {"drain_timeout_s": 0.5, "usage_poll_s": 0})
+    paths = write_home(home, upstream.url, [("a", "oauth")], {"drain_timeout_s": drain_timeout_s, "usage_poll_s": 0})
     never = threading.Event()
     upstream.script("tok-a", Reply(events=sse_events(), gates=[None, None, never]))
     serve = ServeProcess(dict(os.environ, SHUNT_HOME=home))
@@ -75,6 +80,9 @@ def test_sigterm_on_shunt_serve_ends_a_stream_with_an_error_event_and_exits_clea
     try:
         read_until(resp, b"content_block_start")
         serve.proc.send_signal(signal.SIGTERM)
+        if second_signal:  # no hour-long wait for the stream
+            assert wait_until(lambda: refused(serve.port))  # the first signal was taken: the drain has begun
+            serve.proc.send_signal(signal.SIGTERM)
         rest = resp.read()
         assert b"event: error" in rest and b"overloaded_error" in rest
         assert serve.stop(signal.SIGTERM) == 0
@@ -115,28 +123,3 @@ def test_a_new_request_on_a_kept_alive_connection_during_the_drain_gets_529(make
         if closing.ident:
             closing.join(10)
     assert [r.credential for r in upstream.requests_for()] == ["tok-a", "tok-a"]  # the 529 never went up
-
-
-def test_a_second_sigterm_ends_the_drain_at_once(tmp_path, upstream):
-    home = str(tmp_path / "h")
-    paths = write_home(home, upstream.url, [("a", "oauth")], {"drain_timeout_s": 3600, "usage_poll_s": 0})
-    never = threading.Event()
-    upstream.script("tok-a", Reply(events=sse_events(), gates=[None, None, never]))
-    serve = ServeProcess(dict(os.environ, SHUNT_HOME=home))
-    conn, resp = open_stream(serve.port)
-    try:
-        read_until(resp, b"content_block_start")
-        serve.proc.send_signal(signal.SIGTERM)
-        assert wait_until(lambda: refused(serve.port))  # the first signal was taken: the drain has begun
-        serve.proc.send_signal(signal.SIGTERM)  # the second: no hour-long wait for the stream
-        rest = resp.read()
-        assert b"event: error" in rest and b"overloaded_error" in rest
-        assert serve.proc.wait(30) == 0
-        serve.stop(signal.SIGTERM)
-    finally:
-        never.set()
-        conn.close()
-        if serve.proc.poll() is None:
-            serve.proc.kill()
-            serve.stop(signal.SIGKILL)
-    assert saved_recent(paths.state)[-1]["input_tokens"] == 10
