@@ -26,7 +26,7 @@ from .ratelimit import RateLimitInfo, Window
 from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
-from .state_file import saved_state, state_document
+from .state_doc import saved_state, state_document
 
 RECENT_MAX = 200
 

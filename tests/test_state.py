@@ -11,7 +11,8 @@ from shunt_lib.outcome import Action, Outcome
 from shunt_lib.ratelimit import RateLimitInfo, Window
 from shunt_lib.sessions import SessionTable, id_key
 from shunt_lib.state import RECENT_MAX, Pool
-from shunt_lib.state_file import StateWriter, edit_saved_state, load_state, saved_state
+from shunt_lib.state_doc import saved_state
+from shunt_lib.state_file import StateWriter, edit_saved_state, load_state
 from tests.support import FakeClock
 
 NOW = 1_000_000.0
