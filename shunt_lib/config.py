@@ -190,7 +190,8 @@ class ServerConfig:
                                   "shunt's own origin always may", live=True)
     max_connections: int = _key(1000, _int_range(1, 65536),
                                 "client connections served at once; past it, the one waiting longest for a request "
-                                "gets 408 to make room, or if every one is busy the new one gets 503 and is closed")
+                                "gets 408 to make room once the new one's request head is in (a new one without its "
+                                "head within 0.25 s, or with every one busy, gets 503 and is closed)")
     header_timeout_s: float = _key(10.0, _seconds_range(0.1, 3600),
                                    "time for a request line and headers, seconds, from the connection's accept or "
                                    "the request's first byte (a total, not per read); also the grace of a body; "

@@ -18,6 +18,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
 from .errors import RequestTimeout, ServiceUnavailable
@@ -150,13 +151,19 @@ class ConnectionTable:
         with self._lock:
             return len(self._open), len(self._waiting)
 
-    def admit(self, sock: socket.socket) -> DeadlineReader | None:
+    def admit(self, sock: socket.socket, head_in: Callable[[], bool] = lambda: True) -> Admission:
         """Take a newly accepted connection (it starts waiting for its request), evicting the
-        longest-waiting one if at the cap. :returns: its reader, or None if it must be rejected."""
+        longest-waiting one if at the cap (:func:`~shunt_lib.limits.admission`).
+
+        :param head_in: whether ``sock``'s request head is in; asked only at the cap.
+        :returns: the decision; ``sock`` is taken (its reader made) on ACCEPT and EVICT only.
+        """
         with self._lock:
-            decision = admission(len(self._open), len(self._waiting), self.limits.max_connections)
-            if decision is Admission.REJECT:
-                return None
+            n_open, n_waiting = len(self._open), len(self._waiting)
+            at_cap = n_open >= self.limits.max_connections and n_waiting
+            decision = admission(n_open, n_waiting, self.limits.max_connections, not at_cap or head_in())
+            if decision is Admission.REJECT or decision is Admission.WAIT:
+                return decision
             if decision is Admission.EVICT:
                 victim = next(iter(self._waiting))
                 reader = self._waiting.pop(victim)
@@ -168,7 +175,7 @@ class ConnectionTable:
                     pass
             reader = DeadlineReader(sock, self.limits, self._write_timeout_s)
             self._readers[sock] = self._open[sock] = self._waiting[sock] = reader
-            return reader
+            return decision
 
     def reader(self, sock: socket.socket) -> DeadlineReader:
         """The reader :meth:`admit` made for ``sock``, even if evicted since (a fresh one if it was

@@ -14,8 +14,9 @@ Pure decisions over times (monotonic seconds) and counts; the sockets they gover
   Past it: 408, then close.
 * **At most** ``max_connections`` connections are served. A new one past that takes the place of
   the connection that has waited longest for a request (idle, or still sending its head), which
-  gets a 408; if every connection is busy with a request, the new one gets a fast 503 and is
-  closed, with no thread started for it.
+  gets a 408, once its own request head is in (until then it is held without a thread,
+  :mod:`shunt_lib.head_wait`, and gets a fast 503 if its head is late); if every connection is busy
+  with a request, the new one gets a fast 503 and is closed, with no thread started for it.
 """
 
 from __future__ import annotations
@@ -57,11 +58,17 @@ class Admission(enum.Enum):
     ACCEPT = "accept"  # below the cap: served
     EVICT = "evict"  # at the cap: served in place of the connection waiting longest for a request
     REJECT = "reject"  # at the cap with every connection busy: a fast 503
+    WAIT = "wait"  # at the cap, its head not in yet: held without a thread until it is (then EVICT)
 
 
-def admission(open_count: int, waiting_count: int, max_connections: int) -> Admission:
+def admission(open_count: int, waiting_count: int, max_connections: int, head_in: bool = True) -> Admission:
     """The fate of a new connection when ``open_count`` connections are served, ``waiting_count`` of
-    them waiting for a request (idle or sending their head)."""
+    them waiting for a request (idle or sending their head), and the new one has (``head_in``) or has
+    not yet sent its whole request head. A connection takes a waiter's place only with its head in:
+    otherwise a client reconnecting as fast as it is evicted would keep shunt starting and ending a
+    thread per connection, and new clients would queue behind its connections."""
     if open_count < max_connections:
         return Admission.ACCEPT
-    return Admission.EVICT if waiting_count else Admission.REJECT
+    if not waiting_count:
+        return Admission.REJECT
+    return Admission.EVICT if head_in else Admission.WAIT

@@ -35,7 +35,8 @@ from .credentials import Credential, CredentialStore
 from .errors import ConfigError, client_caused
 from .handler import Handler
 from .httpclient import new_session
-from .limits import Limits
+from .head_wait import HEAD_GRACE_S, HeadWait, head_complete, peek
+from .limits import Admission, Limits
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
@@ -65,6 +66,7 @@ class ShuntServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung client never blocks interpreter exit; close() joins the threads itself
     allow_reuse_address = True  # restart on the same port right after a stop
     request_queue_size = 1024  # the default backlog of 5 drops connections under bursts
+    head_grace_s = HEAD_GRACE_S  # how long a connection held past the cap may take to send its head
 
     def __init__(self, addr: tuple[str, int], *, config: Config, paths: Paths, pool: Pool, relay: Relay,
                  tokens: TokenManager, writer: StateWriter, watch: ClientWatch, upstream: Upstream,
@@ -93,6 +95,7 @@ class ShuntServer(ThreadingHTTPServer):
         self._inflight = InFlight()
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
+        self._held: HeadWait | None = None  # connections past the cap waiting for their head; guarded by the lock too
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET  # "::1" is an IPv6 bind
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
@@ -208,13 +211,42 @@ class ShuntServer(ThreadingHTTPServer):
         self._inflight.cut()
 
     def process_request(self, request: socket.socket, client_address) -> None:
-        """Serve a new connection on its own thread, or, over ``max_connections`` with every
-        connection busy, answer it 503 from the accept loop and close it (no thread started)."""
-        if self.connections.admit(request) is None:
-            reject(request, self._rejection)
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+        """Serve a new connection on its own thread; or, at ``max_connections``, hold it without a
+        thread until its head is in (:mod:`shunt_lib.head_wait`); or, with every connection busy,
+        answer it 503 from the accept loop and close it (no thread started)."""
+        decision = self.connections.admit(request, lambda: head_complete(peek(request) or b""))
+        if decision is Admission.WAIT:
+            self._head_wait().add(request, client_address, self.head_grace_s)
+        elif decision is Admission.REJECT:
+            self._refuse(request)
+        else:
+            super().process_request(request, client_address)
+
+    def held_count(self) -> int:
+        """Connections past the cap held until their head is in (:mod:`shunt_lib.head_wait`)."""
+        with self._connections_lock:
+            held = self._held
+        return held.count() if held is not None else 0
+
+    def _admit_ready(self, request: socket.socket, client_address) -> None:
+        """A held connection's head is in: serve it in a waiter's place (or 503 if all are busy now)."""
+        if self.connections.admit(request) is Admission.REJECT:
+            self._refuse(request)
+        else:
+            super().process_request(request, client_address)
+
+    def _refuse(self, request: socket.socket) -> None:
+        """The fast 503 of a connection over the cap, and its close."""
+        reject(request, self._rejection)
+        self.shutdown_request(request)
+
+    def _head_wait(self) -> HeadWait:
+        """The holder of connections past the cap, started at the first one."""
+        with self._connections_lock:
+            if self._held is None:
+                self._held = HeadWait(self._admit_ready, self._refuse, self.shutdown_request,
+                                      max_pending=self.connections.limits.max_connections)
+            return self._held
 
     def shutdown_request(self, request: socket.socket) -> None:
         """Close a connection and free its place under ``max_connections``."""
@@ -268,6 +300,10 @@ class ShuntServer(ThreadingHTTPServer):
         if self.is_serving.is_set():
             self.shutdown()
         self.socket.close()  # refuse new connections now, not once the drain is over
+        with self._connections_lock:
+            held = self._held
+        if held is not None:
+            held.stop()  # before the connections are closed: it admits no more
         self.relay.drain.begin()
         if not self.drain(drain_timeout_s):
             n = self.relay.drain.stop()

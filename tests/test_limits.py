@@ -12,6 +12,7 @@ import pytest
 
 from shunt_lib.connections import ConnectionTable, DeadlineReader
 from shunt_lib.errors import RequestTimeout
+from shunt_lib.head_wait import HEAD_PEEK_BYTES, head_complete
 from shunt_lib.limits import Admission, Limits, admission, body_deadline_s
 from tests.support import MSG, raw, wait_until
 
@@ -29,6 +30,8 @@ def test_admission_accepts_below_the_cap_then_evicts_a_waiter_or_rejects():
     assert admission(999, 0, 1000) is Admission.ACCEPT
     assert admission(1000, 1, 1000) is Admission.EVICT
     assert admission(1000, 0, 1000) is Admission.REJECT
+    assert admission(1000, 1, 1000, head_in=False) is Admission.WAIT  # a waiter's place, once its head is in
+    assert admission(1000, 0, 1000, head_in=False) is Admission.REJECT
 
 
 def test_a_reader_moves_from_the_idle_wait_to_the_head_deadline_at_the_first_byte():
@@ -55,15 +58,18 @@ def test_the_table_evicts_the_longest_waiting_connection_and_rejects_when_all_ar
     pairs = [socket.socketpair() for _ in range(4)]
     (a, _), (b, _), (c, _), (d, _) = pairs
     try:
-        first = table.admit(a)
+        assert table.admit(a) is Admission.ACCEPT
+        first = table.reader(a)
         table.admit(b)
         table.waiting(a)  # a began to wait again after a request: b now waited longest
-        assert table.admit(c) is not None and table.counts() == (2, 2)
+        assert table.admit(c, lambda: False) is Admission.WAIT and table.counts() == (2, 2)  # c's head not in
+        assert not table.reader(b).evicted
+        assert table.admit(c) is Admission.EVICT and table.counts() == (2, 2)
         assert table.reader(b).evicted and not first.evicted  # b keeps its reader, to answer 408
         with pytest.raises(RequestTimeout, match="max_connections"):
             io.BufferedReader(table.reader(b)).read(1)
         assert not table.busy(b) and table.busy(a) and table.busy(c) and table.counts() == (2, 0)
-        assert table.admit(d) is None  # every connection busy: rejected
+        assert table.admit(d) is Admission.REJECT  # every connection busy: rejected
         for s in (a, b, c):
             table.release(s)
         assert table.counts() == (0, 0)
@@ -217,6 +223,41 @@ def test_past_max_connections_the_longest_waiting_makes_room_or_the_new_one_gets
         s.close()
     assert wait_until(lambda: table.counts() == (0, 0))
     assert p.request("GET", "/health")[0] == 200
+
+
+def test_a_head_is_complete_at_its_blank_line_or_at_the_most_looked_at():
+    assert not head_complete(b"") and not head_complete(b"GET / HTTP/1.1\r\nhost: x\r\n")
+    assert head_complete(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n") and head_complete(b"GET / HTTP/1.1\nhost: x\n\n")
+    assert head_complete(b"x" * HEAD_PEEK_BYTES)  # too long to look at: the handler answers it
+
+
+def test_at_the_cap_a_new_connection_takes_a_place_only_once_its_head_is_in(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")], max_connections=2)
+    table = p.srv.connections
+    idle = [socket.create_connection(("127.0.0.1", p.port)) for _ in range(2)]
+    assert wait_until(lambda: table.counts() == (2, 2))
+    # One that sends its head while held takes the place of the longest waiting, which gets 408.
+    p.srv.head_grace_s = 60.0  # long enough to see it held on a busy machine
+    with socket.create_connection(("127.0.0.1", p.port)) as late:
+        assert wait_until(lambda: p.srv.held_count() == 1)
+        assert table.counts() == (2, 2)  # no one evicted yet
+        late.sendall(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        assert answer(late).startswith(b"HTTP/1.1 200 ")
+    status, message = error_of(answer(idle[0]))
+    assert status == 408 and "max_connections" in message
+    # One that sends nothing, or part of a head, is held, evicts no one, and gets 503 when its grace ends.
+    idle[0] = socket.create_connection(("127.0.0.1", p.port))
+    assert wait_until(lambda: table.counts() == (2, 2))
+    p.srv.head_grace_s = 0.2
+    for sent in (b"", b"GET /health HTTP/1.1\r\n"):
+        with socket.create_connection(("127.0.0.1", p.port)) as silent:
+            silent.sendall(sent)
+            status, message = error_of(answer(silent))
+        assert status == 503 and "max_connections" in message
+    assert table.counts() == (2, 2) and wait_until(lambda: p.srv.held_count() == 0)
+    for s in idle:
+        s.close()
+    assert wait_until(lambda: table.counts() == (0, 0))
 
 
 def test_a_client_leaving_mid_line_or_mid_answer_is_closed_quietly(make_proxy, upstream, capsys):
