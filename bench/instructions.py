@@ -6,8 +6,10 @@ docs/benchmarks.md); instruction counts do not. For each checkout and each reque
 request and the recorded Claude Code one), this starts ``shunt serve`` under
 ``valgrind --tool=callgrind --separate-threads=yes`` in front of ``fake_upstream.py``, warms it up,
 zeroes the counters, sends N requests on one keep-alive connection with ``loadgen.py`` and dumps the
-counters. The figure is the instructions of the busiest thread (the connection's handler thread,
-which does all of a request's work but the state writer's) divided by N.
+counters. The figure is the instructions of the connection's handler thread (which does all of a
+request's work but the state writer's) divided by N: the last thread started, since the measured
+connection is opened after the counters are zeroed. (Not the busiest thread: under callgrind the
+state writer's periodic JSON encoding of state.json can cost more than all the requests.)
 
     python bench/instructions.py                          # this checkout, 300 requests per kind
     python bench/instructions.py --against ../old-shunt   # and another checkout, side by side
@@ -65,13 +67,15 @@ def count(checkout: str, kind: str, fake_url: str, requests: int, tmp: str, env:
     subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True, capture_output=True)
     proc.send_signal(signal.SIGTERM)
     proc.wait(300)
-    busiest = 0
-    for path in glob.glob(out + ".1-*"):  # the dump: one file per thread
+    handler = 0
+    # the dump: one file per thread, numbered in the order the threads started; the newest is the handler
+    for path in sorted(glob.glob(out + ".1-*"), key=lambda p: int(p.rsplit("-", 1)[1])):
         with open(path) as f:
             for line in f:
                 if line.startswith(("summary:", "totals:")):
-                    busiest = max(busiest, int(line.split()[1]))
-    return busiest / requests / 1000
+                    handler = int(line.split()[1]) or handler
+                    break
+    return handler / requests / 1000
 
 
 def table(rows: dict[str, dict[str, float]], requests: int) -> str:

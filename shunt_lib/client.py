@@ -46,7 +46,7 @@ class ClientStream:
     """
 
     __slots__ = ("_conn", "chunked_ok", "wrote", "sse_head_sent", "gone", "_watch", "_framed", "_pending",
-                 "_decoder")
+                 "_decoder", "_left")
 
     def __init__(self, conn: ClientConnection):
         self._conn = conn
@@ -58,6 +58,7 @@ class ClientStream:
         self._framed = False  # the body being relayed is framed by shunt (chunked or close-delimited)
         self._pending = b""  # a JSON answer's head, sent with its first body piece (one write)
         self._decoder = None  # a held stream's gzip/deflate decoder (its head went out before encoding was known)
+        self._left: int | None = None  # body bytes still to relay of an answer with a content-length
 
     # -- bytes ----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -68,6 +69,13 @@ class ClientStream:
             self.gone.set()
             raise ClientGone(str(exc)) from exc
         self.wrote = True
+
+    def write_last(self, data: bytes) -> None:
+        """Write the bytes that complete the answer, having stopped watching the client first: a
+        kept-alive client sends its next request as soon as it has them, which would otherwise wake
+        the watcher (a thread switch, a peek and a second unregister) on most requests."""
+        self.unwatch()
+        self.write(data)
 
     def frame(self, data: bytes) -> bytes:
         """One piece of a body whose length is not known up front: a chunk, or raw for HTTP/1.0."""
@@ -114,7 +122,7 @@ class ClientStream:
 
     def end_with_sse_error(self, body: bytes) -> None:
         """End a held stream with an SSE ``error`` event carrying ``body`` (JSON, compacted)."""
-        self.write(self.frame(sse.error_event(body)) + self.end_body())
+        self.write_last(self.frame(sse.error_event(body)) + self.end_body())
 
     # -- whole answers ----------------------------------------------------------------------------
     def send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -123,14 +131,14 @@ class ClientStream:
         if self.sse_head_sent:
             self.end_with_sse_error(body)
         else:
-            self.write(json_head(status, len(body), headers, close=self._conn.close_connection) + body)
+            self.write_last(json_head(status, len(body), headers, close=self._conn.close_connection) + body)
 
     def send_upstream_answer(self, account: str, head: ResponseHead, raw: bytes) -> None:
         """Send an upstream answer read whole (an error), unchanged; an SSE error event if held."""
         if self.sse_head_sent:
             self.end_with_sse_error(decode_body(raw, head.by_name.get("content-encoding", "")))
         else:
-            self.write(response_head(head, account, content_length=len(raw)) + raw)
+            self.write_last(response_head(head, account, content_length=len(raw)) + raw)
 
     # -- an answer relayed as it arrives ------------------------------------------------------------
     def start_answer(self, head: ResponseHead, account: str, *, no_body: bool, eager: bool) -> None:
@@ -153,7 +161,16 @@ class ClientStream:
             self.close_after()
         self._pending = response_head(head, account, content_length=None if framed else length,
                                       chunked=framed and self.chunked_ok, close=framed and not self.chunked_ok)
-        if eager or no_body:
+        self._left = None
+        if not framed and not no_body:
+            try:
+                self._left = int(length)
+            except (TypeError, ValueError):
+                pass
+        if no_body:
+            self.write_last(self._pending)
+            self._pending = b""
+        elif eager:
             self.write(self._pending)
             self._pending = b""
 
@@ -161,8 +178,14 @@ class ClientStream:
         """Relay one piece of the body (decoded first on a held stream)."""
         data = self._decoder.decompress(piece) if self._decoder is not None else piece
         if data:
-            self.write(self._pending + (self.frame(data) if self._framed else data))
+            out = self._pending + (self.frame(data) if self._framed else data)
             self._pending = b""
+            if self._left is not None:
+                self._left -= len(data)
+                if self._left <= 0:  # the last piece of a content-length body
+                    self.write_last(out)
+                    return
+            self.write(out)
 
     def relay_body(self, pieces: Iterator[bytes]) -> UpstreamStreamError | None:
         """Relay body pieces as they arrive, until they end, the client leaves or the upstream breaks off.
@@ -181,7 +204,7 @@ class ClientStream:
     def finish_answer(self) -> None:
         """The body ended normally: send what is still pending and the end of a framed body."""
         if self._pending or self._framed:
-            self.write(self._pending + (self.end_body() if self._framed else b""))
+            self.write_last(self._pending + (self.end_body() if self._framed else b""))
             self._pending = b""
 
     def fail_answer(self, event: bytes, *, sse_stream: bool) -> None:

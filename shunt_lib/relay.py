@@ -271,13 +271,18 @@ def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
     ``POST /v1/messages`` whose body does not ask for a stream (docs/protocol.md §5.1, §5.3). Such a
     request may take minutes before its first byte; a streaming one sends its head at once.
 
-    A byte search from the end, not a parse (bodies are large, and clients such as Claude Code put
-    ``stream`` last): a ``"stream"`` inside a string is escaped and never matches; one nested in an
-    object (a tool's input) may, which only shortens that request's wait to the first-byte timeout.
+    Byte searches, not a parse (bodies are large). Clients such as Claude Code put ``stream`` last: a
+    body that ends with ``"stream": false}`` has it as a key of the outermost object, which answers
+    without reading the rest (a scan of a 90 KB body costs about as much as the rest of the request's
+    handling). Otherwise every ``"stream"`` is looked at: one inside a string is escaped and never
+    matches; one nested in an object (a tool's input) may, which only shortens that request's wait to
+    the first-byte timeout.
     """
     if method != "POST" or target.split("?", 1)[0] != "/v1/messages":
         return False
     if not body:
+        return True
+    if _ENDS_STREAM_FALSE.search(body, max(0, len(body) - 64)):
         return True
     at = body.rfind(b'"stream"')
     while at >= 0:
@@ -288,3 +293,4 @@ def head_comes_late(method: str, target: str, body: bytes | None) -> bool:
 
 
 _STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+_ENDS_STREAM_FALSE = re.compile(rb'"stream"\s*:\s*false\s*\}\s*\Z')

@@ -49,6 +49,15 @@ class ClientWatch:
             self._poke()
         return True
 
+    def watched(self, sock: socket.socket) -> bool:
+        """Whether ``sock`` is being watched now."""
+        with self._lock:
+            try:
+                self._sel.get_key(sock)
+            except (KeyError, ValueError):
+                return False
+        return True
+
     def remove(self, sock: socket.socket) -> None:
         """Stop watching ``sock`` (no-op if it is not watched)."""
         try:

@@ -251,3 +251,45 @@ def test_the_dialects_ping_keeps_a_held_stream_alive(relay_env):
     pool.cool("k", clock.time() + 10, "test")
     _, (status, _, body) = serve(relay, request(dict(MSG, stream=True)), Shouting())
     assert status == 200 and body == b": keep-alive\n\n: x-shunt-account k\n\nOK"
+
+
+class WatchedAtWrite(Conn):
+    """A client whose every write notes whether the watcher still watched its socket then."""
+
+    def __init__(self, watch: ClientWatch):
+        super().__init__()
+        self.watched_at_write: list[bool] = []
+        outer, buf = self, self.wfile
+
+        class Recording(io.BytesIO):
+            def write(self, data):
+                outer.watched_at_write.append(watch.watched(outer.connection))
+                return buf.write(data)
+
+        self.wfile = Recording()
+        self.response_bytes = buf
+
+    def response(self):
+        self.wfile = self.response_bytes
+        return super().response()
+
+
+@pytest.mark.parametrize("answer", [
+    lambda: MockResponse(200, [b'{"type":', b'"message"}'], {"content-type": "application/json", "content-length": "18"}),
+    lambda: MockResponse(200, sse_events(), {"content-type": "text/event-stream"}),
+    lambda: MockResponse(400, error_json("invalid_request_error", "bad"), {"content-type": "application/json"}),
+], ids=["content-length", "event-stream", "error-answered-whole"])
+def test_the_client_is_no_longer_watched_when_its_answer_completes(relay_env, answer):
+    # A kept-alive client sends its next request as soon as its answer is complete: were it still watched
+    # then, the watcher would wake (a thread switch and a peek) on nearly every request.
+    seen_at_head_wait = []
+    relay, _, _ = relay_env([("a", "oauth")], lambda cred, req: (
+        seen_at_head_wait.append(relay.watch.watched(conn.connection)), answer())[1])
+    conn = WatchedAtWrite(relay.watch)
+    try:
+        relay.handle(conn, request(MSG))
+        status, _, _ = conn.response()
+    finally:
+        conn.close()
+    assert seen_at_head_wait == [True]  # a client leaving during the head wait is still noticed
+    assert status in (200, 400) and conn.watched_at_write[-1] is False

@@ -265,3 +265,7 @@ def test_only_a_non_streaming_generation_waits_long_for_its_head():
     nested = b'{"stream": true, "tools": [{"input_schema": {"stream": false}}]}'  # the last "stream" is not the key
     assert not head_comes_late("POST", "/v1/messages", nested)
     assert head_comes_late("POST", "/v1/messages", b'{"messages": [{"content": "say \\"stream\\": true"}], "stream": false}')
+    # the outermost object's own "stream": false ends the body: a nested "stream": true before it does not count
+    tool = b'{"tools": [{"input_schema": {"stream": true}}], "stream": false}\n'
+    assert head_comes_late("POST", "/v1/messages", tool)
+    assert not head_comes_late("POST", "/v1/messages", b'{"tools": [{"input_schema": {"stream": false}}], "stream": true}')
