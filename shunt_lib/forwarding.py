@@ -126,9 +126,7 @@ def response_head(head: ResponseHead, account: str | None, *, content_length: in
     or ``content-length``, and ``connection: close`` for a close-delimited body.
     """
     lines = [f"HTTP/1.1 {head.status} {head.reason or reason_phrase(head.status)}\r\n"]
-    for k, v in head.items:
-        if k.lower() not in DROP_RESPONSE:
-            lines.append(f"{k}: {v}\r\n")
+    lines += [f"{k}: {v}\r\n" for k, v in head.items if k.lower() not in DROP_RESPONSE]
     if account is not None:
         lines.append(f"{ACCOUNT_HEADER}: {account}\r\n")
     if chunked:

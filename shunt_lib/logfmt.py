@@ -16,8 +16,9 @@ import logging
 import random
 import time
 
-_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_request_id", default=None)
-_UPSTREAM_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("shunt_upstream_request_id", default=None)
+#: The ids of the request this thread serves: ``[request_id, upstream_request_id]``, one list per
+#: request (one context variable to set and reset, and the upstream id filled in place).
+_IDS: contextvars.ContextVar[list | None] = contextvars.ContextVar("shunt_request_ids", default=None)
 
 #: The loggers whose records carry the request's ids (events, access lines, and the relay's and token
 #: manager's own warnings, which a request's thread logs too).
@@ -36,33 +37,36 @@ class request_context:  # noqa: N801 - used like a function: ``with request_cont
     A class rather than a ``contextlib.contextmanager``: it is entered once per proxied request, and a
     generator-based manager costs a few microseconds more."""
 
-    __slots__ = ("request_id", "_tokens")
+    __slots__ = ("request_id", "_token")
 
     def __init__(self, request_id: str):
         self.request_id = request_id
 
     def __enter__(self) -> None:
-        self._tokens = (_REQUEST_ID.set(self.request_id), _UPSTREAM_ID.set(None))
+        self._token = _IDS.set([self.request_id, None])
 
     def __exit__(self, *exc) -> None:
-        request_token, upstream_token = self._tokens
-        _UPSTREAM_ID.reset(upstream_token)
-        _REQUEST_ID.reset(request_token)
+        _IDS.reset(self._token)
 
 
 def set_upstream_request_id(value: str | None) -> None:
-    """The upstream's ``request-id`` for the attempt being served (None: the attempt had none)."""
-    _UPSTREAM_ID.set(value or None)
+    """The upstream's ``request-id`` for the attempt being served (None: the attempt had none); no-op
+    outside a :class:`request_context`."""
+    ids = _IDS.get()
+    if ids is not None:
+        ids[1] = value or None
 
 
 def current_request_id() -> str | None:
     """The id of the request this thread is serving, if any."""
-    return _REQUEST_ID.get()
+    ids = _IDS.get()
+    return ids[0] if ids is not None else None
 
 
 def upstream_request_id() -> str | None:
     """The current request's upstream ``request-id``, if an answer carried one."""
-    return _UPSTREAM_ID.get()
+    ids = _IDS.get()
+    return ids[1] if ids is not None else None
 
 
 class RequestContextFilter(logging.Filter):
@@ -70,10 +74,11 @@ class RequestContextFilter(logging.Filter):
     values a caller passed in ``extra`` are kept. Never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        ids = _IDS.get() or (None, None)
         if getattr(record, "request_id", None) is None:
-            record.request_id = _REQUEST_ID.get()
+            record.request_id = ids[0]
         if getattr(record, "upstream_request_id", None) is None:
-            record.upstream_request_id = _UPSTREAM_ID.get()
+            record.upstream_request_id = ids[1]
         return True
 
 

@@ -18,8 +18,12 @@ MAX_QUANTITY = 1e15  # rate-limit limits and remainders (requests or tokens per 
 
 
 def finite(v: object, lo: float, hi: float) -> float | None:
-    """``v`` as a float if it is an int or float (not a bool), finite and ``lo <= v <= hi``; else None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    """``v`` as a float if it is an int or float (not a bool), finite and ``lo <= v <= hi`` (``lo`` and
+    ``hi`` finite); else None."""
+    t = type(v)
+    if t is float:  # the common case first: a comparison with NaN is false, and ``hi`` is finite
+        return v if lo <= v <= hi else None  # type: ignore[operator]
+    if t is bool or not isinstance(v, (int, float)):
         return None
     try:
         f = float(v)
@@ -29,13 +33,15 @@ def finite(v: object, lo: float, hi: float) -> float | None:
 
 
 def parse_finite(text: str | None, lo: float, hi: float) -> float | None:
-    """A header value (decimal text) as :func:`finite` would accept it; None if absent or not a number."""
+    """A header value (decimal text) as :func:`finite` would accept it (``lo`` and ``hi`` finite); None
+    if absent or not a number."""
     if text is None:
         return None
     try:
-        return finite(float(text), lo, hi)
+        f = float(text)
     except ValueError:
         return None
+    return f if lo <= f <= hi else None  # NaN compares false; ``inf`` is above any finite ``hi``
 
 
 def epoch_s(v: object, now_s: float) -> float | None:
@@ -50,4 +56,4 @@ def fraction(v: object) -> float | None:
 
 def count(v: object) -> int | None:
     """A non-negative integer counter up to :data:`MAX_COUNT` (an ``int``, not a bool or float), else None."""
-    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT else None
+    return v if type(v) is int and 0 <= v <= MAX_COUNT else None  # type: ignore[operator]

@@ -21,7 +21,7 @@ import datetime
 import email.utils
 from typing import Mapping, NamedTuple
 
-from .numbers import MAX_AHEAD_S, MAX_QUANTITY, epoch_s, fraction, parse_finite
+from .numbers import MAX_AHEAD_S, MAX_QUANTITY, MAX_UTILIZATION, epoch_s, fraction, parse_finite
 
 # Window lengths in seconds, for time-weighting utilization. API-key windows are per minute.
 WINDOW_LENGTH_S = {"5h": 5 * 3600, "7d": 7 * 86400, "requests": 60, "tokens": 60, "input-tokens": 60, "output-tokens": 60}
@@ -69,11 +69,11 @@ class RateLimitInfo:
 
 
 def _epoch(v: str | None, now_s: float) -> float | None:
-    return epoch_s(parse_finite(v, 0.0, now_s + MAX_AHEAD_S), now_s)
+    return parse_finite(v, 0.0, now_s + MAX_AHEAD_S)  # what epoch_s accepts
 
 
 def _fraction(v: str | None) -> float | None:
-    return fraction(parse_finite(v, 0.0, 1e9))
+    return parse_finite(v, 0.0, MAX_UTILIZATION)  # what fraction accepts
 
 
 def _quantity(v: str | None) -> float | None:
@@ -101,7 +101,7 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
     :returns: a :class:`RateLimitInfo`, or None if the response carried no rate-limit headers.
     """
     # One pass over the names; everything after works on the few anthropic-ratelimit-* values.
-    rl = {k[20:]: v for k, v in headers.items() if k.startswith("anthropic-ratelimit-")}
+    rl = {k[20:]: v for k, v in headers.items() if k[:20] == "anthropic-ratelimit-"}  # a slice: no call
     if not rl:
         return None
     windows: dict[str, Window] = {}
@@ -109,10 +109,10 @@ def parse_rate_limits(headers: Mapping[str, str], now_s: float) -> RateLimitInfo
     rejected = False
     rejected_resets: list[float] = []
     for key, value in rl.items():
-        if not key.startswith("unified-"):
+        if key[:8] != "unified-":
             continue
         unified = True
-        if not key.endswith("-utilization") and not key.endswith("-status"):
+        if not key.endswith(("-utilization", "-status")):
             continue
         win = key[8:].rpartition("-")[0]
         if not win or win in windows or win.startswith(("overage", "fallback")):

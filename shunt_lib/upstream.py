@@ -142,7 +142,7 @@ class OneWrite:
     concatenated on TLS. The bytes on the wire are the ones urllib3 would send.
     """
 
-    _fields: list[bytes] | None = None  # the fields of the head being built
+    _fields: list[str] | None = None  # the fields of the head being built ("name: value")
     _head: bytes | None = None  # a head built and not sent yet: it goes with the body
 
     def putrequest(self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False) -> None:
@@ -155,10 +155,12 @@ class OneWrite:
         value = values[0]
         if value is SKIP_HEADER:
             return None
-        if isinstance(value, int):
-            value = str(value)
-        self._fields.append((header.encode("ascii") if isinstance(header, str) else header) + b": "
-                            + (value.encode("latin-1") if isinstance(value, str) else value))
+        if type(header) is str and type(value) is str:  # nearly always: one f-string, encoded with the block
+            self._fields.append(f"{header}: {value}")
+        else:
+            name = header.decode("latin-1") if isinstance(header, bytes) else header
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            self._fields.append(f"{name}: {text}")
 
     def send(self, data) -> None:
         if self._fields is not None:  # http.client's head: the request line and a blank line
@@ -285,6 +287,7 @@ class Upstream:
         self.connect_timeout_s = connect_timeout_s
         self.first_byte_timeout_s = first_byte_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self._timeouts: dict[float, urllib3.Timeout] = {}  # by head wait: one object, not one per request
         self._pool = urllib3.connection_from_url(
             f"{parsed.scheme}://{parsed.netloc}",
             maxsize=maxsize,
@@ -312,6 +315,9 @@ class Upstream:
         :raises UpstreamRequestInvalid: if a header cannot be sent as given.
         """
         wait_s = max(self.first_byte_timeout_s, LONG_HEAD_TIMEOUT_S) if long_head else self.first_byte_timeout_s
+        timeout = self._timeouts.get(wait_s)
+        if timeout is None:
+            timeout = self._timeouts[wait_s] = urllib3.Timeout(connect=self.connect_timeout_s, read=wait_s)
         _sending.cancel = cancel
         try:
             resp = self._pool.urlopen(
@@ -325,7 +331,7 @@ class Upstream:
                 preload_content=False,
                 decode_content=False,
                 release_conn=False,
-                timeout=urllib3.Timeout(connect=self.connect_timeout_s, read=wait_s),
+                timeout=timeout,
             )
         except ReadTimeoutError as exc:
             raise UpstreamHeadTimeout(f"{self.origin} sent no response head within {wait_s:g} s") from exc

@@ -46,6 +46,7 @@ _NAME = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _VALUE = rb"[^\r\n\0]*"  # trailing spaces and tabs are stripped after the match (a fast character-class scan)
 _FIELD = re.compile(rb"(" + _NAME + rb"):[ \t]*(" + _VALUE + rb")\r\n")
 _CONTROL = re.compile(rb"[\r\n\0]")
+_CONTROL_TEXT = re.compile("[\r\n\0]")
 _BLOCK = re.compile(rb"(?:" + _NAME + rb":" + _VALUE + rb"\r\n)*\r\n")  # all fields and the blank line
 _BLANK = (b"\r\n", b"\n", b"")
 
@@ -183,13 +184,14 @@ def _read_header_lines(rfile: Reader) -> Headers:
         items.append((m[1].decode("latin-1"), m[2].rstrip(b" \t").decode("latin-1")))
 
 
-def field_block(fields: list[bytes]) -> bytes | None:
-    """``fields`` (``b"name: value"`` each) as the header block of a request: each with CRLF, then
-    a blank line. :returns: None if a field breaks the rules :func:`read_headers` applies to a
-    client's (a name that is not a token; CR, LF or NUL anywhere, which could smuggle in a field)."""
-    if _CONTROL.search(b"".join(fields)):
+def field_block(fields: list[str]) -> bytes | None:
+    """``fields`` (``"name: value"`` each, latin-1) as the header block of a request: each with CRLF,
+    then a blank line. :returns: None if a field breaks the rules :func:`read_headers` applies to a
+    client's (a name that is not a token; CR, LF or NUL anywhere, which could smuggle in a field).
+    :raises UnicodeEncodeError: (a ValueError) if a field is not latin-1, as ``http.client`` would."""
+    if _CONTROL_TEXT.search("".join(fields)):
         return None
-    block = b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    block = ("\r\n".join(fields) + "\r\n\r\n").encode("latin-1") if fields else b"\r\n"
     return block if _BLOCK.fullmatch(block) else None
 
 
