@@ -34,6 +34,7 @@ from urllib3.util import SKIP_HEADER
 
 from .errors import UpstreamConnectError, UpstreamHeadTimeout, UpstreamRequestInvalid, UpstreamStreamError
 from .forwarding import ResponseHead
+from .upstream_head import HeadResponse, last_fields
 from .wire import field_block
 
 #: Linux's "more data follows" send flag: the head waits for the body's first bytes in one segment.
@@ -192,11 +193,17 @@ class OneWrite:
 
 
 class OneWriteHTTPConnection(OneWrite, HTTPConnection):
-    """urllib3's plain-HTTP connection, sending as :class:`OneWrite` says."""
+    """urllib3's plain-HTTP connection, sending as :class:`OneWrite` says, reading heads with
+    :class:`~shunt_lib.upstream_head.HeadResponse`."""
+
+    response_class = HeadResponse
 
 
 class OneWriteHTTPSConnection(OneWrite, HTTPSConnection):
-    """urllib3's TLS connection, sending as :class:`OneWrite` says."""
+    """urllib3's TLS connection, sending as :class:`OneWrite` says, reading heads with
+    :class:`~shunt_lib.upstream_head.HeadResponse`."""
+
+    response_class = HeadResponse
 
 
 class UpstreamResponse:
@@ -209,10 +216,13 @@ class UpstreamResponse:
 
     __slots__ = ("head", "_resp", "_origin", "_idle_s")
 
-    def __init__(self, resp: urllib3.BaseHTTPResponse, origin: str = "the upstream", idle_timeout_s: float | None = None):
+    def __init__(self, resp: urllib3.BaseHTTPResponse, origin: str = "the upstream", idle_timeout_s: float | None = None,
+                 items: list[tuple[str, str]] | None = None):
         self._resp = resp
         self._origin, self._idle_s = origin, idle_timeout_s
-        self.head = ResponseHead.from_items(resp.status, resp.reason or "", list(resp.headers.items()))
+        if items is None:  # not read by HeadResponse: take them from urllib3's copy
+            items = list(resp.headers.items())
+        self.head = ResponseHead.from_items(resp.status, resp.reason or "", items)
 
     def iter_body(self, chunk_size: int = 65536) -> Iterator[bytes]:
         """Yield the raw (undecoded) body piece by piece, as soon as each piece arrives.
@@ -314,6 +324,7 @@ class Upstream:
             the message comes from :func:`describe_failure`.
         :raises UpstreamRequestInvalid: if a header cannot be sent as given.
         """
+        last_fields()  # nothing left from an earlier request of this thread
         wait_s = max(self.first_byte_timeout_s, LONG_HEAD_TIMEOUT_S) if long_head else self.first_byte_timeout_s
         timeout = self._timeouts.get(wait_s)
         if timeout is None:
@@ -352,7 +363,7 @@ class Upstream:
                 conn.sock.settimeout(self.idle_timeout_s)  # the next request on it sets its own again
             except OSError:
                 pass
-        return UpstreamResponse(resp, self.origin, self.idle_timeout_s)
+        return UpstreamResponse(resp, self.origin, self.idle_timeout_s, last_fields())
 
     def close(self) -> None:
         """Close every pooled connection (any thread; requests in flight keep theirs until done)."""

@@ -162,6 +162,22 @@ def read_headers(rfile: Reader) -> Headers:
     return _read_header_lines(rfile)
 
 
+def simple_fields(block: bytes) -> list[tuple[str, str]] | None:
+    """The fields of a header block (every line up to and with the blank line, as read) when each is a
+    plain ``NAME:VALUE`` with CRLF, the form :func:`read_headers` takes in one match: ``(name, value)``
+    pairs in order, values without surrounding spaces and tabs (RFC 9112 §5.1). :returns: None for any
+    other form (bare LF, folded lines, no colon, control characters), which a caller parses its slower way."""
+    if not _BLOCK.fullmatch(block):
+        return None
+    if len(block) == 2:
+        return []
+    pairs = []
+    for line in block[:-4].decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        pairs.append((name, value.strip(" \t")))
+    return pairs
+
+
 def _read_header_lines(rfile: Reader) -> Headers:
     items: list[tuple[str, str]] = []
     total = 0
