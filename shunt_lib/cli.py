@@ -28,11 +28,12 @@ from .demo import run_demo
 from .errors import ConfigError
 from .guard import authority
 from .httpclient import new_session
-from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url
+from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url, wait_healthy
 from .logfmt import LogFormatter
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
+from .setup_steps import SKIPPED, SetupActions, Step, run_setup, run_undo, stdin_is_tty
 from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
 
@@ -389,6 +390,38 @@ def cmd_demo(args) -> int:
     return run_demo(duration_s=args.seconds)
 
 
+def service_install(system: bool) -> list:  # replaced by the service module
+    return [Step("service", SKIPPED, "not available yet")]
+
+
+def service_uninstall(system: bool) -> list:  # replaced by the service module
+    return [Step("service", SKIPPED, "not available yet")]
+
+
+def cmd_setup(args) -> int:
+    """``shunt setup``: home, accounts, Claude Code's settings and the service, one line per step (or ``--undo``)."""
+    paths = _paths()
+
+    def add_account(name: str) -> int:
+        return cmd_add_account(argparse.Namespace(name=name, paste=shutil.which("claude") is None, api_key=False,
+                                                  read_secret=args.read_secret))
+
+    def import_login() -> int:
+        return cmd_import(argparse.Namespace(name="main", source=None, keychain=False, copy_only=False, force=False))
+
+    actions = SetupActions(add_account=add_account, import_login=import_login,
+                           claude_on_path=lambda: shutil.which("claude") is not None, ask=input,
+                           install_service=lambda port: service_install(system=False),
+                           uninstall_service=lambda: service_uninstall(system=False),
+                           wait_healthy=wait_healthy,
+                           show_status=lambda url: cmd_status(argparse.Namespace(json=False, url=url)),
+                           is_tty=stdin_is_tty())
+    if args.undo:
+        return run_undo(paths, actions)
+    return run_setup(paths, actions, port=args.port, import_login=args.import_login, add=args.add,
+                     no_service=args.no_service, force=args.yes)
+
+
 URL_HELP = ("the running shunt, e.g. http://127.0.0.1:8082 (default: $SHUNT_URL, else where this home's "
             "`shunt serve` listens, else server.host and server.port)")
 
@@ -447,6 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("name", nargs="?", metavar="NAME")
     who.add_argument("--all", action="store_true", help="every account")
     s.set_defaults(func=cmd_reset)
+
+    s = sub.add_parser("setup", help="set shunt up: config, an account, Claude Code's settings, the service")
+    s.add_argument("--port", type=int, help="the port shunt listens on (default: server.port, 8082)")
+    way = s.add_mutually_exclusive_group()
+    way.add_argument("--import", dest="import_login", action="store_true", help="with no accounts: import your Claude Code login")
+    way.add_argument("--add", metavar="NAME", help="with no accounts: log in a new account of shunt's own")
+    s.add_argument("--no-service", action="store_true", help="do not install the service (run `shunt serve` yourself)")
+    s.add_argument("--yes", action="store_true", help="point Claude Code at shunt even if its settings name a remote URL")
+    s.add_argument("--undo", action="store_true", help="remove what setup added (accounts and credentials stay)")
+    s.set_defaults(func=cmd_setup)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")

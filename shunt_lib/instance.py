@@ -172,6 +172,19 @@ def port_in_use_message(host: str, port: int) -> str:
     return f"port {port} on {host} is in use by another program (not a shunt); choose another with --port"
 
 
+def wait_healthy(url: str, max_wait_s: float, interval_s: float = 0.2) -> bool:
+    """Whether ``GET url/health`` answers 200 within ``max_wait_s`` (asked every ``interval_s``): a
+    service just started, coming up."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        got = _probe(url.rstrip("/") + "/health")
+        if got is not None and got[0] == 200:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
 def _probe(url: str) -> tuple[int, object] | None:
     """``(status, parsed JSON body or None)`` of ``GET url``, or None if nothing answered HTTP."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

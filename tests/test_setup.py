@@ -1,0 +1,231 @@
+"""`shunt setup`: Claude Code's settings edited exactly and reversibly, the steps idempotent, bad input untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from shunt_lib.claude_settings import BACKUP_SUFFIX, RemoteBaseUrl, plan_set, settings_path
+from shunt_lib.config import Paths, load_config
+from shunt_lib.credentials import Credential
+from shunt_lib.config import add_account_to_config
+from shunt_lib.setup_steps import ALREADY, DONE, FAILED, SKIPPED, SetupActions, Step, read_record, run_setup, run_undo
+
+ORIGINAL = ('{\n  "model": "opus",\n  "env": {\n    "DISABLE_TELEMETRY": "1"\n  },\n'
+            '  "permissions": {\n    "allow": ["Bash(ls)"]\n  },\n  "zzz": [1, 2]\n}\n')
+
+
+class Fake:
+    """Actions that record what they were asked to do."""
+
+    def __init__(self, paths: Paths, *, tty=False, answers=(), healthy=True, service_outcome=DONE):
+        self.paths, self.calls, self.lines, self.answers = paths, [], [], list(answers)
+        self.healthy, self.service_outcome = healthy, service_outcome
+
+    def actions(self, tty=False) -> SetupActions:
+        return SetupActions(add_account=self.add, import_login=self.imp, claude_on_path=lambda: True,
+                            ask=self.ask, install_service=self.install, uninstall_service=self.uninstall,
+                            wait_healthy=self.wait, show_status=lambda url: self.calls.append(("status", url)),
+                            is_tty=tty, out=self.lines.append)
+
+    def add(self, name):
+        self.calls.append(("add", name))
+        add_account_to_config(self.paths, name, "oauth")
+        return 0
+
+    def imp(self):
+        self.calls.append(("import",))
+        add_account_to_config(self.paths, "main", "oauth")
+        return 0
+
+    def ask(self, prompt):
+        self.calls.append(("ask", prompt))
+        return self.answers.pop(0)
+
+    def install(self, port):
+        self.calls.append(("install", port))
+        return [Step("service", self.service_outcome, "unit")]
+
+    def uninstall(self):
+        self.calls.append(("uninstall",))
+        return [Step("service", DONE, "removed")]
+
+    def wait(self, url, max_wait_s):
+        self.calls.append(("wait", url, max_wait_s))
+        return self.healthy
+
+
+@pytest.fixture
+def paths(tmp_path):
+    return Paths(str(tmp_path / "shunt"))
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    cfg = tmp_path / "claude-cfg"
+    cfg.mkdir()
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(cfg))
+    path = cfg / "settings.json"
+    path.write_text(ORIGINAL)
+    os.chmod(path, 0o640)
+    return path
+
+
+def test_settings_path_follows_claude_config_dir(tmp_path):
+    assert settings_path({"CLAUDE_CONFIG_DIR": "/x/y"}) == "/x/y/settings.json"
+    assert settings_path({}) == os.path.join(os.path.expanduser("~"), ".claude", "settings.json")
+
+
+def test_setup_writes_the_key_keeps_everything_else_and_runs_twice_without_change(paths, settings):
+    fake = Fake(paths)
+    assert run_setup(paths, fake.actions(), port=8093, add="work") == 0
+    doc = json.loads(settings.read_text())
+    assert list(doc) == ["model", "env", "permissions", "zzz"]  # order kept
+    assert doc["env"] == {"DISABLE_TELEMETRY": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8093"}
+    assert doc["permissions"] == {"allow": ["Bash(ls)"]} and doc["zzz"] == [1, 2] and doc["model"] == "opus"
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o640  # the file's own mode
+    assert (settings.parent / ("settings.json" + BACKUP_SUFFIX)).read_text() == ORIGINAL
+    assert load_config(paths).server.port == 8093 and [a.name for a in load_config(paths).accounts] == ["work"]
+    assert ("install", 8093) in fake.calls and ("wait", "http://127.0.0.1:8093", 10.0) in fake.calls
+    assert ("status", "http://127.0.0.1:8093") in fake.calls
+    assert fake.lines[-1].startswith("Now run `claude`") and "shunt setup --undo" in fake.lines[-1]
+    first = fake.lines[:]
+    assert [l.split(":")[0] for l in first[:3]] == ["home and config", "accounts", "Claude Code settings"]
+
+    again = Fake(paths, service_outcome=ALREADY)
+    assert run_setup(paths, again.actions(), port=8093) == 0
+    steps = [l for l in again.lines if not l.startswith("Now")]
+    assert all(": already done" in l or l.startswith("service health") for l in steps), steps
+    assert json.loads(settings.read_text()) == doc and not any(c[0] in ("add", "import") for c in again.calls)
+
+
+def test_undo_removes_exactly_what_setup_added(paths, settings):
+    fake = Fake(paths)
+    assert run_setup(paths, fake.actions(), port=8093, add="work") == 0
+    assert run_undo(paths, fake.actions()) == 0
+    assert json.loads(settings.read_text()) == json.loads(ORIGINAL)
+    assert ("uninstall",) in fake.calls
+    assert read_record(paths) == {}
+    assert [a.name for a in load_config(paths).accounts] == ["work"]  # accounts stay
+    again = Fake(paths)
+    assert run_undo(paths, again.actions()) == 0 and ("uninstall",) not in again.calls
+    assert any(": skipped" in l for l in again.lines)
+
+
+def test_undo_leaves_a_value_the_user_changed_since(paths, settings):
+    run_setup(paths, Fake(paths).actions(), port=8093, add="work", no_service=True)
+    doc = json.loads(settings.read_text())
+    doc["env"]["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9999"
+    settings.write_text(json.dumps(doc))
+    fake = Fake(paths)
+    assert run_undo(paths, fake.actions()) == 0
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9999"
+    assert any("left as it is" in l for l in fake.lines)
+
+
+def test_a_new_settings_file_and_env_go_away_on_undo(paths, tmp_path, monkeypatch):
+    cfg = tmp_path / "fresh"
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(cfg))
+    assert run_setup(paths, Fake(paths).actions(), port=8094, add="w", no_service=True) == 0
+    assert json.loads((cfg / "settings.json").read_text()) == {"env": {"ANTHROPIC_BASE_URL": "http://127.0.0.1:8094"}}
+    assert stat.S_IMODE((cfg / "settings.json").stat().st_mode) == 0o600
+    assert run_undo(paths, Fake(paths).actions()) == 0
+    assert not (cfg / "settings.json").exists()
+
+
+def test_a_port_change_replaces_setups_own_value_and_undo_still_restores_the_original(paths, settings):
+    doc = json.loads(ORIGINAL)
+    doc["env"]["ANTHROPIC_BASE_URL"] = "http://localhost:7000"  # the user's own earlier local proxy
+    settings.write_text(json.dumps(doc, indent=2))
+    run_setup(paths, Fake(paths).actions(), port=8093, add="w", no_service=True)
+    run_setup(paths, Fake(paths).actions(), port=8095, no_service=True)
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8095"
+    run_undo(paths, Fake(paths).actions())
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://localhost:7000"
+
+
+def test_a_remote_gateway_is_refused_without_yes(paths, settings):
+    doc = json.loads(ORIGINAL)
+    doc["env"]["ANTHROPIC_BASE_URL"] = "https://gateway.example.com"
+    settings.write_text(json.dumps(doc))
+    before = settings.read_bytes()
+    fake = Fake(paths)
+    assert run_setup(paths, fake.actions(), port=8093, add="w") == 1
+    assert settings.read_bytes() == before
+    failed = [l for l in fake.lines if ": failed" in l]
+    assert failed and "https://gateway.example.com" in failed[0] and "--yes" in failed[0]
+    assert any(l.startswith("not done: service") for l in fake.lines)
+    assert ("install", 8093) not in fake.calls
+    with pytest.raises(RemoteBaseUrl):
+        plan_set(doc, "http://127.0.0.1:1")
+    assert run_setup(paths, Fake(paths).actions(), port=8093, force=True) == 0
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8093"
+    run_undo(paths, Fake(paths).actions())
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "https://gateway.example.com"
+
+
+@pytest.mark.parametrize("bad", ['{"env": {', "[1, 2]", '{"env": "x"}'])
+def test_a_corrupt_settings_file_is_never_overwritten(paths, settings, bad):
+    settings.write_text(bad)
+    fake = Fake(paths)
+    assert run_setup(paths, fake.actions(), port=8093, add="w") == 1
+    assert settings.read_text() == bad
+    assert not (settings.parent / ("settings.json" + BACKUP_SUFFIX)).exists()
+    line = next(l for l in fake.lines if ": failed" in l)
+    assert "settings" in line and ("settings.json" in line or "env" in line)
+
+
+def test_without_a_terminal_and_no_choice_the_accounts_step_is_skipped_with_the_command(paths, settings):
+    fake = Fake(paths)
+    assert run_setup(paths, fake.actions(tty=False), port=8093, no_service=True) == 0
+    line = next(l for l in fake.lines if l.startswith("accounts:"))
+    assert SKIPPED in line and "shunt setup --import" in line and "--add NAME" in line
+    assert not any(c[0] == "ask" for c in fake.calls)
+
+
+def test_on_a_terminal_it_asks_which_way_in(paths, settings):
+    fake = Fake(paths, answers=["2"])
+    assert run_setup(paths, fake.actions(tty=True), port=8093, no_service=True) == 0
+    assert ("import",) in fake.calls
+    fake = Fake(Paths(paths.home + "2"), answers=["1", "laptop"])
+    assert run_setup(fake.paths, fake.actions(tty=True), port=8093, no_service=True) == 0
+    assert ("add", "laptop") in fake.calls
+
+
+def test_a_service_that_does_not_come_up_fails_the_run_and_says_what(paths, settings):
+    fake = Fake(paths, healthy=False)
+    assert run_setup(paths, fake.actions(), port=8093, add="w") == 1
+    assert any("service health: failed" in l and "shunt logs" in l for l in fake.lines)
+    assert read_record(paths).get("service") is True  # installed: undo will take it out
+
+
+def test_the_command_line_end_to_end_without_a_terminal(tmp_path, monkeypatch, capsys):
+    from shunt_lib.cli import main
+
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "cc"))
+    monkeypatch.setattr("sys.stdin", open(os.devnull))
+    assert main(["setup", "--port", "8097", "--no-service"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [l.split(":")[0] for l in out[:4]] == ["home and config", "accounts", "Claude Code settings", "service"]
+    assert json.loads((tmp_path / "cc" / "settings.json").read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8097"
+    assert main(["setup", "--undo"]) == 0
+    assert not (tmp_path / "cc" / "settings.json").exists()
+
+
+def test_setting_the_port_keeps_the_users_comments(paths):
+    from shunt_lib.config_edit import set_server_value
+
+    load_config(paths)  # the template, all comments
+    before = open(paths.config).read()
+    assert set_server_value(paths, "port", 8082) is False  # the default already
+    assert set_server_value(paths, "port", 9001) is True
+    text = open(paths.config).read()
+    assert load_config(paths).server.port == 9001 and text.count("port = 9001") == 1
+    assert text.replace("port = 9001\n", "", 1) == before  # one line added, nothing else touched
+    assert set_server_value(paths, "port", 9002) is True and open(paths.config).read().count("port = ") == 2  # the comment, and ours
+    with pytest.raises(Exception):
+        set_server_value(paths, "port", 70000)
+    assert load_config(paths).server.port == 9002
