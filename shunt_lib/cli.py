@@ -422,6 +422,19 @@ def cmd_setup(args) -> int:
                      no_service=args.no_service, force=args.yes)
 
 
+def cmd_build_pyz(args) -> int:
+    """``shunt build-pyz``: write the single-file ``shunt.pyz`` (see :mod:`shunt_lib.pyz`)."""
+    from .pyz import PyzError, build_pyz
+
+    try:
+        built = build_pyz(args.output)
+    except (PyzError, OSError) as exc:
+        print(f"shunt: cannot build {args.output}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {built.path} ({built.size // 1024} KiB): " + ", ".join(f"{n} {v}" for n, v in built.bundled))
+    return 0
+
+
 URL_HELP = ("the running shunt, e.g. http://127.0.0.1:8082 (default: $SHUNT_URL, else where this home's "
             "`shunt serve` listens, else server.host and server.port)")
 
@@ -494,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("build-pyz", help="build shunt.pyz: one file that runs shunt on a Python with nothing installed")
+    s.add_argument("--output", default=os.path.join("dist", "shunt.pyz"), help="where to write it (default dist/shunt.pyz)")
+    s.set_defaults(func=cmd_build_pyz)
     return p
 
 
