@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -262,11 +263,16 @@ def gather(paths: Paths, probe: Probe, now_s: float) -> Facts:
         config_error = str(exc)
     creds, unusable, creds_error = {}, {}, ""
     store = CredentialStore(paths.credentials)
+    quiet = logging.getLogger("shunt.credentials")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # load() logs each unusable entry: doctor reports them as checks instead
     try:
         unusable = store.unusable()
         creds = store.load()
     except (ConfigError, OSError) as exc:
         creds_error = str(exc)
+    finally:
+        quiet.setLevel(level)
     flags = _flags(paths.state)
     facts = dict(home=probe.stat(paths.home, follow=True), config_path=paths.config, config_exists=os.path.exists(paths.config),
                  config=config, config_error=config_error, uid=os.getuid(), credentials=probe.stat(paths.credentials),

@@ -373,3 +373,32 @@ def test_plain_output_in_ascii_and_exit_status_from_a_subprocess(tmp_path):
     assert lines[0].startswith("FAIL config.toml is invalid") and f"- fix: edit {home_dir}/config.toml" in lines[0]
     assert all(line.split(" ", 1)[0] in ("ok", "warn", "skip", "FAIL") for line in lines)
     assert stat.S_IMODE(os.stat(home_dir).st_mode) == 0o700
+
+
+def test_a_file_owned_by_someone_else_fails_with_chown():
+    c = by_id(decide(facts(state=FileFacts("/h/state.json", 0o600, 0)), NOW_S))["files.state"]
+    assert c.level == "fail" and "uid 0" in c.detail and c.fix == "sudo chown 1000 /h/state.json"
+
+
+def test_missing_or_unusable_credentials_fail_without_echoing_them(env, upstream, capsys):
+    paths = home(upstream.url, [("a", "oauth"), ("b", "oauth"), ("k", "api_key")])
+    CredentialStore(paths.credentials).remove("b")
+    doc = json.load(open(paths.credentials))
+    doc["accounts"]["k"]["api_key"] = "tok-bad key"
+    atomic_write_json(paths.credentials, doc)
+    rc, c = doctor(capsys)
+    assert rc == 1
+    assert c["account.b.token"]["level"] == "fail" and c["account.b.token"]["fix"] == "shunt add-account b"
+    assert c["account.k.token"]["level"] == "fail" and "whitespace" in c["account.k.token"]["detail"]
+    assert c["account.k.token"]["fix"] == "shunt add-account k --api-key"
+    assert capsys.readouterr().err == ""  # reported once, as a check, without the value
+
+
+def test_a_home_reached_through_a_symbolic_link_is_judged_by_its_target(tmp_path, env, upstream, monkeypatch, capsys):
+    real = tmp_path / "real-home"
+    write_home(str(real), upstream.url, [("a", "oauth")], {"port": free_port()})
+    os.chmod(real, 0o700)
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.setenv("SHUNT_HOME", str(tmp_path / "link"))
+    _, c = doctor(capsys)
+    assert c["home"]["level"] == "ok"
