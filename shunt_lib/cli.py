@@ -25,6 +25,8 @@ from .config import Paths, add_account_to_config, load_config, remove_account_fr
 from .credentials import (Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials,
                           secret_problem)
 from .demo import run_demo
+from .doctor import can_encode, decide, exit_status, render, render_json
+from .doctor_probe import Probe, gather
 from .errors import ConfigError
 from .guard import authority
 from .httpclient import new_session
@@ -385,6 +387,14 @@ def cmd_reset(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """``shunt doctor``: check the set-up, one line per check (or ``--json``). :returns: 1 if any check failed."""
+    now_s = time.time()
+    checks = decide(gather(_paths(), Probe(), now_s), now_s)
+    print(render_json(checks) if args.json else render(checks, unicode=can_encode(sys.stdout.encoding)))
+    return exit_status(checks)
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -503,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--yes", action="store_true", help="point Claude Code at shunt even if its settings name a remote URL")
     s.add_argument("--undo", action="store_true", help="remove what setup added (accounts and credentials stay)")
     s.set_defaults(func=cmd_setup)
+
+    s = sub.add_parser("doctor", help="check config, files, accounts, upstream, port, service and Claude Code's settings")
+    s.add_argument("--json", action="store_true", help="print the results as a JSON list")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")
