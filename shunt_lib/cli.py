@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .guard import authority
 from .httpclient import new_session
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url
-from .logfmt import LogFormatter
+from .logsetup import setup_logging
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
@@ -37,23 +37,6 @@ from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
 
 log = logging.getLogger("shunt")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr: one line per request, plus account events. Tokens are never logged.
-
-    Records skip the caller lookup and process/thread bookkeeping that shunt's format never shows
-    (the logging HOWTO's "Optimization" section): one access line per request is on the hot path.
-    """
-    logging._srcfile = None  # documented switch: no sys._getframe() walk per record
-    logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogFormatter())
-    root = logging.getLogger("shunt")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def _paths() -> Paths:
@@ -66,9 +49,11 @@ def cmd_serve(args) -> int:
 
     :returns: 0 after a clean stop; 1 if another ``serve`` holds this home or the port is taken.
     """
-    setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
+    log_file = setup_logging(args.verbose, config.server, paths.home)
+    if log_file is not None:
+        print(f"shunt: logging to {log_file} (`shunt logs -f` follows it)", file=sys.stderr)
     if paths.writable_by_others():
         log.warning("shunt's home %s is writable by other users (mode %03o): they could replace its credentials "
                     "and config; fix it with `chmod go-w %s`", paths.home, os.stat(paths.home).st_mode & 0o777,
