@@ -29,7 +29,8 @@ from .errors import ConfigError
 from .guard import authority
 from .httpclient import new_session
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url
-from .logsetup import setup_logging
+from .logsetup import log_file_path, setup_logging
+from .logview import show_logs
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
@@ -369,6 +370,28 @@ def cmd_reset(args) -> int:
     return 0
 
 
+def cmd_logs(args) -> int:
+    """``shunt logs``: the service's log (see :mod:`shunt_lib.logview`). :returns: 0, or 1 if there is none."""
+    if args.lines < 0:
+        print("shunt: -n must be 0 or more", file=sys.stderr)
+        return 2
+    paths = _paths()
+    server = load_config(paths, create=False).server
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        return show_logs(log_file_path(server, paths.home), server.log_format, args.lines, follow_it=args.follow,
+                         raw=args.json, out=out, err=lambda msg: print(f"shunt: {msg}", file=sys.stderr))
+    except BrokenPipeError:  # `shunt logs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 0
+    except KeyboardInterrupt:  # the way out of -f
+        return 0
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -432,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("name", nargs="?", metavar="NAME")
     who.add_argument("--all", action="store_true", help="every account")
     s.set_defaults(func=cmd_reset)
+
+    s = sub.add_parser("logs", help="show the service's log (log_file, the journal, or the LaunchAgent's log)")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (survives rotation)")
+    s.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines to show first (default 50)")
+    s.add_argument("--json", action="store_true", help="print the lines as written (JSON lines with log_format=json)")
+    s.set_defaults(func=cmd_logs)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")
