@@ -165,6 +165,7 @@ FAKE_JOURNALCTL = textwrap.dedent("""\
     for message in ("INFO    shunt: listening", {json_line!r}):
         print(json.dumps({{"__REALTIME_TIMESTAMP": "1796300531250000", "MESSAGE": message}}))
     print(json.dumps({{"__REALTIME_TIMESTAMP": "1796300531250000", "MESSAGE": list(b"WARNING shunt: bytes")}}))
+    sys.exit(int(os.environ.get("JOURNALCTL_EXIT", "0")))
     """)
 
 
@@ -189,6 +190,9 @@ def test_logs_reads_the_journal_of_the_installed_user_unit(tmp_path, monkeypatch
     assert main(["logs", "--json"]) == 0
     assert json.load(open(tmp_path / "args.json"))[-2:] == ["50", "--no-pager"]
     assert capsys.readouterr().out.splitlines() == ["INFO    shunt: listening", JSON_LINES[1], "WARNING shunt: bytes"]
+    monkeypatch.setenv("JOURNALCTL_EXIT", "4")  # e.g. no permission to read the journal: its status is shunt's
+    assert main(["logs"]) == 4
+    capsys.readouterr()
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     assert main(["logs"]) == 1
     assert "journalctl is not installed" in capsys.readouterr().err
