@@ -31,7 +31,8 @@ from .errors import ConfigError
 from .guard import authority
 from .httpclient import new_session
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, proxy_url, wait_healthy
-from .logfmt import LogFormatter
+from .logsetup import log_file_path, setup_logging
+from .logview import show_logs
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .server import make_server, start_background
@@ -40,23 +41,6 @@ from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
 
 log = logging.getLogger("shunt")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr: one line per request, plus account events. Tokens are never logged.
-
-    Records skip the caller lookup and process/thread bookkeeping that shunt's format never shows
-    (the logging HOWTO's "Optimization" section): one access line per request is on the hot path.
-    """
-    logging._srcfile = None  # documented switch: no sys._getframe() walk per record
-    logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogFormatter())
-    root = logging.getLogger("shunt")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    root.propagate = False
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def _paths() -> Paths:
@@ -69,9 +53,11 @@ def cmd_serve(args) -> int:
 
     :returns: 0 after a clean stop; 1 if another ``serve`` holds this home or the port is taken.
     """
-    setup_logging(args.verbose)
     paths = _paths()
     config = load_config(paths)
+    log_file = setup_logging(args.verbose, config.server, paths.home)
+    if log_file is not None:
+        print(f"shunt: logging to {log_file} (`shunt logs -f` follows it)", file=sys.stderr)
     if paths.writable_by_others():
         log.warning("shunt's home %s is writable by other users (mode %03o): they could replace its credentials "
                     "and config; fix it with `chmod go-w %s`", paths.home, os.stat(paths.home).st_mode & 0o777,
@@ -395,6 +381,28 @@ def cmd_doctor(args) -> int:
     return exit_status(checks)
 
 
+def cmd_logs(args) -> int:
+    """``shunt logs``: the service's log (see :mod:`shunt_lib.logview`). :returns: 0, or 1 if there is none."""
+    if args.lines < 0:
+        print("shunt: -n must be 0 or more", file=sys.stderr)
+        return 2
+    paths = _paths()
+    server = load_config(paths, create=False).server
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        return show_logs(log_file_path(server, paths.home), server.log_format, args.lines, follow_it=args.follow,
+                         raw=args.json, out=out, err=lambda msg: print(f"shunt: {msg}", file=sys.stderr))
+    except BrokenPipeError:  # `shunt logs | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 0
+    except KeyboardInterrupt:  # the way out of -f
+        return 0
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -517,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("doctor", help="check config, files, accounts, upstream, port, service and Claude Code's settings")
     s.add_argument("--json", action="store_true", help="print the results as a JSON list")
     s.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("logs", help="show the service's log (log_file, the journal, or the LaunchAgent's log)")
+    s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (survives rotation)")
+    s.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines to show first (default 50)")
+    s.add_argument("--json", action="store_true", help="print the lines as written (JSON lines with log_format=json)")
+    s.set_defaults(func=cmd_logs)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")

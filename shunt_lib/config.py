@@ -144,11 +144,13 @@ def _seconds_range(lo: float, hi: float) -> Callable[[Any], float]:
     return conv
 
 
-def _strategy(v: Any) -> str:
-    v = _str(v)
-    if v not in STRATEGIES:
-        raise ValueError("must be one of " + ", ".join(STRATEGIES))
-    return v
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if _str(v) not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return v
+
+    return conv
 
 
 def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, live: bool = False, secret: bool = False) -> Any:
@@ -168,7 +170,7 @@ class ServerConfig:
     upstream_url: str = _key("https://api.anthropic.com", _url, "where requests go")
     oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
                                 "OAuth token endpoint used for refreshes")
-    strategy: str = _key("least-utilization", _strategy,
+    strategy: str = _key("least-utilization", _one_of(*STRATEGIES),
                          "how new sessions pick an account: " + ", ".join(f"`{s}`" for s in STRATEGIES), live=True)
     session_ttl_s: int = _key(3600, _int_range(1, 30 * 86400), "sliding stickiness of a session to its account, seconds",
                               live=True)
@@ -218,6 +220,16 @@ class ServerConfig:
                                   "then end with an `error` event (keep it under the service's stop timeout)")
     usage_poll_s: int = _key(600, _int_range(0, 86400),
                              "how often `/api/oauth/usage` and `/api/oauth/profile` are read, seconds; `0` = off")
+    log_format: str = _key("text", _one_of("text", "json"), "`text`: dated lines; `json`: one JSON object per line "
+                           "(`ts`, `level`, `event`, `logger`, `message`, and each request's account, model, status, "
+                           "tokens, timings and ids)")
+    log_file: str = _key("", _str, "a file to log to instead of stderr (relative to shunt's home; `~` expanded); empty: "
+                         "stderr (the journal under systemd)")
+    log_rotate: str = _key("size", _one_of("size", "external"), "`size`: shunt rotates `log_file` at `log_max_bytes`, "
+                           "keeping `log_backups` old files; `external`: logrotate does, and shunt reopens the file "
+                           "when it is moved")
+    log_max_bytes: int = _key(10 * 1024 * 1024, _int_range(4096, 1 << 40), "size at which `log_file` is rotated, bytes")
+    log_backups: int = _key(5, _int_range(1, 1000), "rotated files kept (`log_file.1` ...)")
 
     def __repr__(self) -> str:  # never show the key
         fields = ", ".join(

@@ -20,7 +20,7 @@ from .clock import Clock
 from .errors import ShuntError, ShuttingDown, UpstreamTimeout, UpstreamUnreachable
 from .logfmt import current_request_id, upstream_request_id
 from .pool_limit import pool_unavailable_error
-from .record import access_line, request_record
+from .record import AccessLine, request_record
 from .request_state import RequestState
 from .state import Pool
 from .upstream import UpstreamResponse
@@ -30,7 +30,6 @@ from .watch import ClientWatch
 access_log = logging.getLogger("shunt.access")
 events_log = logging.getLogger("shunt.events")
 
-_REQUEST_EVENT = {"event": "request"}
 _STOPPING = "shunt is stopping; retry the request"
 _CUT = "shunt is stopping and ended this stream before it finished; retry the request"
 
@@ -155,7 +154,7 @@ class Finish:
                                 upstream_request_id=upstream_request_id())
         self.pool.record_request(record)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(access_line(record), extra=_REQUEST_EVENT)
+            access_log.info(AccessLine(record), extra={"event": "request", "request_record": record})
 
 
 def _tapped(tap: UsageTap, pieces: Iterator[bytes]) -> Iterator[bytes]:

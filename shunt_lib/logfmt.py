@@ -7,11 +7,16 @@ https://platform.claude.com/docs/en/api/errors) are held in context variables
 copies them onto every record logged meanwhile as ``request_id`` and ``upstream_request_id``,
 whichever module logs it: an account going into cooldown because of a request is logged with that
 request's ids.
+
+Lines are text (:class:`LogFormatter`) or JSON (:class:`JsonFormatter`, ``server.log_format``). A
+request's access line carries its :class:`~shunt_lib.record.RequestRecord` as the record attribute
+``request_record``; either formatter builds its line from it only when the record is emitted.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import random
 import time
@@ -106,16 +111,27 @@ def clock_text(at_s: float, now_s: float) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", at)
 
 
+#: syslog priorities by level name, as a line on the journal's stream may begin with them ("<4>...":
+#: https://www.freedesktop.org/software/systemd/man/latest/sd-daemon.html).
+_JOURNAL_PRIORITY = {"DEBUG": "<7>", "INFO": "<6>", "WARNING": "<4>", "ERROR": "<3>", "CRITICAL": "<2>"}
+
+
 class LogFormatter(logging.Formatter):
     """``2026-12-03 14:02:11 INFO    shunt.events: message [id=ab12cd34 upstream_id=req_...]``.
 
     Every line starts with the full local date and time (a log is read after the day it was written).
     A record that carries request ids and does not show them in its message (events; the access line
     already does) gets them appended in brackets.
+
+    :param journal: the line goes to the systemd journal, which stamps it itself: no date and time,
+        and a ``<N>`` syslog priority prefix instead, which the journal turns into the entry's priority
+        (``journalctl -p warning`` then works).
     """
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    def __init__(self, *, journal: bool = False) -> None:
+        self.journal = journal
+        fmt = "%(levelname)-7s %(name)s: %(message)s" if journal else "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+        super().__init__(fmt, "%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -123,4 +139,53 @@ class LogFormatter(logging.Formatter):
             ids = ids_text(getattr(record, "request_id", None), getattr(record, "upstream_request_id", None))
             if ids:
                 line += f" [{ids}]"
+        if self.journal:  # each line of a traceback is an entry of its own
+            prefix = _JOURNAL_PRIORITY.get(record.levelname, "<6>")
+            line = prefix + line.replace("\n", "\n" + prefix)
         return line
+
+
+#: Attributes every LogRecord has (and the two its formatting adds): the rest came from ``extra``.
+_STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: Attributes :class:`JsonFormatter` writes itself or leaves out (``ts_s`` duplicates ``ts``).
+_OWN_ATTRS = _STANDARD_ATTRS | {"event", "request_record", "request_id", "upstream_request_id", "ts_s"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors and ``jq``.
+
+    Always ``ts`` (epoch s, float, ms precision), ``level``, ``event`` (null for plain messages),
+    ``logger`` and ``message``. Then every ``extra`` field the record was logged with (``account``,
+    ``reason``, ``until_s``, ...); for a request's access line (``event`` = ``"request"``) the fields
+    of its :class:`~shunt_lib.record.RequestRecord` (``account``, ``model``, ``status``,
+    ``input_tokens``, ``output_tokens``, ``cache_read_tokens``, ``cache_creation_tokens``,
+    ``duration_ms``, ``attempts``, ``held_ms``, ``broke``, ``method``, ``path``); then
+    ``request_id`` and ``upstream_request_id`` (the upstream's ``request-id`` header, what Anthropic
+    support asks for) when there are, and ``exc`` with a traceback. Values JSON cannot hold are
+    written as their ``str()``. Nothing shunt logs holds a token or key, and neither does this.
+
+    :param journal: as for :class:`LogFormatter`: a ``<N>`` priority prefix, which the journal strips.
+    """
+
+    def __init__(self, *, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname, "event": getattr(record, "event", None),
+               "logger": record.name, "message": record.getMessage()}
+        fields = record.__dict__
+        request = fields.get("request_record")
+        if request is not None:
+            out.update((k, v) for k, v in request.items() if k not in _OWN_ATTRS)
+        out.update((k, v) for k, v in fields.items() if k not in _OWN_ATTRS)
+        for key in ("request_id", "upstream_request_id"):
+            value = fields.get(key) or (request.get(key) if request is not None else None)
+            if value:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        line = json.dumps(out, ensure_ascii=False, default=str)
+        return _JOURNAL_PRIORITY.get(record.levelname, "<6>") + line if self.journal else line

@@ -87,6 +87,19 @@ def access_line(r: RequestRecord) -> str:
             + (f" {ids}" if ids else ""))
 
 
+class AccessLine:
+    """The message of a request's access-log record: :func:`access_line` of its record, built only
+    when a handler formats it (``logger.info(AccessLine(r), extra={"request_record": r, ...})``)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: RequestRecord):
+        self.record = record
+
+    def __str__(self) -> str:
+        return access_line(self.record)
+
+
 _INT_FIELDS = ("ts_s", "status", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
                "duration_ms", "attempts", "held_ms")
 
