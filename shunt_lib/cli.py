@@ -32,6 +32,7 @@ from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, 
 from .logfmt import LogFormatter
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
+from .sdnotify import ServeNotifier
 from .server import make_server, start_background
 from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
@@ -121,9 +122,12 @@ def _serve_locked(args, config, paths: Paths, lock: ServeLock) -> int:
              len(config.accounts), config.server.strategy)
     if not config.accounts:
         log.warning("no accounts yet: add one with `shunt import` or `shunt add-account NAME --api-key`")
+    notifier = ServeNotifier(lambda: srv.last_turn_s)  # Type=notify units (shunt_lib.service_unit)
+    notifier.ready(f"listening on http://{authority(host, port)}")
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:
+        notifier.stopping()
         srv.close()
         log.info("stopped; state saved")
     return 0
