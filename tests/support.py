@@ -137,9 +137,9 @@ def read_until(resp, marker: bytes, limit=1 << 20) -> bytes:
 class ServeProcess:
     """``python shunt.py serve --port 0`` in a subprocess; :attr:`port` is read from its log line."""
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, preexec_fn: Callable[[], None] | None = None):
         self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "shunt.py"), "serve", "--port", "0"], env=env,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
         assert "listening on http://" in line, line
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
