@@ -388,6 +388,25 @@ def cmd_reset(args) -> int:
     return 0
 
 
+def cmd_service(args) -> int:
+    """``shunt service install|uninstall|status|restart|render``: see :mod:`shunt_lib.service`."""
+    from . import service
+    kind = service.default_kind(args.system, args.launchd or None)
+    if args.action == "render":
+        sys.stdout.write(service.render(service.target(kind)).decode())
+        return 0
+    if args.action == "status":
+        doc = service.status(args.system, launchd=args.launchd or None)
+        print(f"{doc['unit']}: {'installed' if doc['installed'] else 'not installed'}, {doc['active']}")
+        print(f"shunt at {doc['url'] or '?'}: /health {doc['health']}")
+        return 0 if doc["health"] == "ok" else 1
+    action = {"install": service.install, "uninstall": service.uninstall, "restart": service.restart}[args.action]
+    results = action(args.system, launchd=args.launchd or None)
+    for r in results:
+        print(r.line())
+    return 1 if any(r.failed for r in results) else 0
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -451,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("name", nargs="?", metavar="NAME")
     who.add_argument("--all", action="store_true", help="every account")
     s.set_defaults(func=cmd_reset)
+
+    s = sub.add_parser("service", help="run shunt as a service: systemd (user or --system) or launchd")
+    s.add_argument("action", choices=["install", "uninstall", "status", "restart", "render"],
+                   help="render prints the file install would write and changes nothing")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--system", action="store_true", help="the systemd system unit, with its own user (root)")
+    where.add_argument("--launchd", action="store_true", help="the macOS LaunchAgent (render: on any system)")
+    s.set_defaults(func=cmd_service)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")
