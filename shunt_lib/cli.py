@@ -35,6 +35,7 @@ from .logsetup import log_file_path, setup_logging
 from .logview import show_logs
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
+from .sdnotify import ServeNotifier
 from .server import make_server, start_background
 from .setup_steps import SKIPPED, SetupActions, Step, run_setup, run_undo, stdin_is_tty
 from .state_file import edit_saved_state, reset_saved_state
@@ -110,9 +111,12 @@ def _serve_locked(args, config, paths: Paths, lock: ServeLock) -> int:
              len(config.accounts), config.server.strategy)
     if not config.accounts:
         log.warning("no accounts yet: add one with `shunt import` or `shunt add-account NAME --api-key`")
+    notifier = ServeNotifier(lambda: srv.last_turn_s)  # Type=notify units (shunt_lib.service_unit)
+    notifier.ready(f"listening on http://{authority(host, port)}")
     try:
         srv.serve_forever(poll_interval=0.2)
     finally:
+        notifier.stopping()
         srv.close()
         log.info("stopped; state saved")
     return 0
@@ -403,6 +407,25 @@ def cmd_logs(args) -> int:
         return 0
 
 
+def cmd_service(args) -> int:
+    """``shunt service install|uninstall|status|restart|render``: see :mod:`shunt_lib.service`."""
+    from . import service
+    kind = service.default_kind(args.system, args.launchd or None)
+    if args.action == "render":
+        sys.stdout.write(service.render(service.target(kind)).decode())
+        return 0
+    if args.action == "status":
+        doc = service.status(args.system, launchd=args.launchd or None)
+        print(f"{doc['unit']}: {'installed' if doc['installed'] else 'not installed'}, {doc['active']}")
+        print(f"shunt at {doc['url'] or '?'}: /health {doc['health']}")
+        return 0 if doc["health"] == "ok" else 1
+    action = {"install": service.install, "uninstall": service.uninstall, "restart": service.restart}[args.action]
+    results = action(args.system, launchd=args.launchd or None)
+    for r in results:
+        print(r.line())
+    return 1 if any(r.failed for r in results) else 0
+
+
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds)
@@ -531,6 +554,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many lines to show first (default 50)")
     s.add_argument("--json", action="store_true", help="print the lines as written (JSON lines with log_format=json)")
     s.set_defaults(func=cmd_logs)
+
+    s = sub.add_parser("service", help="run shunt as a service: systemd (user or --system) or launchd")
+    s.add_argument("action", choices=["install", "uninstall", "status", "restart", "render"],
+                   help="render prints the file install would write and changes nothing")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--system", action="store_true", help="the systemd system unit, with its own user (root)")
+    where.add_argument("--launchd", action="store_true", help="the macOS LaunchAgent (render: on any system)")
+    s.set_defaults(func=cmd_service)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
     s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")

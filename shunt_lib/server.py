@@ -22,6 +22,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import requests
@@ -59,7 +60,7 @@ class ShuntServer(ThreadingHTTPServer):
 
     Public attributes: ``config``, ``paths``, ``pool``, ``relay``, ``tokens``, ``http`` (the side-call
     session), ``clock``, ``background`` (started background threads), ``is_serving`` (an Event set
-    while :meth:`serve_forever` runs), ``connections`` (the :class:`~shunt_lib.connections.ConnectionTable`
+    while :meth:`serve_forever` runs), ``last_turn_s`` (:meth:`service_actions`), ``connections`` (the :class:`~shunt_lib.connections.ConnectionTable`
     holding client connections to :mod:`shunt_lib.limits`).
     """
 
@@ -88,6 +89,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.started_at_s = clock.time()
         self.background: list[Loop] = []
         self.is_serving = threading.Event()
+        self.last_turn_s = time.monotonic()  # when the accept loop last turned (monotonic s; the watchdog's evidence)
         self._writer = writer
         self._watch = watch
         self._upstream = upstream
@@ -285,6 +287,11 @@ class ShuntServer(ThreadingHTTPServer):
             super().serve_forever(poll_interval)
         finally:
             self.is_serving.clear()
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever`` on every turn of the accept loop (at least every ``poll_interval``):
+        stamps :attr:`last_turn_s`, which the systemd watchdog (:mod:`shunt_lib.sdnotify`) checks."""
+        self.last_turn_s = time.monotonic()
 
     def close(self, drain_timeout_s: float | None = None) -> None:
         """Stop accepting, let requests in progress finish, end the rest, close every connection, stop

@@ -138,10 +138,11 @@ class ServeProcess:
     """``python shunt.py serve --port 0`` in a subprocess; :attr:`port` is read from its log line.
     :param shunt: the command that runs shunt (default: this Python and the repository's ``shunt.py``)."""
 
-    def __init__(self, env: dict, shunt: list[str] | None = None, cwd: str | None = None):
+    def __init__(self, env: dict, shunt: list[str] | None = None, cwd: str | None = None,
+                 preexec_fn: Callable[[], None] | None = None):
         shunt = shunt or [sys.executable, os.path.join(ROOT, "shunt.py")]
         self.proc = subprocess.Popen([*shunt, "serve", "--port", "0"], env=env, cwd=cwd, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=preexec_fn)
         line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
         assert "listening on http://" in line, line
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
