@@ -180,10 +180,11 @@ class SimulatedAnthropic:
         with self._lock:
             roll = self._rand.random()
             acct.roll(now)
-            if roll < self.overload_rate and raw not in self._overloaded:
-                self._overloaded.add(raw)  # shunt retries an overload once: the retry gets through
-                return self._reply(h, 529, error_json("overloaded_error", "Overloaded"), {})
-            if roll < self.overload_rate + self.throttle_rate:
+            if roll < self.overload_rate:
+                if raw not in self._overloaded:
+                    self._overloaded.add(raw)  # shunt retries an overload once: the retry gets through
+                    return self._reply(h, 529, error_json("overloaded_error", "Overloaded"), {})
+            elif roll < self.overload_rate + self.throttle_rate:
                 return self._reply(h, 429, error_json("rate_limit_error", "Server is temporarily limiting requests"),
                                    {"retry-after": "3"})
             if acct.used >= acct.budget:

@@ -87,3 +87,33 @@ def test_verbose_prints_each_turn_and_a_crashed_conversation_fails_the_demo():
     assert "conversation 1 turn 1 " in text and "Summary after" in text  # per-turn lines, then the summary
     assert "conversation 2 crashed: OSError" in text
     assert "0 failed" not in text
+
+
+def test_the_simulator_overloads_a_request_once_and_reports_at_most_full_utilization():
+    import http.client
+    import json
+
+    from shunt_lib.simulator import SimAccount, SimulatedAnthropic
+
+    sim = SimulatedAnthropic([SimAccount("tok", 100, 60.0)], overload_rate=1.0, throttle_rate=0.0,
+                             chunk_delay_s=0).start()
+    port = int(sim.url.rsplit(":", 1)[1])
+
+    def post(body):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/v1/messages", body=json.dumps(body), headers={"authorization": "Bearer tok"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, resp.getheader("anthropic-ratelimit-unified-5h-utilization")
+        finally:
+            conn.close()
+
+    try:
+        body = {"model": "m", "max_tokens": 400, "messages": []}
+        assert post(body)[0] == 529
+        status, utilization = post(body)  # shunt's one retry of it gets through
+        assert status == 200 and float(utilization) == 1.0  # 120+ tokens of a 100-token budget: full, not more
+        assert post({**body, "max_tokens": 300})[0] == 529  # another request may be overloaded
+    finally:
+        sim.close()
