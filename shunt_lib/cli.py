@@ -24,7 +24,7 @@ from .account_info import fetch_profile
 from .config import Paths, add_account_to_config, load_config, remove_account_from_config, shunt_home
 from .credentials import (Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials,
                           secret_problem)
-from .demo import run_demo
+from .demo import DURATION_S as DEMO_SECONDS, run_demo
 from .doctor import can_encode, decide, exit_status, render, render_json
 from .doctor_probe import Probe, gather
 from .errors import ConfigError
@@ -428,7 +428,7 @@ def cmd_service(args) -> int:
 
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
-    return run_demo(duration_s=args.seconds)
+    return run_demo(duration_s=args.seconds, verbose=args.verbose)
 
 
 def service_install(system: bool) -> list:  # replaced by the service module
@@ -564,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_service)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
-    s.add_argument("--seconds", type=float, default=40.0, help="length of the workload (default 40)")
+    s.add_argument("--seconds", type=float, default=DEMO_SECONDS, help=f"length of the workload (default {DEMO_SECONDS:g})")
+    s.add_argument("-v", "--verbose", action="store_true", help="also print a line per conversation turn")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("build-pyz", help="build shunt.pyz: one file that runs shunt on a Python with nothing installed")

@@ -153,7 +153,10 @@ class Relay:
             st.attempts = st.attempts.skip(name)
             return Next.ROUTE
         if st.attempts.moving:
-            events_log.info("request moved to %s", name, extra={"event": "failover", "account": name, "reason": reason})
+            left, status = st.left or (None, None)
+            events_log.info("request moved from %s to %s (%s)", left or "-", name, status or "no answer",
+                            extra={"event": "failover", "account": name, "reason": reason, "from_account": left,
+                                   "status": status})
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
         set_upstream_request_id(None)
@@ -174,6 +177,7 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return Next.DONE
             events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
+            st.left = (name, None)
             st.attempts, step = st.attempts.after_connect_error(
                 ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
             if step is Step.ANSWER:
@@ -212,6 +216,7 @@ class Relay:
         if st.active is not None:
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release()
+        st.left = (name, head.status)
         outcome = classify(head.status, head.by_name, decode_body(raw, head.by_name.get("content-encoding", "")), rl, now)
         self.pool.record_outcome(name, outcome)
         answer = UpstreamAnswer(name, head, raw)

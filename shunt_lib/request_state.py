@@ -28,7 +28,7 @@ class RequestState:
     """
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded", "cancel", "quota_free")
+                 "account", "tap", "recorded", "cancel", "quota_free", "left")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -46,6 +46,8 @@ class RequestState:
         self.recorded = False  # the finished request was counted and logged
         self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
         self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
+        #: the account the last attempt failed on and its status (None: no answer), for the failover event
+        self.left: tuple[str, int | None] | None = None
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

@@ -5,7 +5,9 @@ Each simulated account (known by its bearer token) has a "5h" window that really
 stream like the real API (``message_start`` … ``message_stop``), every response carries the
 ``anthropic-ratelimit-unified-*`` headers (utilization as a 0–1 fraction, resets in epoch seconds),
 and a request over budget gets the real 429 shape (unified status ``rejected``). A seeded random
-source adds the occasional throttle 429 and 529 overload. Nothing here is used by the proxy itself.
+source adds the occasional throttle 429 and 529 overload (never twice to the same request body: shunt
+moves an overloaded request once, and the demo must never fail by chance). Nothing here is used by
+the proxy itself.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class SimAccount:
             self.used_7d, self.week_end_s = 0, math.ceil(now_s + 10 * self.window_s)
 
     def headers(self, rejected: bool) -> dict[str, str]:
-        u5 = self.used / self.budget
+        u5 = min(1.0, self.used / self.budget)  # the last answer may overshoot the budget; the API says 1 at most
         return unified_headers(util_5h=round(u5, 3), reset_5h=self.window_end_s,
                                status_5h="rejected" if rejected else ("allowed_warning" if u5 >= 0.8 else "allowed"),
                                util_7d=round(self.used_7d / (self.budget * 6), 3), reset_7d=self.week_end_s)
@@ -125,6 +127,7 @@ class SimulatedAnthropic:
         self.overload_rate = overload_rate
         self._rand = random.Random(seed)
         self._lock = threading.Lock()
+        self._overloaded: set[bytes] = set()  # request bodies answered 529 once
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,8 +181,10 @@ class SimulatedAnthropic:
             roll = self._rand.random()
             acct.roll(now)
             if roll < self.overload_rate:
-                return self._reply(h, 529, error_json("overloaded_error", "Overloaded"), {})
-            if roll < self.overload_rate + self.throttle_rate:
+                if raw not in self._overloaded:
+                    self._overloaded.add(raw)  # shunt retries an overload once: the retry gets through
+                    return self._reply(h, 529, error_json("overloaded_error", "Overloaded"), {})
+            elif roll < self.overload_rate + self.throttle_rate:
                 return self._reply(h, 429, error_json("rate_limit_error", "Server is temporarily limiting requests"),
                                    {"retry-after": "3"})
             if acct.used >= acct.budget:

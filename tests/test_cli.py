@@ -100,14 +100,14 @@ def test_serve_refuses_a_public_bind_without_remote_key(capsys):
     assert "remote_key" in capsys.readouterr().err
 
 
-def test_demo_runs_end_to_end_without_failures():
-    from shunt_lib.demo import run_demo
+def test_demo_takes_seconds_and_verbose(monkeypatch):
+    import shunt_lib.cli as cli
 
-    out = io.StringIO()
-    assert run_demo(duration_s=3, out=out) == 0
-    text = out.getvalue()
-    assert "Summary after" in text and " 0 failed" in text
-    assert "alpha" in text and "bravo" in text and "charlie" in text
+    seen = {}
+    monkeypatch.setattr(cli, "run_demo", lambda **kw: seen.update(kw) or 0)
+    assert main(["demo", "--seconds", "3", "--verbose"]) == 0
+    assert seen == {"duration_s": 3.0, "verbose": True}
+    assert main(["demo"]) == 0 and seen == {"duration_s": cli.DEMO_SECONDS, "verbose": False}
 
 
 def test_import_over_an_existing_account_asks_or_needs_force(tmp_path, monkeypatch, capsys):

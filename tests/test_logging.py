@@ -54,6 +54,16 @@ def test_events_and_access_lines_carry_the_request_ids(make_proxy, upstream, eve
     assert second.request_id != rid
 
 
+def test_a_failover_says_which_account_the_request_left_and_why(make_proxy, upstream, events):
+    p = make_proxy(strategy="fill-first")
+    upstream.script("tok-a", Reply(status=529, body=error_json("overloaded_error", "Overloaded")))
+    assert p.request(body=MSG)[0] == 200
+    assert events.wait_for("request")
+    (failover,) = [r for r in events.records if getattr(r, "event", None) == "failover"]
+    assert (failover.from_account, failover.account, failover.status) == ("a", "b", 529)
+    assert failover.getMessage() == "request moved from a to b (529)"
+
+
 def test_racing_requests_log_a_cooldown_once(make_proxy, upstream, events):
     p = make_proxy(strategy="fill-first")
     releases = [threading.Event(), threading.Event()]
