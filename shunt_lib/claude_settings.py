@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import urllib.parse
+from typing import Mapping
 
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes
@@ -32,10 +33,11 @@ class SettingsError(ConfigError):
     """The settings file cannot be read or is not a JSON object; the message names the file and why."""
 
 
-def settings_path(env: dict[str, str] | None = None) -> str:
-    """``$CLAUDE_CONFIG_DIR/settings.json``, else ``~/.claude/settings.json``."""
+def settings_path(env: Mapping[str, str] | None = None) -> str:
+    """``$CLAUDE_CONFIG_DIR/settings.json``, else ``$HOME/.claude/settings.json`` (of ``env``, default
+    the process's environment)."""
     env = os.environ if env is None else env
-    base = env.get("CLAUDE_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".claude")
+    base = env.get("CLAUDE_CONFIG_DIR") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".claude")
     return os.path.join(base, "settings.json")
 
 

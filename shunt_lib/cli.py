@@ -36,8 +36,9 @@ from .logview import show_logs
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
 from .sdnotify import ServeNotifier
+from . import service
 from .server import make_server, start_background
-from .setup_steps import SKIPPED, SetupActions, Step, run_setup, run_undo, stdin_is_tty
+from .setup_steps import SetupActions, after_service_uninstall, run_setup, run_undo, stdin_is_tty
 from .state_file import edit_saved_state, reset_saved_state
 from .status_view import render_status
 
@@ -409,7 +410,6 @@ def cmd_logs(args) -> int:
 
 def cmd_service(args) -> int:
     """``shunt service install|uninstall|status|restart|render``: see :mod:`shunt_lib.service`."""
-    from . import service
     kind = service.default_kind(args.system, args.launchd or None)
     if args.action == "render":
         sys.stdout.write(service.render(service.target(kind)).decode())
@@ -419,8 +419,12 @@ def cmd_service(args) -> int:
         print(f"{doc['unit']}: {'installed' if doc['installed'] else 'not installed'}, {doc['active']}")
         print(f"shunt at {doc['url'] or '?'}: /health {doc['health']}")
         return 0 if doc["health"] == "ok" else 1
-    action = {"install": service.install, "uninstall": service.uninstall, "restart": service.restart}[args.action]
-    results = action(args.system, launchd=args.launchd or None)
+    if args.action == "uninstall":
+        results = service.uninstall(args.system, launchd=args.launchd or None, on_uninstalled=lambda: after_service_uninstall(
+            _paths(), input, stdin_is_tty()))
+    else:
+        action = {"install": service.install, "restart": service.restart}[args.action]
+        results = action(args.system, launchd=args.launchd or None)
     for r in results:
         print(r.line())
     return 1 if any(r.failed for r in results) else 0
@@ -429,14 +433,6 @@ def cmd_service(args) -> int:
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
     return run_demo(duration_s=args.seconds, verbose=args.verbose)
-
-
-def service_install(system: bool) -> list:  # replaced by the service module
-    return [Step("service", SKIPPED, "not available yet")]
-
-
-def service_uninstall(system: bool) -> list:  # replaced by the service module
-    return [Step("service", SKIPPED, "not available yet")]
 
 
 def cmd_setup(args) -> int:
@@ -452,8 +448,8 @@ def cmd_setup(args) -> int:
 
     actions = SetupActions(add_account=add_account, import_login=import_login,
                            claude_on_path=lambda: shutil.which("claude") is not None, ask=input,
-                           install_service=lambda port: service_install(system=False),
-                           uninstall_service=lambda: service_uninstall(system=False),
+                           install_service=lambda port: service.install(),
+                           uninstall_service=lambda: service.uninstall(),
                            wait_healthy=wait_healthy,
                            show_status=lambda url: cmd_status(argparse.Namespace(json=False, url=url)),
                            is_tty=stdin_is_tty())

@@ -33,65 +33,50 @@ from .credentials import Credential, CredentialStore
 from .doctor import identity_skip_reason
 from .doctor_facts import (Answer, ClaudeFacts, Facts, FileFacts, PortFacts, ServiceFacts, SettingsFacts,
                            UpstreamFacts)
+from . import service
+from .claude_settings import SettingsError, read_settings, settings_path
 from .errors import ConfigError
 from .forwarding import OAUTH_BETA
 from .fsutil import read_json
 from .httpclient import new_session
 from .instance import local_url
+from .service_unit import LAUNCHD_LABEL
 
 TIMEOUT_S = 5.0
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-LAUNCHD_LABEL = "sh.shunt.proxy"
-
-
-def claude_settings_path(env: Mapping[str, str]) -> str:
-    """Claude Code's user settings: ``$CLAUDE_CONFIG_DIR/settings.json``, default ``~/.claude/settings.json``."""
-    base = env.get("CLAUDE_CONFIG_DIR") or os.path.join(_home(env), ".claude")
-    return os.path.join(base, "settings.json")
 
 
 def read_claude_settings(path: str) -> SettingsFacts:
-    """Read (never write) Claude Code's settings file. A file that is not a JSON object is reported
-    in ``error`` with the parser's line and column."""
+    """Read (never write) Claude Code's settings file (:func:`shunt_lib.claude_settings.read_settings`);
+    a file that cannot be read or is not a JSON object is reported in ``error``."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return SettingsFacts(path)
-    except OSError as exc:
-        return SettingsFacts(path, True, error=exc.strerror or str(exc))
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        return SettingsFacts(path, True, error=f"not valid JSON ({getattr(exc, 'msg', exc)}{where})")
-    if not isinstance(data, dict):
-        return SettingsFacts(path, True, error="not a JSON object")
-    return SettingsFacts(path, True, data)
+        data = read_settings(path)
+    except SettingsError as exc:
+        return SettingsFacts(path, True, error=str(exc))
+    return SettingsFacts(path) if data is None else SettingsFacts(path, True, data)
 
 
 def probe_service(env: Mapping[str, str], run: Callable[..., subprocess.CompletedProcess], platform: str,
-                  system_dir: str = "/etc/systemd/system", timeout_s: float = TIMEOUT_S) -> ServiceFacts:
-    """Which service is installed and whether it is active: a systemd user unit
-    (``~/.config/systemd/user/shunt.service``, ``systemctl --user is-active shunt``), a system unit
-    (``/etc/systemd/system/shunt.service``, ``systemctl is-active shunt``) or, on macOS, the LaunchAgent
-    ``~/Library/LaunchAgents/sh.shunt.proxy.plist`` (``launchctl print gui/UID/sh.shunt.proxy``)."""
-    home = _home(env)
-    if platform == "darwin":
-        plist = os.path.join(home, "Library", "LaunchAgents", LAUNCHD_LABEL + ".plist")
-        if not os.path.exists(plist):
-            return ServiceFacts()
-        out, err = _run(run, ["launchctl", "print", f"gui/{os.getuid()}/{LAUNCHD_LABEL}"], env, timeout_s)
-        state = next((line.split("=", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("state =")), "")
-        active = "active" if state == "running" else (state or ("" if err else "not loaded"))
-        return ServiceFacts(plist, "launchd", active, err)
-    units = ((os.path.join(home, ".config", "systemd", "user", "shunt.service"), "systemd --user", ["--user"]),
-             (os.path.join(system_dir, "shunt.service"), "systemd", []))
-    for path, manager, scope in units:
-        if os.path.exists(path):
-            out, err = _run(run, ["systemctl", *scope, "is-active", "shunt"], env, timeout_s)
-            restart = "shunt service restart" + ("" if scope else " --system")
-            return ServiceFacts(path, manager, out.strip().splitlines()[0] if out.strip() else "", err, restart)
+                  system_dir: str = service.SYSTEM_UNIT_DIR, timeout_s: float = TIMEOUT_S) -> ServiceFacts:
+    """Which service is installed (the unit files :mod:`shunt_lib.service` writes: the LaunchAgent on
+    macOS, else the systemd user unit, then the system unit) and whether it is active
+    (``launchctl print gui/UID/sh.shunt.proxy``, ``systemctl [--user] is-active shunt``)."""
+    kinds = ("launchd",) if platform == "darwin" else ("user", "system")
+    found = {t.kind: t for t in service.installed(env, system_dir)}
+    for kind in kinds:
+        tgt = found.get(kind)
+        if tgt is None:
+            continue
+        if kind == "launchd":
+            out, err = _run(run, ["launchctl", "print", f"gui/{os.getuid()}/{LAUNCHD_LABEL}"], env, timeout_s)
+            state = next((line.split("=", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("state =")), "")
+            active = "active" if state == "running" else (state or ("" if err else "not loaded"))
+            return ServiceFacts(tgt.path, "launchd", active, err)
+        scope = ["--user"] if kind == "user" else []
+        out, err = _run(run, ["systemctl", *scope, "is-active", "shunt"], env, timeout_s)
+        restart = "shunt service restart" + ("" if scope else " --system")
+        return ServiceFacts(tgt.path, "systemd --user" if scope else "systemd",
+                            out.strip().splitlines()[0] if out.strip() else "", err, restart)
     return ServiceFacts()
 
 
@@ -107,10 +92,6 @@ def _run(run, argv: list[str], env: Mapping[str, str], timeout_s: float) -> tupl
     except OSError as exc:
         return "", f"{argv[0]}: {exc.strerror or exc}"
     return proc.stdout or "", "" if proc.stdout else f"`{' '.join(argv)}` exited {proc.returncode}"
-
-
-def _home(env: Mapping[str, str]) -> str:
-    return env.get("HOME") or os.path.expanduser("~")
 
 
 class Probe:
@@ -243,7 +224,7 @@ class Probe:
 
     def settings(self) -> SettingsFacts:
         """See :func:`read_claude_settings`."""
-        return read_claude_settings(claude_settings_path(self.env))
+        return read_claude_settings(settings_path(self.env))
 
     def claude(self) -> ClaudeFacts:
         """``claude`` on ``$PATH`` and the first line of ``claude --version``."""

@@ -26,6 +26,7 @@ from .config import Paths, load_config
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes
 from .instance import proxy_url
+from .steps import StepResult
 from .service_unit import (LAUNCHD_LABEL, SYSTEM_HOME, UNIT_NAME, entry_argv, render_launchd, render_systemd,
                            system_unit_problem)
 
@@ -46,25 +47,6 @@ def run_command(argv: list[str], timeout_s: float) -> tuple[int, str]:
     except FileNotFoundError:
         return 127, f"{argv[0]} not found"
     return done.returncode, (done.stdout + done.stderr).strip()
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    """One step's outcome. ``outcome`` is ``"done"``, ``"already done"``, ``"skipped"`` or ``"failed"``;
-    ``detail`` says why (skipped, failed) or what (done)."""
-
-    step: str
-    outcome: str
-    detail: str = ""
-
-    @property
-    def failed(self) -> bool:
-        """Whether the step failed."""
-        return self.outcome == "failed"
-
-    def line(self) -> str:
-        """The line printed for it: ``"<step>: <outcome> (<detail>)"``."""
-        return f"{self.step}: {self.outcome}" + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,32 +28,16 @@ from .config import Paths, load_config
 from .config_edit import set_server_value
 from .errors import ConfigError
 from .fsutil import atomic_write_json, read_json
+from .steps import ALREADY, DONE, FAILED, SKIPPED, StepResult
 
 RECORD_NAME = "setup.json"
 
-DONE, ALREADY, SKIPPED, FAILED = "done", "already done", "skipped", "failed"
-
-
-@dataclasses.dataclass(frozen=True)
-class Step:
-    """One step's outcome: ``what`` (the step), ``outcome`` (:data:`DONE`, :data:`ALREADY`,
-    :data:`SKIPPED` or :data:`FAILED`) and ``detail`` (what, where, why, or the fix)."""
-
-    what: str
-    outcome: str
-    detail: str = ""
-
-    def line(self) -> str:
-        """``what: outcome (detail)``."""
-        return f"{self.what}: {self.outcome}" + (f" ({self.detail})" if self.detail else "")
-
-
 class StepFailed(ConfigError):
-    """A step could not be done; ``step`` says which and why."""
+    """A step could not be done; ``result`` says which and why."""
 
-    def __init__(self, step: Step):
-        super().__init__(step.line())
-        self.step = step
+    def __init__(self, result: StepResult):
+        super().__init__(result.line())
+        self.result = result
 
 
 @dataclasses.dataclass
@@ -62,8 +46,8 @@ class SetupActions:
 
     ``add_account(name)`` and ``import_login()``: add an account (exit code, 0 on success);
     ``claude_on_path()``: whether ``claude`` can be run; ``ask(prompt) -> str``: a line from the user
-    (only called on a terminal); ``install_service(port) -> list[Step]`` and ``uninstall_service() ->
-    list[Step]``; ``wait_healthy(url, max_wait_s) -> bool``; ``show_status(url)``: print ``shunt status``;
+    (only called on a terminal); ``install_service(port) -> list[StepResult]`` and ``uninstall_service() ->
+    list[StepResult]``; ``wait_healthy(url, max_wait_s) -> bool``; ``show_status(url)``: print ``shunt status``;
     ``out``: where lines go.
     """
 
@@ -71,8 +55,8 @@ class SetupActions:
     import_login: Callable[[], int]
     claude_on_path: Callable[[], bool]
     ask: Callable[[str], str]
-    install_service: Callable[[int], list[Step]]
-    uninstall_service: Callable[[], list[Step]]
+    install_service: Callable[[int], list[StepResult]]
+    uninstall_service: Callable[[], list[StepResult]]
     wait_healthy: Callable[[str, float], bool]
     show_status: Callable[[str], None]
     is_tty: bool = False
@@ -105,28 +89,28 @@ def _write_record(paths: Paths, record: dict) -> None:
 
 
 # -- steps --------------------------------------------------------------------------------------------
-def step_home(paths: Paths, port: int | None) -> Step:
+def step_home(paths: Paths, port: int | None) -> StepResult:
     """(1) The home and ``config.toml`` (created from the template if missing; ``port`` set if given)."""
     existed = os.path.exists(paths.config)
     config = load_config(paths)  # creates it from the template if missing; raises ConfigError if invalid
     changed = port is not None and set_server_value(paths, "port", port)
     port = load_config(paths).server.port
     if not existed:
-        return Step("home and config", DONE, f"created {paths.config}, port {port}")
+        return StepResult("home and config", DONE, f"created {paths.config}, port {port}")
     if changed:
-        return Step("home and config", DONE, f"{paths.config}: port set to {port}")
-    return Step("home and config", ALREADY, f"{paths.config}, port {port}, {len(config.accounts)} account(s)")
+        return StepResult("home and config", DONE, f"{paths.config}: port set to {port}")
+    return StepResult("home and config", ALREADY, f"{paths.config}, port {port}, {len(config.accounts)} account(s)")
 
 
-def step_accounts(paths: Paths, actions: SetupActions, *, import_login: bool, add: str | None) -> Step:
+def step_accounts(paths: Paths, actions: SetupActions, *, import_login: bool, add: str | None) -> StepResult:
     """(2) Accounts: none yet → the way in the user chose (``--import``, ``--add NAME``, or on a terminal
     a question); never blocks without a terminal."""
     accounts = load_config(paths).accounts
     if accounts:
-        return Step("accounts", ALREADY, ", ".join(a.name for a in accounts))
+        return StepResult("accounts", ALREADY, ", ".join(a.name for a in accounts))
     if not import_login and add is None:
         if not actions.is_tty:
-            return Step("accounts", SKIPPED, "no terminal to ask on: run `shunt setup --import` to use your Claude "
+            return StepResult("accounts", SKIPPED, "no terminal to ask on: run `shunt setup --import` to use your Claude "
                                              "Code login, or `shunt setup --add NAME` (or `shunt add-account NAME`) "
                                              "for a login of shunt's own")
         how = "`claude auth login`" if actions.claude_on_path() else "a URL to open and a code to paste"
@@ -137,15 +121,15 @@ def step_accounts(paths: Paths, actions: SetupActions, *, import_login: bool, ad
         elif answer in ("2", "import"):
             import_login = True
         else:
-            return Step("accounts", SKIPPED, "add one later with `shunt add-account NAME` or `shunt import`")
+            return StepResult("accounts", SKIPPED, "add one later with `shunt add-account NAME` or `shunt import`")
     code = actions.import_login() if import_login else actions.add_account(add or "main")
     accounts = load_config(paths).accounts
     if code != 0 or not accounts:
-        raise StepFailed(Step("accounts", FAILED, "no account was added; see above, then run `shunt setup` again"))
-    return Step("accounts", DONE, ", ".join(a.name for a in accounts))
+        raise StepFailed(StepResult("accounts", FAILED, "no account was added; see above, then run `shunt setup` again"))
+    return StepResult("accounts", DONE, ", ".join(a.name for a in accounts))
 
 
-def step_settings(paths: Paths, port: int, *, force: bool, env: dict[str, str] | None = None) -> Step:
+def step_settings(paths: Paths, port: int, *, force: bool, env: dict[str, str] | None = None) -> StepResult:
     """(3) ``env.ANTHROPIC_BASE_URL`` in Claude Code's user settings, recorded first in ``setup.json``."""
     path = settings_path(env)
     url = proxy_base_url(port)
@@ -153,12 +137,12 @@ def step_settings(paths: Paths, port: int, *, force: bool, env: dict[str, str] |
         doc = read_settings(path)
         new, changed, previous, created_env = plan_set(doc, url, force=force)
     except (SettingsError, RemoteBaseUrl) as exc:
-        raise StepFailed(Step("Claude Code settings", FAILED, str(exc))) from None
+        raise StepFailed(StepResult("Claude Code settings", FAILED, str(exc))) from None
     record = read_record(paths)
     if not changed:
         mine = SettingsEdit.from_json(record.get("settings"))
         note = "" if mine is not None and mine.value == url else "; set before setup, so undo leaves it"
-        return Step("Claude Code settings", ALREADY, f"{path}: ANTHROPIC_BASE_URL = {url}{note}")
+        return StepResult("Claude Code settings", ALREADY, f"{path}: ANTHROPIC_BASE_URL = {url}{note}")
     old = SettingsEdit.from_json(record.get("settings"))
     if old is not None and old.path == path and old.value == previous:  # setup's own value, for another port
         edit = dataclasses.replace(old, value=url)
@@ -168,22 +152,22 @@ def step_settings(paths: Paths, port: int, *, force: bool, env: dict[str, str] |
     try:
         backup = write_settings(path, new)
     except OSError as exc:
-        raise StepFailed(Step("Claude Code settings", FAILED, f"cannot write {path}: {exc.strerror or exc}")) from None
+        raise StepFailed(StepResult("Claude Code settings", FAILED, f"cannot write {path}: {exc.strerror or exc}")) from None
     was = f" (was {previous})" if previous else ""
-    return Step("Claude Code settings", DONE, f"{path}: ANTHROPIC_BASE_URL = {url}{was}"
+    return StepResult("Claude Code settings", DONE, f"{path}: ANTHROPIC_BASE_URL = {url}{was}"
                 + (f"; the original is kept as {backup}" if backup else ""))
 
 
-def undo_settings(paths: Paths, *, env: dict[str, str] | None = None) -> Step:
+def undo_settings(paths: Paths, *, env: dict[str, str] | None = None) -> StepResult:
     """Take out the settings key setup wrote, if it still holds what setup wrote (else leave it)."""
     record = read_record(paths)
     edit = SettingsEdit.from_json(record.get("settings"))
     if edit is None:
-        return Step("Claude Code settings", SKIPPED, "setup did not change them")
+        return StepResult("Claude Code settings", SKIPPED, "setup did not change them")
     try:
         doc = read_settings(edit.path)
     except SettingsError as exc:
-        raise StepFailed(Step("Claude Code settings", FAILED, str(exc))) from None
+        raise StepFailed(StepResult("Claude Code settings", FAILED, str(exc))) from None
     new, changed = plan_unset(doc, edit)
     if changed:
         try:
@@ -192,31 +176,52 @@ def undo_settings(paths: Paths, *, env: dict[str, str] | None = None) -> Step:
             else:
                 write_settings(edit.path, new)
         except OSError as exc:
-            raise StepFailed(Step("Claude Code settings", FAILED, f"cannot write {edit.path}: {exc.strerror or exc}")) from None
+            raise StepFailed(StepResult("Claude Code settings", FAILED, f"cannot write {edit.path}: {exc.strerror or exc}")) from None
     record.pop("settings", None)
     _write_record(paths, record)
     if not changed:
-        return Step("Claude Code settings", ALREADY, f"{edit.path} no longer holds {edit.value}: left as it is")
+        return StepResult("Claude Code settings", ALREADY, f"{edit.path} no longer holds {edit.value}: left as it is")
     back = f"back to {edit.previous}" if edit.previous else "removed"
-    return Step("Claude Code settings", DONE, f"{edit.path}: ANTHROPIC_BASE_URL {back}")
+    return StepResult("Claude Code settings", DONE, f"{edit.path}: ANTHROPIC_BASE_URL {back}")
 
 
-def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool) -> list[Step]:
+def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool) -> list[StepResult]:
     """(4) Install and start the service, wait for ``/health`` (10 s at most), show the status."""
     if no_service:
-        return [Step("service", SKIPPED, "--no-service: start shunt yourself with `shunt serve`")]
+        return [StepResult("service", SKIPPED, "--no-service: start shunt yourself with `shunt serve`")]
     record = read_record(paths)
     steps = actions.install_service(port)
-    if any(s.outcome == FAILED for s in steps):
-        raise StepFailed(next(s for s in steps if s.outcome == FAILED))
+    if any(s.failed for s in steps):
+        raise StepFailed(next(s for s in steps if s.failed))
     if any(s.outcome == DONE for s in steps) and not record.get("service"):
         _write_record(paths, {**read_record(paths), "service": True})
     url = f"http://127.0.0.1:{port}"
     if not actions.wait_healthy(url, 10.0):
-        raise StepFailed(Step("service health", FAILED, f"nothing answered {url}/health within 10 s: see `shunt service "
+        raise StepFailed(StepResult("service health", FAILED, f"nothing answered {url}/health within 10 s: see `shunt service "
                                                         "status` and `shunt logs`"))
-    steps.append(Step("service health", DONE, f"{url}/health answers"))
+    steps.append(StepResult("service health", DONE, f"{url}/health answers"))
     return steps
+
+
+def after_service_uninstall(paths: Paths, ask: Callable[[str], str], is_tty: bool,
+                            env: dict[str, str] | None = None) -> list[StepResult]:
+    """For ``shunt service uninstall``: take out the settings key setup wrote too (asked on a terminal),
+    so that Claude Code is not left pointing at a port nobody listens on; forget that setup installed
+    the service."""
+    record = read_record(paths)
+    if record.pop("service", None) is not None:
+        _write_record(paths, record)
+    edit = SettingsEdit.from_json(record.get("settings"))
+    if edit is None:
+        return []
+    if is_tty and ask(f"Claude Code's settings send it to {edit.value} ({edit.path}); take that out so that it "
+                      "talks to Anthropic directly? [Y/n] ").strip().lower() in ("n", "no"):
+        return [StepResult("Claude Code settings", SKIPPED, f"kept: Claude Code still goes to {edit.value}; "
+                                                            "`shunt setup --undo` takes it out")]
+    try:
+        return [undo_settings(paths, env=env)]
+    except StepFailed as exc:
+        return [exc.result]
 
 
 STEP_NAMES = ("home and config", "accounts", "Claude Code settings", "service")
@@ -241,8 +246,8 @@ def run_setup(paths: Paths, actions: SetupActions, *, port: int | None = None, i
             actions.out(s.line())
         done.append(STEP_NAMES[3])
     except StepFailed as exc:
-        actions.out(exc.step.line())
-        rest = [n for n in STEP_NAMES if n not in done and n != exc.step.what]
+        actions.out(exc.result.line())
+        rest = [n for n in STEP_NAMES if n not in done and n != exc.result.step]
         if rest:
             actions.out("not done: " + ", ".join(rest) + ". Fix the above and run `shunt setup` again to finish.")
         return 1
@@ -267,14 +272,14 @@ def run_undo(paths: Paths, actions: SetupActions, *, env: dict[str, str] | None 
             steps = actions.uninstall_service()
             for s in steps:
                 actions.out(s.line())
-            if any(s.outcome == FAILED for s in steps):
+            if any(s.failed for s in steps):
                 return 1
             record.pop("service", None)
             _write_record(paths, record)
         else:
-            actions.out(Step("service", SKIPPED, "setup did not install it").line())
+            actions.out(StepResult("service", SKIPPED, "setup did not install it").line())
     except StepFailed as exc:
-        actions.out(exc.step.line())
+        actions.out(exc.result.line())
         return 1
     actions.out("accounts and credentials are kept (`shunt remove NAME` deletes one)")
     return 0

@@ -12,7 +12,8 @@ from shunt_lib.claude_settings import BACKUP_SUFFIX, RemoteBaseUrl, plan_set, se
 from shunt_lib.config import Paths, load_config
 from shunt_lib.credentials import Credential
 from shunt_lib.config import add_account_to_config
-from shunt_lib.setup_steps import ALREADY, DONE, FAILED, SKIPPED, SetupActions, Step, read_record, run_setup, run_undo
+from shunt_lib.setup_steps import SetupActions, read_record, run_setup, run_undo
+from shunt_lib.steps import ALREADY, DONE, FAILED, SKIPPED, StepResult as Step
 
 ORIGINAL = ('{\n  "model": "opus",\n  "env": {\n    "DISABLE_TELEMETRY": "1"\n  },\n'
             '  "permissions": {\n    "allow": ["Bash(ls)"]\n  },\n  "zzz": [1, 2]\n}\n')
@@ -229,3 +230,48 @@ def test_setting_the_port_keeps_the_users_comments(paths):
     with pytest.raises(Exception):
         set_server_value(paths, "port", 70000)
     assert load_config(paths).server.port == 9002
+
+
+def test_setup_installs_the_real_service_unit_and_service_uninstall_takes_the_settings_key_out(tmp_path, monkeypatch, settings):
+    """setup → service.install (a fake systemctl) → undo through `service uninstall`'s hook."""
+    from shunt_lib import service
+    from shunt_lib.setup_steps import after_service_uninstall
+    from tests.test_service import FakeManager
+
+    env = {"HOME": str(tmp_path / "u"), "XDG_CONFIG_HOME": str(tmp_path / "u" / "cfg"), "USER": "u",
+           "SHUNT_HOME": str(tmp_path / "shunt")}
+    paths = Paths(env["SHUNT_HOME"])
+    fake = FakeManager(linger=True)
+    f = Fake(paths)
+    actions = f.actions()
+    actions.install_service = lambda port: service.install(run=fake, env=env, argv=["/usr/bin/python3", "/opt/shunt.pyz"])
+    assert run_setup(paths, actions, port=8093, add="w") == 0, f.lines
+    unit = service.installed(env)
+    assert [t.kind for t in unit] == ["user"] and ["systemctl", "--user", "enable", "--now", "shunt.service"] in fake.calls
+    assert read_record(paths)["service"] is True
+    # a second setup: the identical unit is already installed and running
+    f2 = Fake(paths)
+    actions2 = f2.actions()
+    actions2.install_service = actions.install_service
+    assert run_setup(paths, actions2, port=8093) == 0
+    assert not any(": done" in l for l in f2.lines if not l.startswith("service health")), f2.lines
+
+    answers = []
+    results = service.uninstall(run=fake, env=env, on_uninstalled=lambda: after_service_uninstall(
+        paths, lambda q: answers.append(q) or "", is_tty=False))
+    assert not any(r.failed for r in results) and service.installed(env) == []
+    assert results[-1].step == "Claude Code settings" and results[-1].outcome == DONE
+    assert json.loads(settings.read_text()) == json.loads(ORIGINAL) and answers == []  # no terminal: no question
+    assert read_record(paths) == {}
+
+
+def test_service_uninstall_on_a_terminal_asks_before_taking_the_settings_key_out(paths, settings):
+    from shunt_lib.setup_steps import after_service_uninstall
+
+    run_setup(paths, Fake(paths).actions(), port=8093, add="w", no_service=True)
+    kept = after_service_uninstall(paths, lambda q: "n", is_tty=True)
+    assert kept[0].outcome == SKIPPED and "shunt setup --undo" in kept[0].detail
+    assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8093"
+    done = after_service_uninstall(paths, lambda q: "", is_tty=True)  # Enter: yes
+    assert done[0].outcome == DONE and json.loads(settings.read_text()) == json.loads(ORIGINAL)
+    assert after_service_uninstall(paths, lambda q: "", is_tty=True) == []  # nothing left to take out
