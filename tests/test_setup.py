@@ -10,10 +10,9 @@ import pytest
 
 from shunt_lib.claude_settings import BACKUP_SUFFIX, RemoteBaseUrl, plan_set, settings_path
 from shunt_lib.config import Paths, load_config
-from shunt_lib.credentials import Credential
 from shunt_lib.config import add_account_to_config
 from shunt_lib.setup_steps import SetupActions, read_record, run_setup, run_undo
-from shunt_lib.steps import ALREADY, DONE, FAILED, SKIPPED, StepResult as Step
+from shunt_lib.steps import ALREADY, DONE, SKIPPED, StepResult as Step
 
 ORIGINAL = ('{\n  "model": "opus",\n  "env": {\n    "DISABLE_TELEMETRY": "1"\n  },\n'
             '  "permissions": {\n    "allow": ["Bash(ls)"]\n  },\n  "zzz": [1, 2]\n}\n')
