@@ -185,22 +185,26 @@ def undo_settings(paths: Paths, *, env: dict[str, str] | None = None) -> StepRes
     return StepResult("Claude Code settings", DONE, f"{edit.path}: ANTHROPIC_BASE_URL {back}")
 
 
-def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool) -> list[StepResult]:
-    """(4) Install and start the service, wait for ``/health`` (10 s at most), show the status."""
+def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool) -> StepResult:
+    """(4) Install and start the service and wait for ``/health`` (10 s at most): one line for the
+    service command's steps (the unit, its start, a hint such as ``loginctl enable-linger``)."""
     if no_service:
-        return [StepResult("service", SKIPPED, "--no-service: start shunt yourself with `shunt serve`")]
+        return StepResult("service", SKIPPED, "--no-service: start shunt yourself with `shunt serve`")
     record = read_record(paths)
-    steps = actions.install_service(port)
-    if any(s.failed for s in steps):
-        raise StepFailed(next(s for s in steps if s.failed))
-    if any(s.outcome == DONE for s in steps) and not record.get("service"):
+    results = actions.install_service(port)
+    if any(r.failed for r in results):
+        raise StepFailed(StepResult("service", FAILED, "; ".join(f"{r.step}: {r.detail}" for r in results
+                                                                 if r.failed or r.step == "not done")))
+    if any(r.outcome == DONE for r in results) and not record.get("service"):
         _write_record(paths, {**read_record(paths), "service": True})
     url = f"http://127.0.0.1:{port}"
     if not actions.wait_healthy(url, 10.0):
-        raise StepFailed(StepResult("service health", FAILED, f"nothing answered {url}/health within 10 s: see `shunt service "
-                                                        "status` and `shunt logs`"))
-    steps.append(StepResult("service health", DONE, f"{url}/health answers"))
-    return steps
+        raise StepFailed(StepResult("service", FAILED, f"installed, but nothing answered {url}/health within 10 s: "
+                                                       "see `shunt service status` and `shunt logs`"))
+    unit = next((r.step[len("write "):] for r in results if r.step.startswith("write ")), "the service")
+    notes = [r.detail for r in results if r.outcome == SKIPPED and r.step != "systemctl daemon-reload" and r.detail]
+    outcome = DONE if any(r.outcome == DONE for r in results) else ALREADY
+    return StepResult("service", outcome, f"{unit}, running; {url}/health answers" + "".join(f"; {n}" for n in notes))
 
 
 def after_service_uninstall(paths: Paths, ask: Callable[[str], str], is_tty: bool,
@@ -241,9 +245,7 @@ def run_setup(paths: Paths, actions: SetupActions, *, port: int | None = None, i
         done.append(STEP_NAMES[1])
         actions.out(step_settings(paths, port, force=force, env=env).line())
         done.append(STEP_NAMES[2])
-        steps = step_service(paths, port, actions, no_service=no_service)
-        for s in steps:
-            actions.out(s.line())
+        actions.out(step_service(paths, port, actions, no_service=no_service).line())
         done.append(STEP_NAMES[3])
     except StepFailed as exc:
         actions.out(exc.result.line())
