@@ -17,7 +17,6 @@ import dataclasses
 import ipaddress
 import json
 import os
-import shutil
 import stat
 import urllib.parse
 from typing import Mapping
@@ -181,7 +180,8 @@ def write_settings(path: str, doc: dict) -> str | None:
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
         if not os.path.exists(path + BACKUP_SUFFIX):
-            shutil.copy2(path, path + BACKUP_SUFFIX)
+            with open(path, "rb") as f:
+                atomic_write_bytes(path + BACKUP_SUFFIX, f.read(), mode)
             backup = path + BACKUP_SUFFIX
     except FileNotFoundError:
         mode = 0o600

@@ -17,6 +17,7 @@ from . import __version__, service
 from .cli_accounts import (cmd_accounts, cmd_add_account, cmd_import, cmd_logout, cmd_remove, read_secret)
 from .config import Paths, load_config, shunt_home
 from .control_client import control_request
+from .credentials import default_claude_credentials_path
 from .demo import DURATION_S as DEMO_SECONDS, run_demo
 from .doctor import can_encode, decide, exit_status, render, render_json
 from .doctor_probe import Probe, gather
@@ -217,12 +218,14 @@ def cmd_setup(args) -> int:
                                                   read_secret=args.read_secret))
 
     def import_login() -> int:
-        return cmd_import(argparse.Namespace(name="main", source=None, keychain=False, copy_only=False, force=False))
+        keychain = sys.platform == "darwin" and not os.path.exists(default_claude_credentials_path())  # macOS keeps it there
+        return cmd_import(argparse.Namespace(name="main", source=None, keychain=keychain, copy_only=False, force=False))
 
     actions = SetupActions(add_account=add_account, import_login=import_login,
                            claude_on_path=lambda: shutil.which("claude") is not None, ask=input,
                            install_service=lambda port: service.install(),
                            uninstall_service=lambda: service.uninstall(),
+                           restart_service=lambda: service.restart(),
                            wait_healthy=wait_healthy,
                            show_status=lambda url: cmd_status(argparse.Namespace(json=False, url=url)),
                            is_tty=stdin_is_tty())
@@ -353,5 +356,9 @@ def main(argv: list[str] | None = None, *, read_secret: Callable[[str], str] = r
     except ConfigError as exc:
         print(f"shunt: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file shunt cannot read or write (permissions, a full disk): said, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"shunt: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

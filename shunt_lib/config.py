@@ -411,6 +411,8 @@ def load_config(paths: Paths, *, create: bool = True) -> Config:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config.toml: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {paths.config}: {exc.strerror or exc}") from None
     return parse_config(data)
 
 

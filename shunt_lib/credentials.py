@@ -212,6 +212,8 @@ class CredentialStore:
             data = read_json(self.path, default={"accounts": {}})
         except ValueError as exc:
             raise ConfigError(f"credentials.json is not valid JSON: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("accounts", {}), dict):
             raise ConfigError("credentials.json: top level must be {\"accounts\": {...}}")
         creds: dict[str, Credential] = {}

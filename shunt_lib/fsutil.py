@@ -3,6 +3,10 @@
 A reader (or a process restarted after ``kill -9``) therefore sees either the old file or the
 new one, never a torn or empty file.
 
+A file written by root into a directory that belongs to another user (``sudo shunt add-account``
+into the system service's home, owned by its own user; or ``sudo`` with the user's ``HOME``) is given
+to the directory's owner, so that the service or the user can still read it.
+
 A path that is a symbolic link is written through: the link's target is replaced, in its own
 directory, and the link is kept. Replacing the link itself by a regular file would leave the target
 (where the user keeps the file on purpose: a secrets volume, a dotfiles checkout) holding stale
@@ -27,6 +31,10 @@ def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, mode)
+        if os.geteuid() == 0:
+            owner = os.stat(directory)
+            if owner.st_uid != 0:
+                os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -26,6 +26,7 @@ from .config import Paths, load_config
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes
 from .instance import proxy_url
+from .logsetup import log_file_path
 from .steps import StepResult
 from .service_unit import (LAUNCHD_LABEL, SYSTEM_HOME, UNIT_NAME, entry_argv, render_launchd, render_systemd,
                            system_unit_problem)
@@ -96,10 +97,15 @@ def render(tgt: Target, argv: list[str] | None = None) -> bytes:
     :raises ConfigError: if the running shunt cannot be found or its config is invalid.
     """
     argv = entry_argv() if argv is None else argv
-    drain_s = load_config(Paths(tgt.home), create=False).server.drain_timeout_s
+    server = load_config(Paths(tgt.home), create=False).server
+    drain_s = server.drain_timeout_s
     if tgt.kind == "launchd":
         return render_launchd(argv, home=tgt.home, log_dir=tgt.log_dir, drain_timeout_s=drain_s)
-    return render_systemd(argv, system=tgt.kind == "system", home=tgt.home, drain_timeout_s=drain_s).encode()
+    log_file = log_file_path(server, tgt.home)
+    home = os.path.join(os.path.realpath(tgt.home), "")
+    writable = (os.path.dirname(log_file),) if log_file and not os.path.realpath(log_file).startswith(home) else ()
+    return render_systemd(argv, system=tgt.kind == "system", home=tgt.home, drain_timeout_s=drain_s,
+                          writable=writable).encode()
 
 
 def installed(env: Mapping[str, str] | None = None, system_dir: str = SYSTEM_UNIT_DIR) -> list[Target]:

@@ -170,7 +170,7 @@ SystemCallErrorNumber=EPERM
 
 
 def render_systemd(argv: list[str], *, system: bool, home: str | None = None, drain_timeout_s: float = 30.0,
-                   header: str = "") -> str:
+                   header: str = "", writable: tuple[str, ...] = ()) -> str:
     """The ``shunt.service`` unit text.
 
     :param argv: ``[interpreter, entry]`` (:func:`entry_argv`), absolute; ``serve`` is appended.
@@ -180,9 +180,11 @@ def render_systemd(argv: list[str], *, system: bool, home: str | None = None, dr
         writable path); ignored for the system unit.
     :param drain_timeout_s: the ``drain_timeout_s`` key, seconds (sets ``TimeoutStopSec``).
     :param header: comment lines put first (each line without its ``#``); default: how to manage it.
+    :param writable: more directories the service may write (absolute), e.g. a ``log_file``'s outside
+        the home: everything else is read-only under it.
     :raises ConfigError: a relative path, or one a unit cannot hold (a control character).
     """
-    for p in argv + ([] if system or home is None else [home]):
+    for p in argv + list(writable) + ([] if system or home is None else [home]):
         if not os.path.isabs(p):
             raise ConfigError(f"the service needs absolute paths, got {p!r}")
     if not system and home is None:
@@ -200,6 +202,7 @@ def render_systemd(argv: list[str], *, system: bool, home: str | None = None, dr
         protect_home = f"ProtectHome=read-only\nReadWritePaths={systemd_quote(home)}"
         target = "default.target"
         scope = " --user"
+    protect_home += "".join(f"\nReadWritePaths={systemd_quote(p)}" for p in writable)
     if not header:
         header = _default_header(system)
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
@@ -308,8 +311,9 @@ def example_files() -> dict[str, bytes]:
         "`python3 shunt.pyz service install --system` to write it with your paths, or by hand:\n"
         "  cp systemd/shunt.system.service /etc/systemd/system/shunt.service\n"
         "  systemctl daemon-reload && systemctl enable --now shunt\n"
-        "It runs as its own dynamic user; its home is /var/lib/shunt (add accounts with\n"
-        "`sudo SHUNT_HOME=/var/lib/shunt python3 shunt.pyz import`, then `systemctl restart shunt`).\n"
+        "It runs as its own dynamic user; its home is /var/lib/shunt. Once it has started, add accounts\n"
+        "with `sudo SHUNT_HOME=/var/lib/shunt python3 shunt.pyz add-account NAME --paste` (or --api-key):\n"
+        "the files it writes there stay the service user's, and the service picks them up within a second.\n"
         "Logs: journalctl -u shunt -f"))
     mac_logs = "/Users/USER/Library/Logs/shunt"
     plist = render_launchd(EXAMPLE_MAC_ARGV, home="/Users/USER/.config/shunt", log_dir=mac_logs, comment=(

@@ -57,6 +57,7 @@ class SetupActions:
     ask: Callable[[str], str]
     install_service: Callable[[int], list[StepResult]]
     uninstall_service: Callable[[], list[StepResult]]
+    restart_service: Callable[[], list[StepResult]]
     wait_healthy: Callable[[str, float], bool]
     show_status: Callable[[str], None]
     is_tty: bool = False
@@ -122,7 +123,10 @@ def step_accounts(paths: Paths, actions: SetupActions, *, import_login: bool, ad
             import_login = True
         else:
             return StepResult("accounts", SKIPPED, "add one later with `shunt add-account NAME` or `shunt import`")
-    code = actions.import_login() if import_login else actions.add_account(add or "main")
+    try:
+        code = actions.import_login() if import_login else actions.add_account(add or "main")
+    except ConfigError as exc:
+        raise StepFailed(StepResult("accounts", FAILED, f"{exc}; then run `shunt setup` again")) from None
     accounts = load_config(paths).accounts
     if code != 0 or not accounts:
         raise StepFailed(StepResult("accounts", FAILED, "no account was added; see above, then run `shunt setup` again"))
@@ -180,23 +184,29 @@ def undo_settings(paths: Paths, *, env: dict[str, str] | None = None) -> StepRes
     record.pop("settings", None)
     _write_record(paths, record)
     if not changed:
-        return StepResult("Claude Code settings", ALREADY, f"{edit.path} no longer holds {edit.value}: left as it is")
+        return StepResult("Claude Code settings", SKIPPED, f"{edit.path} no longer holds {edit.value}: left as it is")
     back = f"back to {edit.previous}" if edit.previous else "removed"
     return StepResult("Claude Code settings", DONE, f"{edit.path}: ANTHROPIC_BASE_URL {back}")
 
 
-def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool) -> StepResult:
-    """(4) Install and start the service and wait for ``/health`` (10 s at most): one line for the
-    service command's steps (the unit, its start, a hint such as ``loginctl enable-linger``)."""
+def step_service(paths: Paths, port: int, actions: SetupActions, *, no_service: bool,
+                 port_changed: bool = False) -> StepResult:
+    """(4) Install and start the service (restarted if only the port changed) and wait for ``/health``
+    (10 s at most): one line for the service command's steps (the unit, its start, a hint such as
+    ``loginctl enable-linger``). A service setup installed, even part way, is recorded for undo."""
     if no_service:
         return StepResult("service", SKIPPED, "--no-service: start shunt yourself with `shunt serve`")
     record = read_record(paths)
     results = actions.install_service(port)
-    if any(r.failed for r in results):
-        raise StepFailed(StepResult("service", FAILED, "; ".join(f"{r.step}: {r.detail}" for r in results
-                                                                 if r.failed or r.step == "not done")))
+    if port_changed and not any(r.failed or r.outcome == DONE for r in results):
+        results += actions.restart_service()  # the unit is the same; the running shunt has the old port
     if any(r.outcome == DONE for r in results) and not record.get("service"):
         _write_record(paths, {**read_record(paths), "service": True})
+    if any(r.failed for r in results):
+        done = [r.step for r in results if r.outcome == DONE]
+        raise StepFailed(StepResult("service", FAILED, (f"done: {', '.join(done)}; " if done else "")
+                                    + "; ".join(f"{r.step}: {r.detail}" for r in results
+                                                if r.failed or r.step == "not done")))
     url = f"http://127.0.0.1:{port}"
     if not actions.wait_healthy(url, 10.0):
         raise StepFailed(StepResult("service", FAILED, f"installed, but nothing answered {url}/health within 10 s: "
@@ -237,30 +247,39 @@ def run_setup(paths: Paths, actions: SetupActions, *, port: int | None = None, i
     """Run the steps in order, printing one line each. :returns: 0, or 1 after a failed step (the steps
     not run are named)."""
     done: list[str] = []
+    port_before = load_config(paths).server.port if os.path.exists(paths.config) else None
+    has_accounts = True
     try:
         actions.out(step_home(paths, port).line())
         done.append(STEP_NAMES[0])
         port = load_config(paths).server.port
-        actions.out(step_accounts(paths, actions, import_login=import_login, add=add).line())
+        accounts = step_accounts(paths, actions, import_login=import_login, add=add)
+        has_accounts = accounts.outcome != SKIPPED
+        actions.out(accounts.line())
         done.append(STEP_NAMES[1])
         actions.out(step_settings(paths, port, force=force, env=env).line())
         done.append(STEP_NAMES[2])
-        actions.out(step_service(paths, port, actions, no_service=no_service).line())
+        actions.out(step_service(paths, port, actions, no_service=no_service,
+                                 port_changed=port_before is not None and port_before != port).line())
         done.append(STEP_NAMES[3])
     except StepFailed as exc:
         actions.out(exc.result.line())
         rest = [n for n in STEP_NAMES if n not in done and n != exc.result.step]
         if rest:
             actions.out("not done: " + ", ".join(rest) + ". Fix the above and run `shunt setup` again to finish.")
+        if STEP_NAMES[2] in done:
+            actions.out("Claude Code's settings already send it to shunt: until shunt runs, start it with `shunt serve`, "
+                        "or take the setting out with `shunt setup --undo`.")
         return 1
     except ConfigError as exc:
         actions.out(f"failed: {exc}")
         return 1
     if not no_service:
         actions.show_status(f"http://127.0.0.1:{port}")
+    first = "" if has_accounts else "Add an account first (`shunt add-account NAME` or `shunt import`), then run "
     serve = "" if not no_service else " (start it first: `shunt serve`)"
-    actions.out(f"Now run `claude`: it goes through shunt at http://127.0.0.1:{port}{serve}. "
-                "Undo with `shunt setup --undo`.")
+    actions.out((f"{first}`claude`" if first else "Now run `claude`") + f": it goes through shunt at "
+                f"http://127.0.0.1:{port}{serve}. Undo with `shunt setup --undo`.")
     return 0
 
 

@@ -179,3 +179,17 @@ def test_render_prints_what_install_writes_and_changes_nothing(capsys, tmp_path)
     assert main(["service", "render", "--system"]) == 0
     assert "DynamicUser=yes" in capsys.readouterr().out
     assert not os.path.exists(home) and not os.path.exists(os.environ["SHUNT_HOME"])
+
+
+def test_a_log_file_outside_the_home_is_made_writable_in_the_unit(env, tmp_path):
+    from shunt_lib.config_edit import set_server_value
+    from shunt_lib.config import Paths
+
+    tgt = service.target("user", env)
+    inside = service.render(tgt, ARGV).decode()
+    assert inside.count("ReadWritePaths=") == 1  # the home only
+    set_server_value(Paths(tgt.home), "log_file", str(tmp_path / "logs" / "shunt.log"))
+    unit = service.render(tgt, ARGV).decode()
+    assert f"ReadWritePaths={tmp_path / 'logs'}" in unit
+    set_server_value(Paths(tgt.home), "log_file", "shunt.log")  # relative: in the home, nothing more
+    assert service.render(tgt, ARGV).decode().count("ReadWritePaths=") == 1

@@ -12,7 +12,7 @@ from shunt_lib.claude_settings import BACKUP_SUFFIX, RemoteBaseUrl, plan_set, se
 from shunt_lib.config import Paths, load_config
 from shunt_lib.config import add_account_to_config
 from shunt_lib.setup_steps import SetupActions, read_record, run_setup, run_undo
-from shunt_lib.steps import ALREADY, DONE, SKIPPED, StepResult as Step
+from shunt_lib.steps import ALREADY, DONE, FAILED, SKIPPED, StepResult as Step
 
 ORIGINAL = ('{\n  "model": "opus",\n  "env": {\n    "DISABLE_TELEMETRY": "1"\n  },\n'
             '  "permissions": {\n    "allow": ["Bash(ls)"]\n  },\n  "zzz": [1, 2]\n}\n')
@@ -21,13 +21,14 @@ ORIGINAL = ('{\n  "model": "opus",\n  "env": {\n    "DISABLE_TELEMETRY": "1"\n  
 class Fake:
     """Actions that record what they were asked to do."""
 
-    def __init__(self, paths: Paths, *, tty=False, answers=(), healthy=True, service_outcome=DONE):
+    def __init__(self, paths: Paths, *, tty=False, answers=(), healthy=True, service_outcome=DONE, install=None):
         self.paths, self.calls, self.lines, self.answers = paths, [], [], list(answers)
-        self.healthy, self.service_outcome = healthy, service_outcome
+        self.healthy, self.service_outcome, self.install_results = healthy, service_outcome, install
 
     def actions(self, tty=False) -> SetupActions:
         return SetupActions(add_account=self.add, import_login=self.imp, claude_on_path=lambda: True,
                             ask=self.ask, install_service=self.install, uninstall_service=self.uninstall,
+                            restart_service=self.restart,
                             wait_healthy=self.wait, show_status=lambda url: self.calls.append(("status", url)),
                             is_tty=tty, out=self.lines.append)
 
@@ -47,7 +48,11 @@ class Fake:
 
     def install(self, port):
         self.calls.append(("install", port))
-        return [Step("service", self.service_outcome, "unit")]
+        return self.install_results or [Step("write /u/shunt.service", self.service_outcome)]
+
+    def restart(self):
+        self.calls.append(("restart",))
+        return [Step("restart shunt", DONE)]
 
     def uninstall(self):
         self.calls.append(("uninstall",))
@@ -115,6 +120,27 @@ def test_undo_removes_exactly_what_setup_added(paths, settings):
     assert any(": skipped" in l for l in again.lines)
 
 
+def test_a_new_port_restarts_a_service_that_is_already_installed(paths, settings):
+    assert run_setup(paths, Fake(paths).actions(), port=8093, add="w") == 0
+    same = Fake(paths, service_outcome=ALREADY)
+    assert run_setup(paths, same.actions(), port=8093) == 0 and ("restart",) not in same.calls
+    moved = Fake(paths, service_outcome=ALREADY)
+    assert run_setup(paths, moved.actions(), port=8094) == 0
+    assert ("restart",) in moved.calls and ("wait", "http://127.0.0.1:8094", 10.0) in moved.calls
+
+
+def test_a_service_install_failing_part_way_says_what_was_done_and_undo_takes_it_out(paths, settings):
+    fake = Fake(paths, install=[Step("write /u/shunt.service", DONE), Step("systemctl daemon-reload", FAILED, "no bus"),
+                                Step("not done", SKIPPED, "enable and start shunt")])
+    assert run_setup(paths, fake.actions(), port=8093, add="w") == 1
+    line = next(l for l in fake.lines if l.startswith("service: failed"))
+    assert "write /u/shunt.service" in line and "no bus" in line and "enable and start shunt" in line
+    assert any("shunt setup --undo" in l for l in fake.lines if l.startswith("Claude Code's settings already"))
+    assert read_record(paths)["service"] is True
+    undo = Fake(paths)
+    assert run_undo(paths, undo.actions()) == 0 and ("uninstall",) in undo.calls
+
+
 def test_undo_leaves_a_value_the_user_changed_since(paths, settings):
     run_setup(paths, Fake(paths).actions(), port=8093, add="work", no_service=True)
     doc = json.loads(settings.read_text())
@@ -123,7 +149,7 @@ def test_undo_leaves_a_value_the_user_changed_since(paths, settings):
     fake = Fake(paths)
     assert run_undo(paths, fake.actions()) == 0
     assert json.loads(settings.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9999"
-    assert any("left as it is" in l for l in fake.lines)
+    assert any("left as it is" in l and ": skipped" in l for l in fake.lines)
 
 
 def test_a_new_settings_file_and_env_go_away_on_undo(paths, tmp_path, monkeypatch):
@@ -183,6 +209,7 @@ def test_without_a_terminal_and_no_choice_the_accounts_step_is_skipped_with_the_
     assert run_setup(paths, fake.actions(tty=False), port=8093, no_service=True) == 0
     line = next(l for l in fake.lines if l.startswith("accounts:"))
     assert SKIPPED in line and "shunt setup --import" in line and "--add NAME" in line
+    assert fake.lines[-1].startswith("Add an account first")
     assert not any(c[0] == "ask" for c in fake.calls)
 
 
@@ -275,3 +302,47 @@ def test_service_uninstall_on_a_terminal_asks_before_taking_the_settings_key_out
     done = after_service_uninstall(paths, lambda q: "", is_tty=True)  # Enter: yes
     assert done[0].outcome == DONE and json.loads(settings.read_text()) == json.loads(ORIGINAL)
     assert after_service_uninstall(paths, lambda q: "", is_tty=True) == []  # nothing left to take out
+
+
+def test_a_failing_login_is_a_failed_step_with_what_was_not_done(paths, settings):
+    from shunt_lib.errors import ConfigError
+
+    fake = Fake(paths)
+    actions = fake.actions()
+
+    def refuse(name):
+        raise ConfigError("nothing that looks like CODE#STATE")
+
+    actions.add_account = refuse
+    assert run_setup(paths, actions, port=8093, add="w") == 1
+    assert any(l.startswith("accounts: failed") and "CODE#STATE" in l for l in fake.lines)
+    assert any(l.startswith("not done: Claude Code settings, service") for l in fake.lines)
+    assert json.loads(settings.read_text()) == json.loads(ORIGINAL)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_root_writing_into_another_users_directory_gives_the_file_to_that_user(tmp_path):
+    from shunt_lib.fsutil import atomic_write_bytes
+
+    home = tmp_path / "service-home"
+    home.mkdir()
+    os.chown(home, 4242, 4343)  # the system service's own user, say
+    atomic_write_bytes(str(home / "credentials.json"), b"{}")
+    st = (home / "credentials.json").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o600)
+    atomic_write_bytes(str(tmp_path / "mine.json"), b"{}")  # a directory of root's own: stays root's
+    assert (tmp_path / "mine.json").stat().st_uid == os.stat(tmp_path).st_uid
+
+
+def test_an_unreadable_file_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from shunt_lib.cli import main
+
+    home = tmp_path / "shunt"
+    home.mkdir()
+    (home / "config.toml").mkdir()  # unreadable as a file, for root too
+    assert main(["accounts"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "config.toml" in err and "Traceback" not in err
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr()
+    assert "config.toml" in out.out and "Traceback" not in out.err
