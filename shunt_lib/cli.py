@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -13,22 +14,15 @@ import threading
 import time
 from typing import Callable
 
-from . import __version__, service
-from .cli_accounts import (cmd_accounts, cmd_add_account, cmd_import, cmd_logout, cmd_remove, read_secret)
+from . import __version__
 from .config import Paths, load_config, shunt_home
 from .control_client import control_request
-from .credentials import default_claude_credentials_path
-from .demo import DURATION_S as DEMO_SECONDS, run_demo
-from .doctor import can_encode, decide, exit_status, render, render_json
-from .doctor_probe import Probe, gather
 from .errors import ConfigError
 from .guard import authority
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, wait_healthy
 from .logsetup import log_file_path, setup_logging
-from .logview import show_logs
 from .sdnotify import ServeNotifier
 from .server import make_server, start_background
-from .setup_steps import SetupActions, after_service_uninstall, run_setup, run_undo, stdin_is_tty
 from .state_file import reset_saved_state
 from .status_view import render_status
 
@@ -154,6 +148,9 @@ def cmd_reset(args) -> int:
 
 def cmd_doctor(args) -> int:
     """``shunt doctor``: check the set-up, one line per check (or ``--json``). :returns: 1 if any check failed."""
+    from .doctor import can_encode, decide, exit_status, render, render_json
+    from .doctor_probe import Probe, gather
+
     now_s = time.time()
     checks = decide(gather(_paths(), Probe(), now_s), now_s)
     print(render_json(checks) if args.json else render(checks, unicode=can_encode(sys.stdout.encoding)))
@@ -173,6 +170,8 @@ def cmd_logs(args) -> int:
         sys.stdout.flush()
 
     try:
+        from .logview import show_logs
+
         return show_logs(log_file_path(server, paths.home), server.log_format, args.lines, follow_it=args.follow,
                          raw=args.json, out=out, err=lambda msg: print(f"shunt: {msg}", file=sys.stderr))
     except BrokenPipeError:  # `shunt logs | head`
@@ -184,6 +183,9 @@ def cmd_logs(args) -> int:
 
 def cmd_service(args) -> int:
     """``shunt service install|uninstall|status|restart|render``: see :mod:`shunt_lib.service`."""
+    from . import service
+    from .setup_steps import after_service_uninstall, stdin_is_tty
+
     kind = service.default_kind(args.system, args.launchd or None)
     if args.action == "render":
         sys.stdout.write(service.render(service.target(kind)).decode())
@@ -206,11 +208,18 @@ def cmd_service(args) -> int:
 
 def cmd_demo(args) -> int:
     """``shunt demo``: the real proxy in front of a simulated API (no accounts, no network)."""
-    return run_demo(duration_s=args.seconds, verbose=args.verbose)
+    from .demo import DURATION_S, run_demo
+
+    return run_demo(duration_s=DURATION_S if args.seconds is None else args.seconds, verbose=args.verbose)
 
 
 def cmd_setup(args) -> int:
     """``shunt setup``: home, accounts, Claude Code's settings and the service, one line per step (or ``--undo``)."""
+    from . import service
+    from .cli_accounts import cmd_add_account, cmd_import
+    from .credentials import default_claude_credentials_path
+    from .setup_steps import SetupActions, run_setup, run_undo, stdin_is_tty
+
     paths = _paths()
 
     def add_account(name: str) -> int:
@@ -252,6 +261,16 @@ URL_HELP = ("the running shunt, e.g. http://127.0.0.1:8082 (default: $SHUNT_URL,
             "`shunt serve` listens, else server.host and server.port)")
 
 
+def _account_command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The account command ``name`` of :mod:`shunt_lib.cli_accounts`, imported when it runs (the
+    login and credential modules stay out of ``serve``'s memory)."""
+    def run(args: argparse.Namespace) -> int:
+        from . import cli_accounts
+
+        return getattr(cli_accounts, name)(args)
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every command."""
     p = argparse.ArgumentParser(prog="shunt", description="Pool several Claude accounts behind one Anthropic endpoint.")
@@ -271,25 +290,25 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--keychain", action="store_true", help="read Claude Code's macOS Keychain item")
     s.add_argument("--copy-only", action="store_true", help="use the token until it expires; never refresh it")
     s.add_argument("--force", action="store_true", help="replace an account of the same name without asking")
-    s.set_defaults(func=cmd_import)
+    s.set_defaults(func=_account_command("cmd_import"))
 
     s = sub.add_parser("add-account", help="log in a new account with Claude Code's own flow (or --paste / --api-key)")
     s.add_argument("name")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--paste", action="store_true", help="PKCE login for machines without `claude`: open a URL, paste CODE#STATE")
     how.add_argument("--api-key", action="store_true", help="an Anthropic API key, read from stdin or a hidden prompt")
-    s.set_defaults(func=cmd_add_account)
+    s.set_defaults(func=_account_command("cmd_add_account"))
 
     s = sub.add_parser("logout", help="revoke an account's refresh token and forget it (stays configured)")
     s.add_argument("name")
-    s.set_defaults(func=cmd_logout)
+    s.set_defaults(func=_account_command("cmd_logout"))
 
     s = sub.add_parser("accounts", help="list accounts (no secrets)")
-    s.set_defaults(func=cmd_accounts)
+    s.set_defaults(func=_account_command("cmd_accounts"))
 
     s = sub.add_parser("remove", help="remove an account: config, credentials, state and login directory")
     s.add_argument("name")
-    s.set_defaults(func=cmd_remove)
+    s.set_defaults(func=_account_command("cmd_remove"))
 
     s = sub.add_parser("status", help="show the running proxy's accounts")
     s.add_argument("--json", action="store_true", help="print the raw /status JSON")
@@ -336,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_service)
 
     s = sub.add_parser("demo", help="watch shunt pool three simulated accounts (no accounts or network needed)")
-    s.add_argument("--seconds", type=float, default=DEMO_SECONDS, help=f"length of the workload (default {DEMO_SECONDS:g})")
+    s.add_argument("--seconds", type=float, default=None, help="length of the workload, seconds (default 14: about 15 s in all)")
     s.add_argument("-v", "--verbose", action="store_true", help="also print a line per conversation turn")
     s.set_defaults(func=cmd_demo)
 
@@ -344,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default=os.path.join("dist", "shunt.pyz"), help="where to write it (default dist/shunt.pyz)")
     s.set_defaults(func=cmd_build_pyz)
     return p
+
+
+def read_secret(prompt: str) -> str:
+    """A secret from the terminal (hidden) or one line of stdin; never from argv."""
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt).strip()
+    return sys.stdin.readline().strip()
 
 
 def main(argv: list[str] | None = None, *, read_secret: Callable[[str], str] = read_secret) -> int:

@@ -7,7 +7,6 @@ Each takes the parsed arguments and returns an exit code; secrets are read throu
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import os
 import shutil
 import sys
@@ -107,13 +106,6 @@ def _may_replace(paths: Paths, name: str) -> bool:
                           "or choose another name with --name")
     answer = input(f"{what}. Replace its login with this one? [y/N] ")
     return answer.strip().lower() in ("y", "yes")
-
-
-def read_secret(prompt: str) -> str:
-    """A secret from the terminal (hidden) or one line of stdin; never from argv."""
-    if sys.stdin.isatty():
-        return getpass.getpass(prompt).strip()
-    return sys.stdin.readline().strip()
 
 
 def _check_api_key(paths: Paths, key: str) -> None:

@@ -101,13 +101,13 @@ def test_serve_refuses_a_public_bind_without_remote_key(capsys):
 
 
 def test_demo_takes_seconds_and_verbose(monkeypatch):
-    import shunt_lib.cli as cli
+    import shunt_lib.demo as demo
 
     seen = {}
-    monkeypatch.setattr(cli, "run_demo", lambda **kw: seen.update(kw) or 0)
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: seen.update(kw) or 0)
     assert main(["demo", "--seconds", "3", "--verbose"]) == 0
     assert seen == {"duration_s": 3.0, "verbose": True}
-    assert main(["demo"]) == 0 and seen == {"duration_s": cli.DEMO_SECONDS, "verbose": False}
+    assert main(["demo"]) == 0 and seen == {"duration_s": demo.DURATION_S, "verbose": False}
 
 
 def test_import_over_an_existing_account_asks_or_needs_force(tmp_path, monkeypatch, capsys):
