@@ -18,22 +18,22 @@ from .errors import BadRequest, ConfigError, MethodNotAllowed, NotFound
 from .guard import require_json
 
 if TYPE_CHECKING:
-    from .server import ShuntServer
+    from .serving import ControlServer
 
 log = logging.getLogger("shunt.server")
 
 
-def health(server: "ShuntServer", body: bytes) -> bytes:
+def health(server: "ControlServer", body: bytes) -> bytes:
     """``{"status":"ok"}``: shunt is up (needs no key and is exempt from the Host check)."""
     return b'{"status":"ok"}'
 
 
-def status(server: "ShuntServer", body: bytes) -> bytes:
-    """The ``/status`` document (:meth:`~shunt_lib.server.ShuntServer.status`)."""
+def status(server: "ControlServer", body: bytes) -> bytes:
+    """The ``/status`` document (:meth:`~shunt_lib.serving.ControlServer.status`)."""
     return json.dumps(server.status()).encode()
 
 
-def use(server: "ShuntServer", body: bytes) -> bytes:
+def use(server: "ControlServer", body: bytes) -> bytes:
     """Pin every request to one account (``{"account": NAME}``) or route again (``"auto"``)."""
     try:
         data = json.loads(body or b"{}")
@@ -51,7 +51,7 @@ def use(server: "ShuntServer", body: bytes) -> bytes:
     return json.dumps({"pinned_account": pool.pinned}).encode()
 
 
-def reset(server: "ShuntServer", body: bytes) -> bytes:
+def reset(server: "ControlServer", body: bytes) -> bytes:
     """``{"account": NAME}`` or ``{"all": true}``: clear exhaustion and cooldowns (``shunt reset``), not
     the flags a human must fix (``reauth_required``, ``disabled``). :returns: ``{"reset": [names cleared]}``."""
     try:
@@ -72,8 +72,8 @@ def reset(server: "ShuntServer", body: bytes) -> bytes:
     return json.dumps({"reset": cleared}).encode()
 
 
-def reload(server: "ShuntServer", body: bytes) -> bytes:
-    """Re-read the files now (:meth:`~shunt_lib.server.ShuntServer.reload`)."""
+def reload(server: "ControlServer", body: bytes) -> bytes:
+    """Re-read the files now (:meth:`~shunt_lib.serving.ControlServer.reload`)."""
     try:
         change = server.reload()
     except ConfigError as exc:
@@ -82,7 +82,7 @@ def reload(server: "ShuntServer", body: bytes) -> bytes:
 
 
 #: (method, path) → the endpoint that answers it.
-ROUTES: dict[tuple[str, str], Callable[["ShuntServer", bytes], bytes]] = {
+ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
     ("GET", "/health"): health,  # also answered before the key check (see Handler._dispatch)
     ("GET", "/status"): status,
     ("POST", "/use"): use,
@@ -91,7 +91,7 @@ ROUTES: dict[tuple[str, str], Callable[["ShuntServer", bytes], bytes]] = {
 }
 
 
-def answer(server: "ShuntServer", method: str, route: str, headers: Mapping[str, str], body: bytes) -> bytes:
+def answer(server: "ControlServer", method: str, route: str, headers: Mapping[str, str], body: bytes) -> bytes:
     """The JSON body of the 200 answer to a control request.
 
     :param headers: lower-case name → value. :param route: the path without the query string.

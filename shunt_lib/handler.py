@@ -8,7 +8,7 @@
 ``POST /reload``) to :mod:`shunt_lib.control`; other paths get an Anthropic-shaped 404. Every refusal it
 writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
 read and dropped, or the connection closes with a lingering close. The server it belongs to is
-:class:`~shunt_lib.server.ShuntServer`.
+:class:`~shunt_lib.serving.HandlerServer` (the server, as the handler sees it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .errors import (
 from .forwarding import json_head
 
 if TYPE_CHECKING:
-    from .server import ShuntServer
+    from .serving import HandlerServer
 
 log = logging.getLogger("shunt.server")  # the name the server's lines have always had
 DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
@@ -46,7 +46,7 @@ class Handler(GuardedHandler):
 
     protocol_version = "HTTP/1.1"  # keep-alive and chunked responses
     server_version = "shunt/" + __version__
-    server: ShuntServer
+    server: HandlerServer
     headers: wire.Headers
     _linger = False  # close this connection with a lingering close (a refused body may still arrive)
 

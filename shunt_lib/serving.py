@@ -1,0 +1,46 @@
+"""What a connection's handler and the control routes need of the server that runs them.
+
+:class:`~shunt_lib.server.ShuntServer` provides both; the handler and the control routes are typed
+against these protocols, so they depend on what they use rather than on the server module (which
+imports them).
+"""
+
+from __future__ import annotations
+
+from typing import ContextManager, Protocol
+
+from .config import Config
+from .connections import ConnectionTable
+from .guard import Policy
+from .oauth import TokenManager
+from .relay import Relay
+from .state import Pool
+
+
+class ControlServer(Protocol):
+    """The server as the control routes (``/status``, ``/use``, ``/reset``, ``/reload``) see it."""
+
+    pool: Pool
+    tokens: TokenManager
+
+    def status(self) -> dict:
+        """The ``/status`` document."""
+        ...
+
+    def reload(self) -> dict[str, list[str]]:
+        """Re-read config and credentials now; what was applied and what needs a restart."""
+        ...
+
+
+class HandlerServer(ControlServer, Protocol):
+    """The server as one connection's handler sees it."""
+
+    config: Config
+    guard: Policy
+    idle_timeout_s: float
+    relay: Relay
+    connections: ConnectionTable
+
+    def request_in_flight(self) -> ContextManager[object]:
+        """Counts a proxied request as in flight for the drain while the block runs."""
+        ...
