@@ -275,9 +275,18 @@ def uninstall(system: bool = False, *, launchd: bool | None = None, run: Runner 
             steps.add("launchctl bootout", "already done", "not loaded")
     elif present:
         rc, out = run(tgt.manager("disable", "--now", UNIT_NAME), timeout_s)
-        if rc != 0:
+        if rc != 0 and _no_user_manager(tgt, out):
+            # No user manager runs (an SSH session without one, say): nothing to stop; take the
+            # enablement link out by hand, as `disable` would.
+            link = os.path.join(os.path.dirname(tgt.path), "default.target.wants", UNIT_NAME)
+            if os.path.islink(link):
+                os.unlink(link)
+            steps.add("stop and disable shunt", "skipped", "no user service manager is running, so nothing runs; "
+                      "its start-at-login link is removed")
+        elif rc != 0:
             return steps.fail("stop and disable shunt", out or f"exit status {rc}", [f"remove {tgt.path}"])
-        steps.add("stop and disable shunt", "done")
+        else:
+            steps.add("stop and disable shunt", "done")
     else:
         steps.add("stop and disable shunt", "already done", "no unit installed")
     if present:
@@ -288,12 +297,20 @@ def uninstall(system: bool = False, *, launchd: bool | None = None, run: Runner 
         steps.add(f"remove {tgt.path}", "done")
         if tgt.kind != "launchd":
             rc, out = run(tgt.manager("daemon-reload"), timeout_s)
-            steps.add("systemctl daemon-reload", "done" if rc == 0 else "failed", "" if rc == 0 else out)
+            if rc != 0 and _no_user_manager(tgt, out):
+                steps.add("systemctl daemon-reload", "skipped", "no user service manager is running")
+            else:
+                steps.add("systemctl daemon-reload", "done" if rc == 0 else "failed", "" if rc == 0 else out)
     else:
         steps.add(f"remove {tgt.path}", "already done")
     if on_uninstalled is not None and not any(r.failed for r in steps.results):
         steps.results.extend(on_uninstalled())
     return steps.results
+
+
+def _no_user_manager(tgt: Target, systemctl_output: str) -> bool:
+    """Whether ``systemctl --user`` failed because no user manager runs for this user (no bus)."""
+    return tgt.kind == "user" and "failed to connect to bus" in systemctl_output.lower()
 
 
 def restart(system: bool = False, *, launchd: bool | None = None, run: Runner = run_command,

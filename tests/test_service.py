@@ -193,3 +193,20 @@ def test_a_log_file_outside_the_home_is_made_writable_in_the_unit(env, tmp_path)
     assert f"ReadWritePaths={tmp_path / 'logs'}" in unit
     set_server_value(Paths(tgt.home), "log_file", "shunt.log")  # relative: in the home, nothing more
     assert service.render(tgt, ARGV).decode().count("ReadWritePaths=") == 1
+
+
+def test_uninstall_without_a_user_manager_still_removes_the_unit_and_its_link(env):
+    fake = FakeManager()
+    service.install(run=fake, env=env, argv=ARGV)
+    unit = service.target("user", env).path
+    wants = os.path.join(os.path.dirname(unit), "default.target.wants")
+    os.makedirs(wants)
+    os.symlink(unit, os.path.join(wants, "shunt.service"))  # what `enable` made
+
+    def no_bus(argv, timeout_s):
+        return (1, "Failed to connect to bus: No medium found") if argv[0] == "systemctl" else fake(argv, timeout_s)
+
+    results = service.uninstall(run=no_bus, env=env)
+    assert not any(r.failed for r in results), _lines(results)
+    assert results[0].outcome == "skipped" and "no user service manager" in results[0].detail
+    assert service.installed(env) == [] and os.listdir(wants) == []
