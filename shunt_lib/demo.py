@@ -303,8 +303,8 @@ def run_demo(duration_s: float = DURATION_S, out=None, *, verbose: bool = False,
                 f"{a['cache_read_tokens']:>6} cache-read tokens")
     out.say(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
             f"{stats.get('held', 0)} requests held, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s")
-    out.say("\nNext: add your accounts (`shunt add-account NAME`, `shunt import`, `shunt add-account NAME --api-key`),\n"
-            "run `shunt serve`, and point Claude Code at it: ANTHROPIC_BASE_URL=http://127.0.0.1:8082 claude")
+    out.say("\nNext: `shunt setup` adds your first account, points Claude Code at shunt and runs it as a service\n"
+            "(`shunt setup --undo` takes that out again); then run `claude`.")
     return 0 if failed == 0 else 1
 
 
