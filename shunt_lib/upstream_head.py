@@ -20,31 +20,43 @@ from .wire import simple_fields
 MAX_LINE = 65536  # http.client's limits on a response head: bytes per line, and fields
 MAX_FIELDS = 100
 
+#: The fields ``http.client.HTTPResponse.begin`` looks up: kept in a dict, the rest only in the list.
+FRAMING = frozenset({"transfer-encoding", "content-length", "connection", "keep-alive"})
+
 _received = threading.local()  # .items: the fields of the head this thread read last
 
 
 class HeadMessage(http.client.HTTPMessage):
-    """An ``http.client.HTTPMessage`` built from ``(name, value)`` pairs, with a dict behind :meth:`get`.
+    """An ``http.client.HTTPMessage`` built from ``(name, value)`` pairs, with the framing fields
+    ``http.client`` asks for (:data:`FRAMING`) kept in a dict; :meth:`get` of any other name scans
+    the fields as ``email.message.Message.get`` does.
 
     Read-only in use: ``http.client`` and urllib3 only read a response's fields, and shunt never changes
-    them (a field set after construction is not seen by :meth:`get`)."""
+    them (a framing field set after construction is not seen by :meth:`get`)."""
 
     def __init__(self, pairs: list[tuple[str, str]]):
         super().__init__()
-        first: dict[str, str] = {}
+        framing: dict[str, str] = {}
         for name, value in pairs:
             self.set_raw(name, value)
-            first.setdefault(name.lower(), value)
-        self._first = first
-        self._pairs = pairs
+            key = name.lower()
+            if key in FRAMING and key not in framing:
+                framing[key] = value
+        self._framing = framing
 
     def get(self, name, failobj=None):
         """The first value of field ``name`` (any case), or ``failobj``: as ``email.message.Message.get``."""
-        return self._first.get(name.lower(), failobj)
+        key = name.lower()
+        if key in FRAMING:
+            return self._framing.get(key, failobj)
+        for k, v in self.raw_items():
+            if k.lower() == key:
+                return v
+        return failobj
 
     def items(self):
         """``(name, value)`` pairs in order, as received."""
-        return list(self._pairs)
+        return list(self.raw_items())
 
 
 def read_fields(fp) -> http.client.HTTPMessage:
