@@ -340,7 +340,10 @@ def status(system: bool = False, *, launchd: bool | None = None, run: Runner = r
         active = "loaded" if rc == 0 else "not loaded"
     else:
         rc, out = run(tgt.manager("is-active", UNIT_NAME), timeout_s)
-        active = out.splitlines()[-1] if out else ("active" if rc == 0 else "unknown")
+        if rc != 0 and _no_user_manager(tgt, out):
+            active = "unknown (no user service manager is running for this session)"
+        else:
+            active = out.splitlines()[-1] if out else ("active" if rc == 0 else "unknown")
     try:
         url = proxy_url(Paths(tgt.home))
     except ConfigError as exc:

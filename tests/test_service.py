@@ -210,3 +210,9 @@ def test_uninstall_without_a_user_manager_still_removes_the_unit_and_its_link(en
     assert not any(r.failed for r in results), _lines(results)
     assert results[0].outcome == "skipped" and "no user service manager" in results[0].detail
     assert service.installed(env) == [] and os.listdir(wants) == []
+
+
+def test_status_says_so_when_no_user_manager_runs(env):
+    doc = service.status(run=lambda argv, t: (1, "Failed to connect to bus: No medium found"), env=env)
+    assert doc["active"].startswith("unknown (no user service manager")
+    assert doc["installed"] is False and doc["health"]
