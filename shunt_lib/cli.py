@@ -271,6 +271,26 @@ def _account_command(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def cmd_usage(args) -> int:
+    """``shunt usage``: requests, tokens and cost from ``usage.db`` (works with shunt stopped)."""
+    import sqlite3
+
+    from .history import db_path
+    from .history_rollup import parse_duration_s
+    from .usage_view import dumps, render_usage, usage_document
+
+    try:
+        since_s = int(time.time()) - parse_duration_s(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    try:
+        doc = usage_document(db_path(_paths().home), since_s, args.by)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot read the usage history: {exc}") from None
+    print(dumps(doc) if args.json else render_usage(doc))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every command."""
     p = argparse.ArgumentParser(prog="shunt", description="Pool several Claude accounts behind one Anthropic endpoint.")
@@ -314,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the raw /status JSON")
     s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("usage", help="requests, tokens and cost recorded in usage.db (works with shunt stopped)")
+    s.add_argument("--since", default="24h", help="how far back: 24h, 7d, 30d ... (default 24h)")
+    s.add_argument("--by", choices=("account", "model", "day"), default="account")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_usage)
 
     s = sub.add_parser("use", help="pin all traffic to one account, or `auto` to route")
     s.add_argument("account", metavar="NAME|auto")

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from .credentials import secret_problem
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes, mtime_ns
+from .history_config import HistoryConfig, parse_history, readme_rows, template_lines
 
 STRATEGIES = ("least-utilization", "round-robin", "fill-first", "reset-first")
 ACCOUNT_KINDS = ("oauth", "api_key")
@@ -267,6 +268,7 @@ def template() -> str:
     lines = ["# shunt configuration. Every key is optional; the values shown are the defaults.", "[server]"]
     for f in SERVER_KEYS:
         lines += [f"# {f.metadata['help']}{_restart_note(f)}", f"# {f.name} = {_toml_value(f.default)}"]
+    lines += template_lines()
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
               '# kind = "oauth"      # or "api_key"', ""]
@@ -279,6 +281,7 @@ def readme_table() -> str:
     for f in SERVER_KEYS:
         default = _toml_value(f.default) if isinstance(f.default, (str, tuple)) and not f.default else f.default
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
+    rows += readme_rows()
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]
     return "\n".join(rows)
@@ -298,6 +301,7 @@ class Config:
 
     server: ServerConfig
     accounts: tuple[AccountConfig, ...]
+    history: HistoryConfig = HistoryConfig()
 
 
 def shunt_home() -> str:
@@ -352,7 +356,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
     """
-    unknown = set(data) - {"server", "accounts"}
+    unknown = set(data) - {"server", "accounts", "history"}
     if unknown:
         raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
     server_raw = data.get("server", {})
@@ -393,7 +397,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         if kind not in ACCOUNT_KINDS:
             raise ConfigError(f"config.toml: accounts[{i}].kind must be 'oauth' or 'api_key' (got {kind!r})")
         accounts.append(AccountConfig(name=name, kind=kind))
-    return Config(server=server, accounts=tuple(accounts))
+    return Config(server=server, accounts=tuple(accounts), history=parse_history(data.get("history", {})))
 
 
 def load_config(paths: Paths, *, create: bool = True) -> Config:

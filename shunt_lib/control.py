@@ -1,5 +1,5 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``.
+``POST /reload``, ``GET /history``.
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
 answer, or raises a :class:`~shunt_lib.errors.ShuntError`. :func:`answer` picks the endpoint: ``HEAD``
@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import urllib.parse
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from .errors import BadRequest, ConfigError, MethodNotAllowed, NotFound
 from .guard import require_json
+from .history import db_path
+from .history_query import buckets
 
 if TYPE_CHECKING:
     from .serving import ControlServer
@@ -81,6 +85,41 @@ def reload(server: "ControlServer", body: bytes) -> bytes:
     return json.dumps(change).encode()
 
 
+HISTORY_DEFAULT_SPAN_S = 86400
+HISTORY_DEFAULT_STEP_S = 3600
+
+
+def history(server: "ControlServer", query: Mapping[str, str]) -> bytes:
+    """``GET /history?since_s=&until_s=&step_s=&by=account|model``: usage totals per bucket and key
+    from ``usage.db`` (:func:`~shunt_lib.history_query.buckets`). Defaults: the last 24 h (``until_s``
+    now), ``step_s`` 3600, ``by`` account; times are epoch seconds, ``since_s`` rounded down to a minute.
+
+    :returns: ``{"since_s", "until_s", "step_s", "by", "buckets": [{"start_s", "key", "requests",
+        "errors", "held", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+        "duration_ms", "held_ms"}, ...]}``. :raises BadRequest: a parameter that is not valid.
+    """
+    try:
+        until_s = int(query.get("until_s") or server.clock.time())
+        since_s = int(query.get("since_s") or until_s - HISTORY_DEFAULT_SPAN_S) // 60 * 60
+        step_s = int(query.get("step_s") or HISTORY_DEFAULT_STEP_S)
+    except ValueError:
+        raise BadRequest("since_s, until_s and step_s must be whole numbers of seconds") from None
+    by = query.get("by") or "account"
+    try:
+        rows = buckets(db_path(server.paths.home), since_s, until_s, step_s, by)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    except sqlite3.Error as exc:
+        log.warning("GET /history: cannot read the usage history: %s", exc)
+        rows = []
+    return json.dumps({"since_s": since_s, "until_s": until_s, "step_s": step_s, "by": by, "buckets": rows}).encode()
+
+
+#: (method, path) → a GET endpoint that reads the query string (name → last value) instead of a body.
+QUERY_ROUTES: dict[tuple[str, str], Callable[["ControlServer", Mapping[str, str]], bytes]] = {
+    ("GET", "/history"): history,
+}
+
 #: (method, path) → the endpoint that answers it.
 ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
     ("GET", "/health"): health,  # also answered before the key check (see Handler._dispatch)
@@ -91,17 +130,23 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
 }
 
 
-def answer(server: "ControlServer", method: str, route: str, headers: Mapping[str, str], body: bytes) -> bytes:
+def answer(server: "ControlServer", method: str, route: str, headers: Mapping[str, str], body: bytes,
+           query: str = "") -> bytes:
     """The JSON body of the 200 answer to a control request.
 
-    :param headers: lower-case name → value. :param route: the path without the query string.
+    :param headers: lower-case name → value. :param route: the path without the query string;
+        :param query: the query string (read by :data:`QUERY_ROUTES` only).
     :raises NotFound: not a control path. :raises MethodNotAllowed: a control path, another method
         (``allow`` in its headers). :raises UnsupportedMediaType: a ``POST`` that is not JSON.
     :raises BadRequest: the endpoint's own refusals.
     """
-    endpoint = ROUTES.get(("GET" if method == "HEAD" else method, route))
+    key = ("GET" if method == "HEAD" else method, route)
+    if key in QUERY_ROUTES:
+        return QUERY_ROUTES[key](server, dict(urllib.parse.parse_qsl(query)))
+    endpoint = ROUTES.get(key)
     if endpoint is None:
-        allowed = ", ".join(m + (", HEAD" if m == "GET" else "") for m, path in ROUTES if path == route)
+        allowed = ", ".join(m + (", HEAD" if m == "GET" else "") for m, path in [*ROUTES, *QUERY_ROUTES]
+                            if path == route)
         if allowed:
             raise MethodNotAllowed(f"{route} answers {allowed}, not {method}", headers={"allow": allowed})
         raise NotFound(f"{method} {route} is not served by shunt; the API lives under /v1/")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 from . import sse
 from .attempts import ConnectFailure, UpstreamAnswer
@@ -20,7 +20,7 @@ from .clock import Clock
 from .errors import ShuntError, ShuttingDown, UpstreamTimeout, UpstreamUnreachable
 from .logfmt import current_request_id, upstream_request_id
 from .pool_limit import pool_unavailable_error
-from .record import AccessLine, request_record
+from .record import AccessLine, RequestRecord, request_record
 from .request_state import RequestState
 from .state import Pool
 from .upstream import UpstreamResponse
@@ -43,13 +43,16 @@ class Finish:
     :param watch: the client hang-up watcher, enrolled when an event stream starts.
     """
 
-    __slots__ = ("pool", "clock", "stopping", "watch")
+    __slots__ = ("pool", "clock", "stopping", "watch", "listeners")
 
     def __init__(self, pool: Pool, clock: Clock, stopping: threading.Event, watch: ClientWatch):
         self.pool = pool
         self.clock = clock
         self.stopping = stopping
         self.watch = watch
+        #: called with each finished request's record on its request thread (e.g. the usage history's
+        #: queue): each must be quick and do no I/O.
+        self.listeners: list[Callable[[RequestRecord], None]] = []
 
     # -- shunt's own answers and the last failure --------------------------------------------------
     def answer_error(self, st: RequestState, err: ShuntError) -> None:
@@ -153,6 +156,8 @@ class Finish:
                                 attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
                                 upstream_request_id=upstream_request_id())
         self.pool.record_request(record)
+        for listener in self.listeners:
+            listener(record)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(AccessLine(record), extra={"event": "request", "request_record": record})
 

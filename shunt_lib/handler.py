@@ -122,7 +122,8 @@ class Handler(GuardedHandler):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
-            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body))
+            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body,
+                                                self.path.partition("?")[2]))
         except ShuntError as err:
             if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding, RequestTimeout)):
                 self.close_connection = True  # the rest of the request is unread or unreadable

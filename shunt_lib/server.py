@@ -37,6 +37,7 @@ from .errors import ConfigError, client_caused
 from .handler import Handler
 from .httpclient import new_session
 from .head_wait import HEAD_GRACE_S, HeadWait, head_complete, peek
+from .history import HistoryWriter, db_path
 from .limits import Admission, Limits
 from .loop import Loop
 from .oauth import TokenManager
@@ -72,7 +73,7 @@ class ShuntServer(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], *, config: Config, paths: Paths, pool: Pool, relay: Relay,
                  tokens: TokenManager, writer: StateWriter, watch: ClientWatch, upstream: Upstream,
                  http: requests.Session, clock: Clock, idle_timeout_s: float = 120.0,
-                 file_server: ServerConfig | None = None):
+                 file_server: ServerConfig | None = None, history: HistoryWriter | None = None):
         self.config = config
         self._file_server = file_server or config.server  # [server] as config.toml said, before --host/--port
         self.paths = paths
@@ -91,6 +92,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.is_serving = threading.Event()
         self.last_turn_s = time.monotonic()  # when the accept loop last turned (monotonic s; the watchdog's evidence)
         self._writer = writer
+        self.history = history  # the usage history's writer (usage.db), or None
         self._watch = watch
         self._upstream = upstream
         self._reload_lock = threading.Lock()  # one reload at a time
@@ -320,6 +322,8 @@ class ShuntServer(ThreadingHTTPServer):
         for t in self.background:
             t.stop()
         self._writer.stop()
+        if self.history is not None:
+            self.history.stop()  # after the drain: the requests it ended are recorded too
         self._watch.close()
         self._upstream.close()
         self.tokens.close()
@@ -413,11 +417,14 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
                   hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)
     writer = StateWriter(pool, paths.state, clock=clock)
+    history = HistoryWriter(db_path(paths.home), raw_days=config.history.raw_days,
+                            rollup_days=config.history.rollup_days, clock=clock.time)
+    relay.finish.listeners.append(history.add)
     srv = None
     try:
         srv = ShuntServer((server_cfg.host, server_cfg.port), config=config, paths=paths, pool=pool, relay=relay,
                           tokens=tokens, writer=writer, watch=watch, upstream=upstream, http=http, clock=clock,
-                          idle_timeout_s=idle_timeout_s, file_server=file_server)
+                          idle_timeout_s=idle_timeout_s, file_server=file_server, history=history)
         srv.apply_accounts(config.accounts, creds, initial=True)
     except BaseException:
         if srv is not None:
@@ -427,6 +434,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         http.close()
         raise
     writer.start()
+    history.start()
     return srv
 
 

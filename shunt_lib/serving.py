@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import ContextManager, Protocol
 
-from .config import Config
+from .clock import Clock
+from .config import Config, Paths
 from .connections import ConnectionTable
 from .guard import Policy
 from .oauth import TokenManager
@@ -22,6 +23,8 @@ class ControlServer(Protocol):
 
     pool: Pool
     tokens: TokenManager
+    paths: Paths  # shunt's home (``usage.db`` for ``/history``)
+    clock: Clock
 
     def status(self) -> dict:
         """The ``/status`` document."""
