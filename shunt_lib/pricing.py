@@ -2,7 +2,7 @@
 
 One table, :data:`PRICES`: USD per million tokens for base input, output, cache writes with the
 5-minute and the 1-hour TTL, and cache reads, per model id prefix, each row with the page it was read
-from and the date (``docs/protocol.md §9``). The cache prices follow the multipliers of the pricing
+from and the date (``docs/protocol.md §8``). The cache prices follow the multipliers of the pricing
 page's "Prompt caching" section (5-minute write 1.25×, 1-hour write 2×, read 0.1× base input), except
 where a row says otherwise (Claude Fable 5.1 reads at 0.025×).
 
@@ -91,7 +91,7 @@ def cost_usd(price: Price, tokens: Mapping[str, int]) -> float:
 
     :param tokens: a :class:`~shunt_lib.record.RequestRecord` or usage mapping: ``input_tokens``,
         ``output_tokens``, ``cache_read_tokens``, ``cache_creation_tokens`` (the total of cache
-        writes) and, when the answer split it (``usage.cache_creation``, docs/protocol.md §6),
+        writes) and, when the answer split it (``usage.cache_creation``, docs/protocol.md §5.2),
         ``cache_write_5m_tokens`` and ``cache_write_1h_tokens``. Cache writes not accounted for by the
         split are priced at the 5-minute rate (the API's default TTL), so an answer that reports only
         the total is priced as 5-minute writes. Missing keys count as 0.
