@@ -176,7 +176,8 @@ class ShuntServer(ThreadingHTTPServer):
             change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
-            self.config = dataclasses.replace(self.config, accounts=config.accounts)
+            self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing)
+            self.pool.prices = config.pricing  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
         if live:
             log.info("config.toml [server] applied: %s", ", ".join(live))
@@ -403,6 +404,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     creds = store.load()
     pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s,
                 max_sessions=server_cfg.max_sessions)
+    pool.prices = config.pricing
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,
