@@ -73,7 +73,7 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
             ("expired" if token and token <= now_s else _until(token, now_s)) if token else "-",
             str(a.get("requests", 0)), _tokens(a.get("input_tokens", 0)), _tokens(a.get("output_tokens", 0)),
             f"{_tokens(a.get('cache_read_tokens', 0))}/{_tokens(a.get('cache_creation_tokens', 0))}",
-            _usd(a["savings"]["30d"]["usd"]) + (f" +{n}?" if (n := a["savings"]["30d"]["unpriced_requests"]) else "")
+            _usd(a["savings"]["30d"]["usd"]) + (f" ({n} unpriced)" if (n := a["savings"]["30d"]["unpriced_requests"]) else "")
             if a.get("savings") else "-",
             str(a.get("active_sessions", 0)),
         ))

@@ -100,3 +100,13 @@ def test_a_proxied_request_is_priced_with_its_cache_tokens_in_status_and_shunt_s
     out = render_status(doc)
     assert "saved (API list prices) today $0.2205 · 7d $0.2205 · 30d $0.2205 · all $0.2205 · 1 unpriced" in out
     assert "SAVED 30D" in out and "$0.2205" in out.split("SAVED 30D", 1)[1]
+
+
+def test_pricing_overrides_apply_on_reload(make_proxy, upstream):
+    p = make_proxy([("a", "oauth")])
+    with open(p.srv.paths.config, "a") as f:
+        f.write('\n[pricing."claude-test"]\ninput = 1000000\noutput = 0\ncache_write_5m = 0\n'
+                'cache_write_1h = 0\ncache_read = 0\n')
+    assert p.request(path="/reload", body={})[0] == 200
+    assert p.request(body=MSG)[0] == 200  # the fake answers model claude-test, 10 input tokens
+    assert p.srv.status()["savings"]["all_time"] == {"usd": 10.0, "unpriced_requests": 0}
