@@ -25,6 +25,7 @@ from .numbers import count, epoch_s
 from .ratelimit import RateLimitInfo, Window, has_room
 from .record import RequestRecord
 from .router import AccountView
+from .savings import Ledger
 
 events_log = logging.getLogger("shunt.events")
 
@@ -65,6 +66,7 @@ class AccountSnapshot(NamedTuple):
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
+    savings: Ledger | None = None
 
 
 @dataclasses.dataclass
@@ -86,6 +88,7 @@ class AccountRecord:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    savings: Ledger = dataclasses.field(default_factory=Ledger)
 
     # -- reading ------------------------------------------------------------------------------
     def view(self, active_sessions: int = 0) -> AccountView:
@@ -96,11 +99,15 @@ class AccountRecord:
     def snapshot(self, active_sessions: int) -> AccountSnapshot:
         """The account and its counters as ``/status`` shows them."""
         return AccountSnapshot(self.view(active_sessions), self.cooldown_reason, self.requests, self.input_tokens,
-                               self.output_tokens, self.cache_read_tokens, self.cache_creation_tokens)
+                               self.output_tokens, self.cache_read_tokens, self.cache_creation_tokens,
+                               Ledger(dict((d, list(b)) for d, b in self.savings.days.items()),
+                                      self.savings.all_usd, self.savings.all_unpriced))
 
     # -- transitions --------------------------------------------------------------------------
-    def count(self, record: RequestRecord) -> None:
-        """Add one finished request and its tokens to the counters."""
+    def count(self, record: RequestRecord, cost_usd: float | None = None) -> None:
+        """Add one finished request, its tokens and its API-equivalent ``cost_usd`` (None: unpriced
+        model) to the counters."""
+        self.savings.add(record["ts_s"], cost_usd)
         self.requests += 1
         self.input_tokens += record["input_tokens"]
         self.output_tokens += record["output_tokens"]
@@ -194,6 +201,7 @@ class AccountRecord:
         d = {k: getattr(self, k) for k in ("disabled", "reauth_required", "cooldown_until_s", "cooldown_reason",
                                            "exhausted_until_s", "rate_limits_at_s") + COUNTERS}
         d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
+        d["savings"] = self.savings.to_json()
         return d
 
     def load_json(self, d: dict, now_s: float) -> None:
@@ -207,6 +215,7 @@ class AccountRecord:
         self.cooldown_reason = reason[:200] if isinstance(reason, str) else ""
         for k in COUNTERS:
             setattr(self, k, count(d.get(k)) or 0)
+        self.savings = Ledger.from_json(d.get("savings"))
         wins = d.get("windows")
         self.windows = {k: Window.from_json(w, now_s) for k, w in wins.items()
                         if isinstance(k, str) and len(k) <= 64 and isinstance(w, dict)} if isinstance(wins, dict) else {}

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from .credentials import secret_problem
 from .errors import ConfigError
+from .pricing_config import parse_pricing
 from .fsutil import atomic_write_bytes, mtime_ns
 from .history_config import HistoryConfig, parse_history, readme_rows, template_lines
 
@@ -302,6 +303,7 @@ class Config:
     server: ServerConfig
     accounts: tuple[AccountConfig, ...]
     history: HistoryConfig = HistoryConfig()
+    pricing: dict = dataclasses.field(default_factory=dict)  # {prefix: pricing.Price}, see pricing_config
 
 
 def shunt_home() -> str:
@@ -356,7 +358,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
     """
-    unknown = set(data) - {"server", "accounts", "history"}
+    unknown = set(data) - {"server", "accounts", "history", "pricing"}
     if unknown:
         raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
     server_raw = data.get("server", {})
@@ -397,7 +399,12 @@ def parse_config(data: dict[str, Any]) -> Config:
         if kind not in ACCOUNT_KINDS:
             raise ConfigError(f"config.toml: accounts[{i}].kind must be 'oauth' or 'api_key' (got {kind!r})")
         accounts.append(AccountConfig(name=name, kind=kind))
-    return Config(server=server, accounts=tuple(accounts), history=parse_history(data.get("history", {})))
+    return Config(
+        server=server,
+        accounts=tuple(accounts),
+        history=parse_history(data.get("history", {})),
+        pricing=parse_pricing(data.get("pricing", {})),
+    )
 
 
 def load_config(paths: Paths, *, create: bool = True) -> Config:

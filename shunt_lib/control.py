@@ -1,5 +1,5 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``, ``GET /history``.
+``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``GET /history``, ``GET /recent``.
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
 answer, or raises a :class:`~shunt_lib.errors.ShuntError`. :func:`answer` picks the endpoint: ``HEAD``
@@ -16,6 +16,8 @@ import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, Mapping
 
+from .config import STRATEGIES
+from .config_edit import set_server_value
 from .errors import BadRequest, ConfigError, MethodNotAllowed, NotFound
 from .guard import require_json
 from .history import db_path
@@ -85,6 +87,58 @@ def reload(server: "ControlServer", body: bytes) -> bytes:
     return json.dumps(change).encode()
 
 
+def _json_object(body: bytes, shape: str) -> dict:
+    try:
+        data = json.loads(body or b"{}")
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        raise BadRequest(f"body must be JSON: {shape}")
+    return data
+
+
+def strategy(server: "ControlServer", body: bytes) -> bytes:
+    """``{"strategy": NAME}``: route with another strategy from now on, saved as ``[server] strategy`` in
+    ``config.toml`` so that a reload or restart keeps it. :returns: ``{"strategy": NAME}``.
+    :raises BadRequest: an unknown strategy, or config.toml cannot be written (nothing changed then)."""
+    shape = "{\"strategy\": " + " | ".join(f'\"{s}\"' for s in STRATEGIES) + "}"
+    name = _json_object(body, shape).get("strategy")
+    if name not in STRATEGIES:
+        raise BadRequest(f"body must be {shape}")
+    try:
+        set_server_value(server.paths, "strategy", name)
+    except (OSError, ConfigError) as exc:
+        raise BadRequest(f"cannot save the strategy in config.toml, nothing changed: {exc}") from None
+    server.pool.set_strategy(name)
+    log.info("routing strategy set to %s", name)
+    return json.dumps({"strategy": name}).encode()
+
+
+def alerts(server: "ControlServer", body: bytes) -> bytes:
+    """``{"muted": true|false}``: mute or unmute alerts (kept across restarts, see
+    :mod:`shunt_lib.alert_mute`). :returns: ``{"muted": bool}``."""
+    muted = _json_object(body, '{"muted": true | false}').get("muted")
+    if not isinstance(muted, bool):
+        raise BadRequest('body must be {"muted": true | false}')
+    try:
+        server.mute.set(muted, server.clock.time())
+    except OSError as exc:
+        raise BadRequest(f"cannot save the mute in {server.mute.path}: {exc}") from None
+    log.info("alerts %s", "muted" if muted else "unmuted")
+    return json.dumps({"muted": muted}).encode()
+
+
+def recent(server: "ControlServer", query: Mapping[str, str]) -> bytes:
+    """``GET /recent?after=SEQ&limit=N``: the last finished requests (default 50, at most 200) numbered
+    above ``after`` (see :meth:`~shunt_lib.recent.RecentRequests.after` for the shape)."""
+    try:
+        after = int(query.get("after") or 0)
+        limit = min(int(query.get("limit") or 50), 200)
+    except ValueError:
+        raise BadRequest("after and limit must be whole numbers") from None
+    return json.dumps(server.recent.after(after, limit)).encode()
+
+
 HISTORY_DEFAULT_SPAN_S = 86400
 HISTORY_DEFAULT_STEP_S = 3600
 
@@ -118,6 +172,7 @@ def history(server: "ControlServer", query: Mapping[str, str]) -> bytes:
 #: (method, path) → a GET endpoint that reads the query string (name → last value) instead of a body.
 QUERY_ROUTES: dict[tuple[str, str], Callable[["ControlServer", Mapping[str, str]], bytes]] = {
     ("GET", "/history"): history,
+    ("GET", "/recent"): recent,
 }
 
 #: (method, path) → the endpoint that answers it.
@@ -127,6 +182,8 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
     ("POST", "/use"): use,
     ("POST", "/reset"): reset,
     ("POST", "/reload"): reload,
+    ("POST", "/strategy"): strategy,
+    ("POST", "/alerts"): alerts,
 }
 
 

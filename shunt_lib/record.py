@@ -18,7 +18,8 @@ class RequestRecord(TypedDict):
 
     ``ts_s``: epoch seconds when it finished; ``account``: the account whose answer was relayed (None
     if none was); ``status``: the status the client got (499: the client left first); token counts from
-    the answer's usage; ``duration_ms`` in total, ``held_ms`` of it spent waiting for an account;
+    the answer's usage (``cache_creation_tokens``: every cache write; ``cache_write_5m_tokens`` and
+    ``cache_write_1h_tokens``: the split by TTL when the answer gave one, else 0); ``duration_ms`` in total, ``held_ms`` of it spent waiting for an account;
     ``attempts``: upstream attempts made; ``broke``: the upstream body broke off after the status
     was relayed (the client got a truncated body or an SSE ``error`` event, whatever ``status`` says);
     ``request_id``: shunt's id for the request (in its log lines); ``upstream_request_id``: the
@@ -35,6 +36,8 @@ class RequestRecord(TypedDict):
     output_tokens: int
     cache_read_tokens: int
     cache_creation_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
     duration_ms: int
     attempts: int
     held_ms: int
@@ -61,6 +64,8 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "output_tokens": usage.get("output_tokens", 0),
         "cache_read_tokens": usage.get("cache_read_tokens", 0),
         "cache_creation_tokens": usage.get("cache_creation_tokens", 0),
+        "cache_write_5m_tokens": usage.get("cache_write_5m_tokens", 0),
+        "cache_write_1h_tokens": usage.get("cache_write_1h_tokens", 0),
         "duration_ms": int(duration_s * 1000),
         "attempts": attempts,
         "held_ms": int(held_s * 1000),
@@ -117,9 +122,13 @@ def record_from_json(d: object) -> RequestRecord | None:
     if account is not None and not (isinstance(account, str) and len(account) <= 65536):
         return None
     later = {k: d.get(k) for k in ("request_id", "upstream_request_id")}  # absent from older state files
+    split = {k: count(d.get(k, 0)) for k in ("cache_write_5m_tokens", "cache_write_1h_tokens")}  # likewise
+    if any(v is None for v in split.values()):
+        return None
     if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in later.values()):
         return None
     if not isinstance(d.get("broke", False), bool):
         return None
     later["broke"] = d.get("broke", False)
+    later.update(split)
     return {**{k: d[k] for k in RequestRecord.__annotations__ if k not in later}, **later}  # type: ignore[typeddict-item]

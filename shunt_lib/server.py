@@ -37,7 +37,9 @@ from .errors import ConfigError, client_caused
 from .handler import Handler
 from .httpclient import new_session
 from .head_wait import HEAD_GRACE_S, HeadWait, head_complete, peek
+from .alert_mute import MuteFlag, mute_path
 from .history import HistoryWriter, db_path
+from .recent import RecentRequests
 from .limits import Admission, Limits
 from .loop import Loop
 from .oauth import TokenManager
@@ -93,6 +95,9 @@ class ShuntServer(ThreadingHTTPServer):
         self.last_turn_s = time.monotonic()  # when the accept loop last turned (monotonic s; the watchdog's evidence)
         self._writer = writer
         self.history = history  # the usage history's writer (usage.db), or None
+        self.recent = RecentRequests()  # the last finished requests, for the live views
+        relay.finish.listeners.append(self.recent.add)
+        self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
         self._watch = watch
         self._upstream = upstream
         self._reload_lock = threading.Lock()  # one reload at a time
@@ -117,8 +122,10 @@ class ShuntServer(ThreadingHTTPServer):
     def status(self) -> dict:
         """The ``GET /status`` document (see :func:`~shunt_lib.status.status_document`)."""
         now = self.clock.time()
-        return status_document(self.pool.snapshot(now), {n: self.tokens.get(n) for n in self.pool.names()}, now,
-                               version=__version__, started_at_s=self.started_at_s, strategy=self.pool.strategy)
+        doc = status_document(self.pool.snapshot(now), {n: self.tokens.get(n) for n in self.pool.names()}, now,
+                              version=__version__, started_at_s=self.started_at_s, strategy=self.pool.strategy)
+        doc["alerts"] = {"muted": self.mute.muted}
+        return doc
 
     def apply_accounts(self, accounts: tuple[AccountConfig, ...], creds: dict[str, Credential], *,
                        initial: bool = False) -> dict[str, list[str]]:
@@ -178,7 +185,8 @@ class ShuntServer(ThreadingHTTPServer):
             change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
-            self.config = dataclasses.replace(self.config, accounts=config.accounts)
+            self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing)
+            self.pool.prices = config.pricing  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
         if live:
             log.info("config.toml [server] applied: %s", ", ".join(live))
@@ -407,6 +415,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     creds = store.load()
     pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s,
                 max_sessions=server_cfg.max_sessions)
+    pool.prices = config.pricing
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,

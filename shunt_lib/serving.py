@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import ContextManager, Protocol
 
+from .alert_mute import MuteFlag
 from .clock import Clock
 from .config import Config, Paths
 from .connections import ConnectionTable
 from .guard import Policy
 from .oauth import TokenManager
+from .recent import RecentRequests
 from .relay import Relay
 from .state import Pool
 
@@ -25,6 +27,8 @@ class ControlServer(Protocol):
     tokens: TokenManager
     paths: Paths  # shunt's home (``usage.db`` for ``/history``)
     clock: Clock
+    recent: RecentRequests  # the last finished requests (``/recent``)
+    mute: MuteFlag  # whether alerts are muted (``/alerts``)
 
     def status(self) -> dict:
         """The ``/status`` document."""

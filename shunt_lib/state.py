@@ -23,6 +23,7 @@ from .account_state import AccountRecord, AccountSnapshot, Event, reconcile
 from .config import AccountConfig
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
+from .pricing import Price, request_cost_usd
 from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
@@ -58,6 +59,7 @@ class Pool:
         self._recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self._rr = 0
         self._pinned: str | None = None
+        self.prices: dict[str, Price] = {}  # [pricing] overrides of config.toml (see shunt_lib.pricing)
         self.version = 0  # bumped under the lock whenever persisted state changes; the writer polls it
 
     # -- configuration ------------------------------------------------------------------------
@@ -65,6 +67,11 @@ class Pool:
         """Apply the ``[server]`` keys a reload may change (new bindings get the new TTL)."""
         with self._lock:
             self.strategy, self._sessions.ttl_s = strategy, session_ttl_s
+
+    def set_strategy(self, strategy: str) -> None:
+        """Route new sessions with ``strategy`` (one of :data:`~shunt_lib.config.STRATEGIES`) from now on."""
+        with self._lock:
+            self.strategy = strategy
 
     @property
     def pinned(self) -> str | None:
@@ -240,7 +247,7 @@ class Pool:
         with self._lock:
             rec = self._accounts.get(record["account"] or "")
             if rec is not None:
-                rec.count(record)
+                rec.count(record, request_cost_usd(record, self.prices))
             self._recent.append(record)
             self._touch()
 

@@ -12,6 +12,7 @@ from .advice import action_for
 from .credentials import Credential
 from .router import AccountStatus
 from .account_state import AccountSnapshot
+from .savings import Ledger, savings_summary
 from .state import PoolSnapshot
 
 
@@ -20,14 +21,16 @@ def status_document(snapshot: PoolSnapshot, credentials: Mapping[str, Credential
     """The whole ``/status`` document.
 
     :param credentials: each account's current credential (None or absent: it has none).
-    :returns: ``{"version", "started_at_s", "strategy", "pinned_account", "accounts": [...],
-        "recent_requests": [...]}``; see :func:`account_status` for an account's keys.
+    :returns: ``{"version", "started_at_s", "strategy", "pinned_account", "savings", "accounts": [...],
+        "recent_requests": [...]}``; see :func:`account_status` for an account's keys and
+        :func:`~shunt_lib.savings.savings_summary` for ``savings`` (the pool's, all accounts summed).
     """
     return {
         "version": version,
         "started_at_s": int(started_at_s),
         "strategy": strategy,
         "pinned_account": snapshot.pinned,
+        "savings": savings_summary([a.savings or Ledger() for a in snapshot.accounts], now_s),
         "accounts": [account_status(a, credentials.get(a.view.name), now_s) for a in snapshot.accounts],
         "recent_requests": snapshot.recent,
     }
@@ -35,7 +38,7 @@ def status_document(snapshot: PoolSnapshot, credentials: Mapping[str, Credential
 
 def account_status(a: AccountSnapshot, cred: Credential | None, now_s: float) -> dict:
     """One account's entry: name, kind, email, plan, status, 5h/7d utilization and resets, cooldown
-    (while cooling or exhausted), every window, counters, live sessions, the fix if one is needed
+    (while cooling or exhausted), every window, counters, its ``savings``, live sessions, the fix if one is needed
     (``action``) and the OAuth token's expiry."""
     v = a.view
     status = v.status(now_s)
@@ -59,6 +62,7 @@ def account_status(a: AccountSnapshot, cred: Credential | None, now_s: float) ->
         "output_tokens": a.output_tokens,
         "cache_read_tokens": a.cache_read_tokens,
         "cache_creation_tokens": a.cache_creation_tokens,
+        "savings": savings_summary([a.savings or Ledger()], now_s),
         "active_sessions": v.active_sessions,
         "action": action_for(v.name, v.kind, status),
         "token_expires_at_s": int(cred.expires_at_ms / 1000)

@@ -35,14 +35,31 @@ def _tokens(n: int) -> str:
     return str(n)
 
 
+def _usd(v) -> str:
+    return "$" + (f"{v:,.2f}" if v >= 1 or v == 0 else f"{v:.4f}".rstrip("0"))
+
+
+def savings_text(savings: dict | None) -> str:
+    """``saved (API list prices) today $1.20 · 7d $8.40 · 30d $31.00 · all $52.10 · 3 unpriced``
+    from a ``/status`` ``savings`` object ('' if there is none)."""
+    if not savings:
+        return ""
+    parts = [f"{label} {_usd(savings.get(k, {}).get('usd', 0))}"
+             for k, label in (("today", "today"), ("7d", "7d"), ("30d", "30d"), ("all_time", "all"))]
+    unpriced = savings.get("all_time", {}).get("unpriced_requests", 0)
+    return "saved (API list prices) " + " · ".join(parts) + (f" · {unpriced} unpriced" if unpriced else "")
+
+
 def render_status(doc: dict, now_s: float | None = None) -> str:
     """Return the status table (one line per account) plus a header line."""
     now_s = time.time() if now_s is None else now_s
     pin = doc.get("pinned_account")
     lines = [f"shunt {doc.get('version', '?')} · strategy {doc.get('strategy', '?')} · "
              + (f"pinned to {pin}" if pin else "routing automatically")]
+    if doc.get("savings"):
+        lines.append(savings_text(doc["savings"]))
     header = ("ACCOUNT", "PLAN", "STATUS", "5H", "RESET", "7D", "RESET", "COOLDOWN", "TOKEN", "REQS", "IN", "OUT",
-              "CACHE R/W", "SESSIONS")
+              "CACHE R/W", "SAVED 30D", "SESSIONS")
     rows = [header]
     for a in doc.get("accounts", []):
         token = a.get("token_expires_at_s")
@@ -56,6 +73,8 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
             ("expired" if token and token <= now_s else _until(token, now_s)) if token else "-",
             str(a.get("requests", 0)), _tokens(a.get("input_tokens", 0)), _tokens(a.get("output_tokens", 0)),
             f"{_tokens(a.get('cache_read_tokens', 0))}/{_tokens(a.get('cache_creation_tokens', 0))}",
+            _usd(a["savings"]["30d"]["usd"]) + (f" ({n} unpriced)" if (n := a["savings"]["30d"]["unpriced_requests"]) else "")
+            if a.get("savings") else "-",
             str(a.get("active_sessions", 0)),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

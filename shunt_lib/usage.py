@@ -5,6 +5,11 @@
   (streaming docs), so later values replace earlier ones.
 * JSON: the message's top-level ``usage`` and ``model``.
 
+Cache writes are counted in total (``cache_creation_input_tokens``) and, when the answer splits them by
+TTL in ``usage.cache_creation`` (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``;
+docs/protocol.md §5.2), per TTL too, so that they can be priced apart (:mod:`shunt_lib.pricing`).
+An answer without the split leaves both at 0; pricing then takes the total as 5-minute writes.
+
 Bodies compressed with ``gzip`` or ``deflate`` (the only encodings shunt lets upstream use, since the
 standard library decodes them) are decoded on a copy; the client gets the original bytes.
 """
@@ -21,6 +26,10 @@ USAGE_KEYS = {
     "output_tokens": "output_tokens",
     "cache_read_input_tokens": "cache_read_tokens",
     "cache_creation_input_tokens": "cache_creation_tokens",
+}
+CACHE_CREATION_KEYS = {
+    "ephemeral_5m_input_tokens": "cache_write_5m_tokens",
+    "ephemeral_1h_input_tokens": "cache_write_1h_tokens",
 }
 JSON_TAP_LIMIT = 8 << 20  # bytes of a non-streaming body kept for usage parsing
 
@@ -55,7 +64,8 @@ class UsageTap:
 
     def __init__(self, content_type: str, content_encoding: str = ""):
         self.sse = "text/event-stream" in (content_type or "")
-        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0,
+                      "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0}
         self.model = ""
         self._decoder = make_decoder(content_encoding)
         self._buf = b""  # SSE: the unfinished line; JSON: the body so far
@@ -112,6 +122,12 @@ class UsageTap:
                 v = count(usage.get(src))  # a negative, huge or non-integer count is ignored
                 if v is not None:
                     self.usage[dst] = v
+            split = usage.get("cache_creation")
+            if isinstance(split, dict):
+                for src, dst in CACHE_CREATION_KEYS.items():
+                    v = count(split.get(src))
+                    if v is not None:
+                        self.usage[dst] = v
 
     def finish(self) -> None:
         """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""

@@ -25,8 +25,8 @@ def pool(*names, strategy="fill-first", ttl=600) -> Pool:
 
 def record(account, **kw):
     r = {"ts_s": int(NOW), "account": account, "method": "POST", "path": "/v1/messages", "model": "m", "status": 200,
-         "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_creation_tokens": 4, "duration_ms": 5,
-         "attempts": 1, "held_ms": 0, "broke": False, "request_id": "r1", "upstream_request_id": None}
+         "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_creation_tokens": 4, "cache_write_5m_tokens": 1,
+         "cache_write_1h_tokens": 3, "duration_ms": 5, "attempts": 1, "held_ms": 0, "broke": False, "request_id": "r1", "upstream_request_id": None}
     r.update(kw)
     return r
 
@@ -242,8 +242,11 @@ def test_reset_clears_exhaustion_and_cooldowns_but_not_flags_a_human_must_fix():
 def test_a_recent_request_saved_before_request_ids_existed_is_restored_without_them():
     from shunt_lib.record import record_from_json
 
-    old = {k: v for k, v in record("a").items() if k not in ("request_id", "upstream_request_id", "broke")}
-    assert record_from_json(old) == dict(old, request_id=None, upstream_request_id=None, broke=False)
+    old = {k: v for k, v in record("a").items()
+           if k not in ("request_id", "upstream_request_id", "broke", "cache_write_5m_tokens", "cache_write_1h_tokens")}
+    assert record_from_json(old) == dict(old, request_id=None, upstream_request_id=None, broke=False,
+                                         cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+    assert record_from_json(dict(old, cache_write_1h_tokens=-1)) is None
     assert record_from_json(dict(old, request_id=["not", "a", "string"])) is None
 
 

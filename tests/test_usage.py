@@ -13,7 +13,8 @@ def test_sse_usage_across_arbitrary_chunk_boundaries():
             tap.feed(stream[i:i + size])
         tap.finish()
         assert tap.model == "claude-x"
-        assert tap.usage == {"input_tokens": 11, "output_tokens": 42, "cache_read_tokens": 900, "cache_creation_tokens": 7}
+        assert tap.usage == {"input_tokens": 11, "output_tokens": 42, "cache_read_tokens": 900, "cache_creation_tokens": 7,
+                             "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0}
 
 
 def test_gzip_sse_and_json_are_decoded_on_a_copy():
@@ -39,4 +40,19 @@ def test_absurd_token_counts_in_an_answer_are_ignored():
     tap.feed(b'{"model": "m", "usage": {"input_tokens": -5, "output_tokens": 1e308, "cache_read_input_tokens": '
              + str(10 ** 30).encode() + b', "cache_creation_input_tokens": 3}}')
     tap.finish()
-    assert tap.usage == {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 3}
+    assert tap.usage == {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 3,
+                         "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0}
+
+
+def test_cache_writes_split_by_ttl_when_the_answer_splits_them():
+    tap = UsageTap("application/json")
+    tap.feed(b'{"model": "m", "usage": {"input_tokens": 1, "output_tokens": 2, "cache_creation_input_tokens": 30, '
+             b'"cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20}}}')
+    tap.finish()
+    assert tap.usage["cache_creation_tokens"] == 30
+    assert (tap.usage["cache_write_5m_tokens"], tap.usage["cache_write_1h_tokens"]) == (10, 20)
+    sse = UsageTap("text/event-stream")
+    sse.feed(b'data: {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 1, '
+             b'"cache_creation_input_tokens": 5, "cache_creation": {"ephemeral_5m_input_tokens": 0, '
+             b'"ephemeral_1h_input_tokens": 5}}}}\n\n')
+    assert (sse.usage["cache_creation_tokens"], sse.usage["cache_write_1h_tokens"]) == (5, 5)
