@@ -277,14 +277,16 @@ def cmd_usage(args) -> int:
 
     from .history import db_path
     from .history_rollup import parse_duration_s
-    from .usage_view import dumps, render_usage, usage_document
+    from .usage_view import dumps, list_price, render_usage, usage_document
 
     try:
         since_s = int(time.time()) - parse_duration_s(args.since)
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
+    paths = _paths()
+    overrides = load_config(paths, create=False).pricing if os.path.exists(paths.config) else {}
     try:
-        doc = usage_document(db_path(_paths().home), since_s, args.by)
+        doc = usage_document(db_path(paths.home), since_s, args.by, list_price(overrides))
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot read the usage history: {exc}") from None
     print(dumps(doc) if args.json else render_usage(doc))

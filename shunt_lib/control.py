@@ -149,7 +149,7 @@ def history(server: "ControlServer", query: Mapping[str, str]) -> bytes:
     now), ``step_s`` 3600, ``by`` account; times are epoch seconds, ``since_s`` rounded down to a minute.
 
     :returns: ``{"since_s", "until_s", "step_s", "by", "buckets": [{"start_s", "key", "requests",
-        "errors", "held", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+        "errors", "held", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
         "duration_ms", "held_ms"}, ...]}``. :raises BadRequest: a parameter that is not valid.
     """
     try:

@@ -35,7 +35,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS requests (
     ts_s INTEGER NOT NULL, account TEXT, model TEXT NOT NULL, status INTEGER NOT NULL,
     input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL, held_ms INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL, cache_write_1h_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL, held_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL, client TEXT);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_s);
 CREATE TABLE IF NOT EXISTS rollup_minute (

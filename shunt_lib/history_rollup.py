@@ -16,21 +16,23 @@ DAY_S = 86400
 MINUTE_S = 60
 
 #: The raw ``requests`` table's columns, in order: epoch s, account (None: no account answered),
-#: model ('' if unknown), status the client got (499: it left), token counts, milliseconds, attempts
-#: and ``client`` (who sent it; None until a gateway names clients).
+#: model ('' if unknown), status the client got (499: it left), token counts (``cache_write_tokens``:
+#: every cache write, ``cache_write_1h_tokens``: those of them with the 1-hour TTL, priced higher),
+#: milliseconds, attempts and ``client`` (who sent it; None until a gateway names clients).
 RAW_COLUMNS = ("ts_s", "account", "model", "status", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_write_tokens", "duration_ms", "held_ms", "attempts", "client")
+               "cache_write_tokens", "cache_write_1h_tokens", "duration_ms", "held_ms", "attempts", "client")
 
 #: The counters of one minute rollup row: requests, ``errors`` (status >= 400, 499 included), ``held``
 #: (requests that waited for an account), token sums, and the sums of ``duration_ms`` and ``held_ms``.
 ROLLUP_COUNTERS = ("requests", "errors", "held", "input_tokens", "output_tokens", "cache_read_tokens",
-                   "cache_write_tokens", "duration_ms", "held_ms")
+                   "cache_write_tokens", "cache_write_1h_tokens", "duration_ms", "held_ms")
 
 
 def raw_row(r: RequestRecord, client: str | None = None) -> tuple:
     """The raw row (:data:`RAW_COLUMNS`) of a finished request."""
     return (r["ts_s"], r["account"], r["model"] or "", r["status"], r["input_tokens"], r["output_tokens"],
-            r["cache_read_tokens"], r["cache_creation_tokens"], r["duration_ms"], r["held_ms"], r["attempts"], client)
+            r["cache_read_tokens"], r["cache_creation_tokens"], r.get("cache_write_1h_tokens", 0), r["duration_ms"],
+            r["held_ms"], r["attempts"], client)
 
 
 def minute_of(ts_s: float) -> int:
@@ -42,9 +44,9 @@ def rollup(rows: Iterable[tuple]) -> dict[tuple[int, str, str], list[int]]:
     """Minute rollups of raw rows: ``(minute_s, account or "", model)`` → counters in
     :data:`ROLLUP_COUNTERS` order (to be added to any already stored)."""
     out: dict[tuple[int, str, str], list[int]] = {}
-    for ts, account, model, status, i, o, cr, cw, dur, held_ms, _attempts, _client in rows:
+    for ts, account, model, status, i, o, cr, cw, cw1h, dur, held_ms, _attempts, _client in rows:
         c = out.setdefault((minute_of(ts), account or "", model), [0] * len(ROLLUP_COUNTERS))
-        for k, v in enumerate((1, int(status >= 400), int(held_ms > 0), i, o, cr, cw, dur, held_ms)):
+        for k, v in enumerate((1, int(status >= 400), int(held_ms > 0), i, o, cr, cw, cw1h, dur, held_ms)):
             c[k] += v
     return out
 

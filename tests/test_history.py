@@ -21,10 +21,12 @@ from tests.support import MSG, wait_until
 T0 = 1_700_000_040  # a minute boundary
 
 
-def rec(ts_s, account="a", model="claude-x", status=200, i=10, o=5, cr=100, cw=20, dur=300, held=0, attempts=1):
+def rec(ts_s, account="a", model="claude-x", status=200, i=10, o=5, cr=100, cw=20, dur=300, held=0, attempts=1,
+        cw1h=0):
     return {"ts_s": ts_s, "account": account, "method": "POST", "path": "/v1/messages", "model": model,
             "status": status, "input_tokens": i, "output_tokens": o, "cache_read_tokens": cr,
-            "cache_creation_tokens": cw, "duration_ms": dur, "attempts": attempts, "held_ms": held, "broke": False,
+            "cache_creation_tokens": cw, "cache_write_5m_tokens": cw - cw1h, "cache_write_1h_tokens": cw1h,
+            "duration_ms": dur, "attempts": attempts, "held_ms": held, "broke": False,
             "request_id": None, "upstream_request_id": None}
 
 
@@ -32,8 +34,8 @@ def test_requests_roll_up_per_minute_account_and_model():
     rows = [raw_row(rec(T0 + 1)), raw_row(rec(T0 + 59, status=499, held=250)), raw_row(rec(T0 + 60)),
             raw_row(rec(T0 + 2, account=None, model="", status=529))]
     got = rollup(rows)
-    assert got[(T0, "a", "claude-x")] == [2, 1, 1, 20, 10, 200, 40, 600, 250]
-    assert got[(T0 + 60, "a", "claude-x")] == [1, 0, 0, 10, 5, 100, 20, 300, 0]
+    assert got[(T0, "a", "claude-x")] == [2, 1, 1, 20, 10, 200, 40, 0, 600, 250]
+    assert got[(T0 + 60, "a", "claude-x")] == [1, 0, 0, 10, 5, 100, 20, 0, 300, 0]
     assert got[(T0, "", "")][:2] == [1, 1]  # answered by no account: an error under ""
 
 
@@ -188,19 +190,30 @@ def test_shunt_usage_reads_the_database_with_shunt_stopped(tmp_path, monkeypatch
     now = int(time.time())
     assert _cli(capsys, "usage")[1].strip() == "no usage recorded in this period"  # no database yet
     conn = open_db(history.db_path(str(tmp_path)), now)
-    write_batch(conn, [rec(now - 60, i=1000), rec(now - 30, account="b", status=429),
+    sonnet = dict(model="claude-sonnet-4-5", i=1_000_000, o=100_000, cr=2_000_000, cw=300_000, cw1h=100_000)
+    write_batch(conn, [rec(now - 60, **sonnet), rec(now - 30, account="b", status=429),
                        rec(now - 3 * 86400, model="claude-y")])
     conn.close()
+    # Sonnet 4.5 list prices: input 3, output 15, 5m writes 3.75, 1h writes 6, reads 0.30 USD per MTok.
+    sonnet_usd = 3 + 0.1 * 15 + 0.2 * 3.75 + 0.1 * 6 + 2 * 0.30
     code, out, _ = _cli(capsys, "usage")
     lines = out.splitlines()
     assert code == 0 and lines[0].split()[:3] == ["account", "requests", "errors"] and "cost (USD)" in lines[0]
-    assert lines[1].split() == ["a", "1", "0", "1,000", "5", "100", "20", "-"]
-    assert lines[2].split() == ["b", "1", "1", "10", "5", "100", "20", "-"]
-    assert lines[3].split()[:3] == ["total", "2", "1"]
+    assert lines[1].split() == ["a", "1", "0", "1,000,000", "100,000", "2,000,000", "300,000", f"{sonnet_usd:.2f}"]
+    assert lines[2].split() == ["b", "1", "1", "10", "5", "100", "20", "0.00", "+1", "unpriced"]
+    assert lines[3].split() == ["total", "2", "1", "1,000,010", "100,005", "2,000,100", "300,020",
+                                f"{sonnet_usd:.2f}", "+1", "unpriced"]
     code, out, _ = _cli(capsys, "usage", "--since", "7d", "--by", "model", "--json")
     doc = json.loads(out)
-    assert doc["by"] == "model" and [(r["key"], r["requests"], r["cost_usd"]) for r in doc["rows"]] == \
-        [("claude-x", 2, None), ("claude-y", 1, None)]
+    assert doc["by"] == "model" and [(r["key"], r["requests"], r["unpriced_requests"]) for r in doc["rows"]] == \
+        [("claude-sonnet-4-5", 1, 0), ("claude-x", 1, 1), ("claude-y", 1, 1)]
+    assert doc["rows"][0]["cost_usd"] == pytest.approx(sonnet_usd)
+    # A [pricing] override of config.toml is used (and an unknown model gets a price only this way).
+    with open(os.path.join(str(tmp_path), "config.toml"), "a") as f:
+        f.write('\n[pricing."claude-y"]\ninput = 1000000\noutput = 0\ncache_write_5m = 0\n'
+                'cache_write_1h = 0\ncache_read = 0\n')
+    doc = json.loads(_cli(capsys, "usage", "--since", "7d", "--by", "model", "--json")[1])
+    assert [(r["cost_usd"], r["unpriced_requests"]) for r in doc["rows"]][2] == (10.0, 0)
     code, out, _ = _cli(capsys, "usage", "--since", "30d", "--by", "day", "--json")
     assert sum(r["requests"] for r in json.loads(out)["rows"]) == 3 and len(json.loads(out)["rows"]) >= 2
     code, _, err = _cli(capsys, "usage", "--since", "yesterday")
@@ -215,7 +228,8 @@ def test_usage_rows_price_per_model_through_the_hook():
                  {"key": "a", "model": "m2", "requests": 1, "errors": 0, "input_tokens": 10, "output_tokens": 0,
                   "cache_read_tokens": 0, "cache_write_tokens": 0}]
     assert usage_rows(per_model, lambda m, c: 0.5)[0]["cost_usd"] == 1.0
-    assert usage_rows(per_model, lambda m, c: 0.5 if m == "m1" else None)[0]["cost_usd"] is None  # never guessed
+    row = usage_rows(per_model, lambda m, c: 0.5 if m == "m1" else None)[0]
+    assert (row["cost_usd"], row["unpriced_requests"]) == (0.5, 1)  # never guessed: counted as unpriced
 
 
 def _count(path: str) -> int:
