@@ -81,10 +81,20 @@ def _open(path: str) -> sqlite3.Connection:
         if row is None or row[0] != "ok":
             raise sqlite3.DatabaseError(f"database disk image is malformed ({row[0] if row else 'no answer'})")
         conn.executescript(_SCHEMA)
+        _add_missing_columns(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Add the counters a database made by an older shunt lacks (as 0 for the rows it holds)."""
+    for table, columns in (("requests", RAW_COLUMNS), ("rollup_minute", ROLLUP_COUNTERS)):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column not in have and column.endswith("_tokens"):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
 
 def write_batch(conn: sqlite3.Connection, records: list[RequestRecord]) -> None:

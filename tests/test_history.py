@@ -276,3 +276,25 @@ def test_kill_9_under_load_loses_at_most_the_last_batch_and_never_corrupts(tmp_p
     conn.close()
     assert 21 <= n <= 31 and rolled == n  # nothing committed was lost; rows and rollups agree
     assert not [f for f in os.listdir(home) if ".corrupt-" in f]
+
+
+def test_a_database_from_an_older_shunt_gains_the_new_token_columns(tmp_path):
+    path = str(tmp_path / "usage.db")
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE requests (ts_s INTEGER NOT NULL, account TEXT, model TEXT NOT NULL, status INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL, held_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL, client TEXT);
+        CREATE TABLE rollup_minute (minute_s INTEGER NOT NULL, account TEXT NOT NULL, model TEXT NOT NULL,
+            requests INTEGER NOT NULL, errors INTEGER NOT NULL, held INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL, cache_read_tokens INTEGER NOT NULL, cache_write_tokens INTEGER NOT NULL,
+            duration_ms INTEGER NOT NULL, held_ms INTEGER NOT NULL, PRIMARY KEY (minute_s, account, model)) WITHOUT ROWID;
+        INSERT INTO rollup_minute VALUES (1700000040, 'a', 'm', 1, 0, 0, 1, 1, 1, 1, 1, 0);
+    """)
+    old.close()
+    conn = open_db(path, T0)
+    write_batch(conn, [rec(T0 + 1, model="m", cw=30, cw1h=10)])
+    assert conn.execute("SELECT requests, cache_write_tokens, cache_write_1h_tokens FROM rollup_minute").fetchall() \
+        == [(2, 31, 10)]
+    conn.close()
