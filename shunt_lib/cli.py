@@ -121,6 +121,15 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_monitor(args) -> int:
+    """``shunt monitor``: the live terminal view (see :mod:`shunt_lib.monitor`)."""
+    from .monitor import run_monitor
+
+    if not args.interval > 0:
+        raise ConfigError("-i/--interval must be a number of seconds above 0")
+    return run_monitor(_paths(), args.url, args.interval)
+
+
 def cmd_use(args) -> int:
     """``shunt use NAME|auto``: pin all traffic to one account, or route again."""
     doc = _control("POST", "/use", {"account": args.account}, url=args.url)
@@ -336,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the raw /status JSON")
     s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("monitor", help="a live full-screen view: accounts, requests, a chart; keys pin, route, mute")
+    s.add_argument("-i", "--interval", type=float, default=1.0, metavar="SECONDS", help="seconds between polls (default 1)")
+    s.add_argument("--url", help=URL_HELP)
+    s.set_defaults(func=cmd_monitor)
 
     s = sub.add_parser("usage", help="requests, tokens and cost recorded in usage.db (works with shunt stopped)")
     s.add_argument("--since", default="24h", help="how far back: 24h, 7d, 30d ... (default 24h)")

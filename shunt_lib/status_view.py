@@ -21,13 +21,15 @@ def duration_text(seconds: float) -> str:
     return f"{secs // 86400}d{(secs % 86400) // 3600}h"
 
 
-def _until(at_s, now_s: float) -> str:
+def until_text(at_s: float | None, now_s: float) -> str:
+    """Time from ``now_s`` to ``at_s`` (epoch s) as :func:`duration_text`, ``now`` under a second, '' for none."""
     if not at_s:
         return ""
     return "now" if at_s - now_s < 1 else duration_text(at_s - now_s)
 
 
-def _tokens(n: int) -> str:
+def tokens_text(n: int) -> str:
+    """A token count in at most 5 characters: ``950``, ``9999``, ``12k``, ``3.4M``."""
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f}M"
     if n >= 10_000:
@@ -67,12 +69,12 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
             a["name"] + (f" ({a['email']})" if a.get("email") else ""),
             a.get("plan") or ("api key" if a.get("kind") == "api_key" else "-"),
             a["status"],
-            _pct(a.get("utilization_5h")), _until(a.get("reset_5h_at_s"), now_s),
-            _pct(a.get("utilization_7d")), _until(a.get("reset_7d_at_s"), now_s),
-            _until(a.get("cooldown_until_s"), now_s),
-            ("expired" if token and token <= now_s else _until(token, now_s)) if token else "-",
-            str(a.get("requests", 0)), _tokens(a.get("input_tokens", 0)), _tokens(a.get("output_tokens", 0)),
-            f"{_tokens(a.get('cache_read_tokens', 0))}/{_tokens(a.get('cache_creation_tokens', 0))}",
+            _pct(a.get("utilization_5h")), until_text(a.get("reset_5h_at_s"), now_s),
+            _pct(a.get("utilization_7d")), until_text(a.get("reset_7d_at_s"), now_s),
+            until_text(a.get("cooldown_until_s"), now_s),
+            ("expired" if token and token <= now_s else until_text(token, now_s)) if token else "-",
+            str(a.get("requests", 0)), tokens_text(a.get("input_tokens", 0)), tokens_text(a.get("output_tokens", 0)),
+            f"{tokens_text(a.get('cache_read_tokens', 0))}/{tokens_text(a.get('cache_creation_tokens', 0))}",
             _usd(a["savings"]["30d"]["usd"]) + (f" ({n} unpriced)" if (n := a["savings"]["30d"]["unpriced_requests"]) else "")
             if a.get("savings") else "-",
             str(a.get("active_sessions", 0)),
