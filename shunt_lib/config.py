@@ -106,6 +106,12 @@ def _bind_host(v: Any) -> str:
     return v[1:-1] if v.startswith("[") and v.endswith("]") else v  # "[::1]" is ::1
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
 def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
     def conv(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
@@ -182,9 +188,12 @@ class ServerConfig:
                            "longest a request is held while every account cools, seconds (0: answer 429 at once)", live=True)
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
                                "largest request body, bytes; larger ones get 413 `request_too_large`", live=True)
-    remote_key: str = _key("", _remote_key, "if set, every endpoint but `/health` requires it as `x-api-key` or "
-                                            "`Authorization: Bearer` (checked in constant time); at least 16 "
-                                            "visible ASCII characters, no spaces", live=True, secret=True)
+    remote_key: str = _key("", _remote_key, "if set, every endpoint but `/health` (and `/metrics` with "
+                                            "`metrics_public`) requires it as `x-api-key` or `Authorization: Bearer` "
+                                            "(checked in constant time); at least 16 visible ASCII characters, no "
+                                            "spaces", live=True, secret=True)
+    metrics_public: bool = _key(False, _bool, "serve `GET /metrics` (Prometheus) without `remote_key`; the `Host` "
+                                "check still applies", live=True)
     allowed_hosts: tuple = _key((), _list_of(_host_entry),
                                 "more names shunt answers to in the `Host` header, besides localhost, loopback "
                                 "addresses and `host`; `name:port` for a port forwarded to shunt's (an SSH "
@@ -280,7 +289,8 @@ def readme_table() -> str:
     """The README's table of ``config.toml`` keys (a test keeps the README equal to it)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for f in SERVER_KEYS:
-        default = _toml_value(f.default) if isinstance(f.default, (str, tuple)) and not f.default else f.default
+        plain = isinstance(f.default, bool) or (isinstance(f.default, (str, tuple)) and not f.default)
+        default = _toml_value(f.default) if plain else f.default
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += readme_rows()
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",

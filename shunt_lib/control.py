@@ -1,11 +1,12 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``GET /history``, ``GET /recent``.
+``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``GET /history``, ``GET /recent``,
+``GET /metrics``.
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
-answer, or raises a :class:`~shunt_lib.errors.ShuntError`. :func:`answer` picks the endpoint: ``HEAD``
-is answered as ``GET`` (the handler leaves the body out), a known path with another method is a 405
-with ``allow`` (RFC 9110 §15.5.6), and a ``POST`` must be ``application/json``
-(:func:`~shunt_lib.guard.require_json`).
+answer (or an :class:`Answer`: a body of another content type), or raises a
+:class:`~shunt_lib.errors.ShuntError`. :func:`answer` picks the endpoint: ``HEAD`` is answered as
+``GET`` (the handler leaves the body out), a known path with another method is a 405 with ``allow``
+(RFC 9110 §15.5.6), and a ``POST`` must be ``application/json`` (:func:`~shunt_lib.guard.require_json`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import sqlite3
 import urllib.parse
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
 from .config import STRATEGIES
 from .config_edit import set_server_value
@@ -22,11 +23,19 @@ from .errors import BadRequest, ConfigError, MethodNotAllowed, NotFound
 from .guard import require_json
 from .history import db_path
 from .history_query import buckets
+from .metrics_text import CONTENT_TYPE as METRICS_CONTENT_TYPE, render as render_metrics
 
 if TYPE_CHECKING:
     from .serving import ControlServer
 
 log = logging.getLogger("shunt.server")
+
+
+class Answer(NamedTuple):
+    """A 200 answer that is not JSON: its ``body`` and its ``content_type``."""
+
+    body: bytes
+    content_type: str
 
 
 def health(server: "ControlServer", body: bytes) -> bytes:
@@ -169,6 +178,14 @@ def history(server: "ControlServer", query: Mapping[str, str]) -> bytes:
     return json.dumps({"since_s": since_s, "until_s": until_s, "step_s": step_s, "by": by, "buckets": rows}).encode()
 
 
+def metrics(server: "ControlServer", body: bytes) -> Answer:
+    """``GET /metrics``: Prometheus text format 0.0.4 (:func:`~shunt_lib.metrics_text.render`) from the
+    server's counters, one pool snapshot (the pool's lock is held only to copy it) and the requests in flight."""
+    now = server.clock.time()
+    page = render_metrics(server.metrics.counts(), server.pool.snapshot(now), now, server.inflight_requests())
+    return Answer(page.encode(), METRICS_CONTENT_TYPE)
+
+
 #: (method, path) → a GET endpoint that reads the query string (name → last value) instead of a body.
 QUERY_ROUTES: dict[tuple[str, str], Callable[["ControlServer", Mapping[str, str]], bytes]] = {
     ("GET", "/history"): history,
@@ -176,7 +193,7 @@ QUERY_ROUTES: dict[tuple[str, str], Callable[["ControlServer", Mapping[str, str]
 }
 
 #: (method, path) → the endpoint that answers it.
-ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
+ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes | Answer]] = {
     ("GET", "/health"): health,  # also answered before the key check (see Handler._dispatch)
     ("GET", "/status"): status,
     ("POST", "/use"): use,
@@ -184,12 +201,13 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes]] = {
     ("POST", "/reload"): reload,
     ("POST", "/strategy"): strategy,
     ("POST", "/alerts"): alerts,
+    ("GET", "/metrics"): metrics,  # without the key when server.metrics_public (see Handler._dispatch)
 }
 
 
 def answer(server: "ControlServer", method: str, route: str, headers: Mapping[str, str], body: bytes,
-           query: str = "") -> bytes:
-    """The JSON body of the 200 answer to a control request.
+           query: str = "") -> bytes | Answer:
+    """The JSON body of the 200 answer to a control request, or an :class:`Answer` of another type.
 
     :param headers: lower-case name → value. :param route: the path without the query string;
         :param query: the query string (read by :data:`QUERY_ROUTES` only).

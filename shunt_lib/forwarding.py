@@ -140,8 +140,9 @@ def response_head(head: ResponseHead, account: str | None, *, content_length: in
 
 
 def json_head(status: int, content_length: int, headers: dict[str, str] | None = None, *,
-              close: bool = False) -> bytes:
-    """The head of a JSON answer shunt writes itself (its own errors)."""
+              close: bool = False, content_type: str = "application/json") -> bytes:
+    """The head of an answer shunt writes itself (its own errors, the control answers): JSON unless
+    ``content_type`` says otherwise."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return (f"HTTP/1.1 {status} {reason_phrase(status)}\r\ncontent-type: application/json\r\n"
+    return (f"HTTP/1.1 {status} {reason_phrase(status)}\r\ncontent-type: {content_type}\r\n"
             f"content-length: {content_length}\r\n{extra}" + ("connection: close\r\n" if close else "") + "\r\n").encode()

@@ -5,8 +5,8 @@
 :mod:`shunt_lib.paths_policy`, the shunt key), and dispatches it: ``OPTIONS`` is answered here
 (:mod:`shunt_lib.cors`), ``GET /health`` here too, every path under ``/v1/`` goes to
 :class:`~shunt_lib.relay.Relay`, and the control paths (``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``) to :mod:`shunt_lib.control`; other paths get an Anthropic-shaped 404. Every refusal it
-writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
+``POST /reload``, ``GET /metrics``, ...) to :mod:`shunt_lib.control`; other paths get an
+Anthropic-shaped 404. Every refusal it writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
 read and dropped, or the connection closes with a lingering close. The server it belongs to is
 :class:`~shunt_lib.serving.HandlerServer` (the server, as the handler sees it).
 """
@@ -88,8 +88,10 @@ class Handler(GuardedHandler):
         self.close_connection = True
         self._send_json(code, error_body(etype, message or explain or "bad request"), close=True)
 
-    def _send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, close: bool = False) -> None:
-        self.wfile.write(json_head(status, len(body), headers, close=close) + (body if self.command != "HEAD" else b""))
+    def _send_json(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, close: bool = False,
+                   content_type: str = "application/json") -> None:
+        self.wfile.write(json_head(status, len(body), headers, close=close, content_type=content_type)
+                         + (body if self.command != "HEAD" else b""))
 
     # -- dispatch --------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -112,7 +114,7 @@ class Handler(GuardedHandler):
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
             paths_policy.check_path(route)
-            if not authorized:
+            if not authorized and not (route == "/metrics" and self.server.config.server.metrics_public):
                 log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
                             "a wrong" if self._offers_key() else "no")  # never the key given
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
@@ -122,8 +124,12 @@ class Handler(GuardedHandler):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
                 return
-            self._send_json(200, control.answer(self.server, self.command, route, self.headers.by_name, body,
-                                                self.path.partition("?")[2]))
+            reply = control.answer(self.server, self.command, route, self.headers.by_name, body,
+                                   self.path.partition("?")[2])
+            if isinstance(reply, control.Answer):
+                self._send_json(200, reply.body, content_type=reply.content_type)
+            else:
+                self._send_json(200, reply)
         except ShuntError as err:
             if isinstance(err, (BodyTooLarge, BadRequest, UnsupportedCoding, RequestTimeout)):
                 self.close_connection = True  # the rest of the request is unread or unreadable

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
+from typing import Callable
 
 from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
@@ -85,6 +86,9 @@ class Relay:
         install_request_context()  # events and access lines carry the request's ids
         self.drain = Drain()  # the server's stop: begin() when it drains, stop() when the time is up
         self.finish = Finish(pool, clock, self.drain.stopping, watch)  # every request's ending
+        #: called with the reason each time a request moves to another account (what the account it
+        #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
+        self.failover_listeners: list[Callable[[str], None]] = []
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -153,10 +157,12 @@ class Relay:
             st.attempts = st.attempts.skip(name)
             return Next.ROUTE
         if st.attempts.moving:
-            left, status = st.left or (None, None)
+            left, status, cause = st.left or (None, None, "no_credential")
             events_log.info("request moved from %s to %s (%s)", left or "-", name, status or "no answer",
                             extra={"event": "failover", "account": name, "reason": reason, "from_account": left,
-                                   "status": status})
+                                   "status": status, "cause": cause})
+            for listener in self.failover_listeners:
+                listener(cause)
         st.attempts = st.attempts.attempt(name)
         up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
         set_upstream_request_id(None)
@@ -177,7 +183,7 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return Next.DONE
             events_log.warning("no answer via %s: %s", name, exc, extra={"event": "connect_error", "account": name})
-            st.left = (name, None)
+            st.left = (name, None, "connect_error")
             st.attempts, step = st.attempts.after_connect_error(
                 ConnectFailure(name, str(exc), isinstance(exc, UpstreamHeadTimeout)))
             if step is Step.ANSWER:
@@ -216,8 +222,8 @@ class Relay:
         if st.active is not None:
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release()
-        st.left = (name, head.status)
         outcome = classify(head.status, head.by_name, decode_body(raw, head.by_name.get("content-encoding", "")), rl, now)
+        st.left = (name, head.status, outcome.action.value)
         self.pool.record_outcome(name, outcome)
         answer = UpstreamAnswer(name, head, raw)
         st.attempts, step = st.attempts.after(name, kind, outcome, answer)

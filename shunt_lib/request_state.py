@@ -46,8 +46,9 @@ class RequestState:
         self.recorded = False  # the finished request was counted and logged
         self.cancel: Cancel | None = None  # aborts the attempt waiting for its response head
         self.quota_free = is_quota_free(request.method, request.target)  # any working credential may serve it
-        #: the account the last attempt failed on and its status (None: no answer), for the failover event
-        self.left: tuple[str, int | None] | None = None
+        #: the account the last attempt failed on, its status (None: no answer) and why it failed (an
+        #: :class:`~shunt_lib.outcome.Action` value or ``connect_error``), for the failover event
+        self.left: tuple[str, int | None, str] | None = None
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

@@ -41,6 +41,7 @@ from .alert_mute import MuteFlag, mute_path
 from .history import HistoryWriter, db_path
 from .recent import RecentRequests
 from .limits import Admission, Limits
+from .metrics import Metrics
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
@@ -97,6 +98,8 @@ class ShuntServer(ThreadingHTTPServer):
         self.history = history  # the usage history's writer (usage.db), or None
         self.recent = RecentRequests()  # the last finished requests, for the live views
         relay.finish.listeners.append(self.recent.add)
+        self.metrics = Metrics()  # the counters GET /metrics shows
+        self.metrics.attach(relay, tokens)
         self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
         self._watch = watch
         self._upstream = upstream
@@ -213,6 +216,10 @@ class ShuntServer(ThreadingHTTPServer):
     def request_in_flight(self) -> "InFlight":
         """A context manager counting a proxied request as in progress (:meth:`drain` waits for these)."""
         return self._inflight
+
+    def inflight_requests(self) -> int:
+        """Proxied requests in progress now."""
+        return self._inflight.count
 
     def drain(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for proxied requests in progress to finish. :returns: True if none is left."""
@@ -375,6 +382,11 @@ class InFlight:
             self._count -= 1
             if self._count == 0:
                 self._cond.notify_all()
+
+    @property
+    def count(self) -> int:
+        """Requests in progress now (a plain read: a scrape needs no lock)."""
+        return self._count
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds until nothing is in progress. :returns: True if nothing is."""

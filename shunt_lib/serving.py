@@ -14,6 +14,7 @@ from .clock import Clock
 from .config import Config, Paths
 from .connections import ConnectionTable
 from .guard import Policy
+from .metrics import Metrics
 from .oauth import TokenManager
 from .recent import RecentRequests
 from .relay import Relay
@@ -29,6 +30,7 @@ class ControlServer(Protocol):
     clock: Clock
     recent: RecentRequests  # the last finished requests (``/recent``)
     mute: MuteFlag  # whether alerts are muted (``/alerts``)
+    metrics: Metrics  # the counters ``/metrics`` shows
 
     def status(self) -> dict:
         """The ``/status`` document."""
@@ -36,6 +38,10 @@ class ControlServer(Protocol):
 
     def reload(self) -> dict[str, list[str]]:
         """Re-read config and credentials now; what was applied and what needs a restart."""
+        ...
+
+    def inflight_requests(self) -> int:
+        """Proxied requests in progress now (``/metrics``)."""
         ...
 
 

@@ -61,6 +61,7 @@ def test_a_failover_says_which_account_the_request_left_and_why(make_proxy, upst
     assert events.wait_for("request")
     (failover,) = [r for r in events.records if getattr(r, "event", None) == "failover"]
     assert (failover.from_account, failover.account, failover.status) == ("a", "b", 529)
+    assert failover.cause == "overloaded"  # what a did, as shunt_failovers_total{reason} counts it
     assert failover.getMessage() == "request moved from a to b (529)"
 
 
