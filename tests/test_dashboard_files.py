@@ -100,3 +100,18 @@ def test_the_pages_own_calls_pass_the_guard(make_proxy):
     assert status == 200 and json.loads(body) == {"pinned_account": "b"}
     localhost = {"host": f"localhost:{p.port}", "origin": f"http://localhost:{p.port}", "sec-fetch-site": "same-origin"}
     assert p.request("POST", "/alerts", body={"muted": True}, headers=localhost)[0] == 200
+
+
+def test_an_installed_shunt_ships_every_dashboard_file():
+    """``pip install .`` copies package data only by pyproject's ``package-data`` patterns (the pyz: tests/test_pyz.py)."""
+    import fnmatch
+    import os
+    import tomllib
+
+    from tests.support import ROOT
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["shunt_lib"]
+    files = [f"web/{name}" for name in os.listdir(os.path.join(ROOT, "shunt_lib", "web"))]
+    assert sorted(name for name, _ in dashboard.ASSETS.values()) == sorted(f[4:] for f in files)
+    assert all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in files)
