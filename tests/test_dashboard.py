@@ -26,7 +26,9 @@ WAIT_S = 15
 
 @pytest.fixture
 def driver(make_proxy, tmp_path):  # after the proxy, so it quits (closing its connections) before the proxy stops
-    d = headless_chromium(str(tmp_path), "--window-size=1280,900")
+    options = webdriver.ChromeOptions()
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: script errors, CSP refusals
+    d = headless_chromium(str(tmp_path), "--window-size=1280,900", options=options)
     yield d
     d.quit()
 
@@ -75,6 +77,8 @@ def test_the_page_shows_the_pool_and_its_controls_change_it(make_proxy, upstream
     assert wait_until(lambda: status(p)["alerts"]["muted"] is True)
     wait.until(EC.text_to_be_present_in_element_attribute(css("#mute"), "aria-pressed", "true"))
     assert not driver.find_element(*css("#problem")).is_displayed()
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []  # no script error, nothing the Content-Security-Policy refused
 
 
 def test_with_a_remote_key_the_page_asks_for_it_once(make_proxy, upstream, driver):
