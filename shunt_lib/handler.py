@@ -3,7 +3,7 @@
 :class:`Handler` serves one connection (keep-alive: many requests): it parses each request (by
 :mod:`shunt_lib.wire`), guards it (Host and Origin by :mod:`shunt_lib.guard`, the path by
 :mod:`shunt_lib.paths_policy`, the shunt key), and dispatches it: ``OPTIONS`` is answered here
-(:mod:`shunt_lib.cors`), ``GET /health`` here too, every path under ``/v1/`` goes to
+(:mod:`shunt_lib.cors`), ``GET /health`` here too, the dashboard's files (``GET /``) by :mod:`shunt_lib.dashboard`, every path under ``/v1/`` goes to
 :class:`~shunt_lib.relay.Relay`, and the control paths (``GET /status``, ``POST /use``, ``POST /reset``,
 ``POST /reload``, ``GET /metrics``, ...) to :mod:`shunt_lib.control`; other paths get an
 Anthropic-shaped 404. Every refusal it writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
@@ -18,7 +18,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from . import __version__, control, cors, guard, paths_policy, wire
+from . import __version__, control, cors, dashboard, guard, paths_policy, wire
 from .connections import GuardedHandler, linger
 from .dialect import ProxyRequest
 from .errors import (
@@ -103,6 +103,9 @@ class Handler(GuardedHandler):
         route = self.path.split("?", 1)[0]
         out, body_unread = self.wfile, True
         try:
+            if dashboard.is_asset(self.command, route):  # public files, no data: before the key and guard
+                body_unread = False
+                return self._asset(route)
             authorized = self._authorized()
             origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
                                          carries_key=authorized and bool(self.server.config.server.remote_key))
@@ -187,6 +190,12 @@ class Handler(GuardedHandler):
             self._discard_body()
         self.wfile.write(cors.preflight_head(cors.preflight_fields(origin, self.headers.by_name),
                                              close=self.close_connection))
+
+    def _asset(self, route: str) -> None:
+        """One of the dashboard's files (:mod:`shunt_lib.dashboard`); a body sent with it is dropped."""
+        if self._refused_body_plan():
+            self._discard_body()
+        self.wfile.write(dashboard.answer(route, head_only=self.command == "HEAD", close=self.close_connection))
 
     def _read_body(self) -> bytes:
         """The request body, read once the key (checked by the caller first: an unauthorized client's

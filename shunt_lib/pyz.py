@@ -158,7 +158,8 @@ def _installed(name: str) -> bool:
 
 
 def shunt_files() -> dict[str, bytes]:
-    """``shunt_lib``'s modules (``*.py``, bytecode left out) and ``__main__.py``: zip path -> bytes.
+    """``shunt_lib``'s modules (``*.py``, bytecode left out), the dashboard's files (``shunt_lib/web/*``,
+    read with :mod:`importlib.resources`, which reads them from the zip) and ``__main__.py``: zip path -> bytes.
 
     :raises PyzError: this shunt is not a directory of sources (it runs from a pyz itself).
     """
@@ -166,7 +167,7 @@ def shunt_files() -> dict[str, bytes]:
     if not package.is_dir():
         raise PyzError("build the pyz from a source checkout or an installed shunt, not from a pyz")
     files = {"__main__.py": MAIN_PY}
-    for path in sorted(package.rglob("*.py")):
+    for path in sorted([*package.rglob("*.py"), *(p for p in package.glob("web/*") if p.is_file())]):
         if "__pycache__" not in path.parts:
             files[PurePosixPath("shunt_lib", *path.relative_to(package).parts).as_posix()] = path.read_bytes()
     return files

@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -196,3 +197,21 @@ class EventCatcher:
     def wait_for(self, kind: str, timeout: float = 10.0, count: int = 1) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: self.kinds().count(kind) >= count, timeout)
+
+
+#: The browser and driver the browser tests use (Debian: ``apt-get install chromium chromium-driver``), or None.
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def headless_chromium(tmp_dir: str, *args: str, options=None):
+    """A selenium ``webdriver.Chrome`` on a headless :data:`CHROMIUM` with ``args`` added; its profile and
+    the directories Chromium leaves behind go to ``tmp_dir``. :param options: ``ChromeOptions`` to start from."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = options or webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=tmp_dir)))

@@ -10,18 +10,14 @@ chromedriver (Debian: ``apt-get install chromium chromium-driver``; ``pip instal
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.support import MSG, wait_until
+from tests.support import CHROMEDRIVER, CHROMIUM, MSG, headless_chromium, wait_until
 
 webdriver = pytest.importorskip("selenium.webdriver")
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver")
 
 REBOUND = "rebind.test"  # a name the browser resolves to 127.0.0.1, as a rebinding attacker makes it
@@ -68,17 +64,9 @@ class Browser:
     """One headless Chromium with its network log. :meth:`fetch` runs ``fetch()`` in the current page."""
 
     def __init__(self, tmp_dir: str):
-        from selenium.webdriver.chrome.service import Service
-
         options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1"):
-            options.add_argument(arg)
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-        # Its profile and the directories Chromium leaves behind go to the test's own temporary directory.
-        service = Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=tmp_dir))
-        self.driver = webdriver.Chrome(options=options, service=service)
+        self.driver = headless_chromium(tmp_dir, f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1", options=options)
         self.driver.set_script_timeout(15)
         self._requests: dict[str, tuple[str, str]] = {}  # DevTools request id → (method, url)
         self._statuses: dict[str, int] = {}  # DevTools request id → status of the answer received

@@ -85,6 +85,8 @@ def test_contents_are_pure_python_with_fixed_entries(pyz):
         assert {"__main__.py", "shunt_lib", "requests", "urllib3", "idna", "certifi", "charset_normalizer"} <= tops
         assert "certifi/cacert.pem" in names
         assert archive.read("shunt_lib/__init__.py") == open(os.path.join(ROOT, "shunt_lib", "__init__.py"), "rb").read()
+        web = sorted(os.listdir(os.path.join(ROOT, "shunt_lib", "web")))
+        assert [n for n in names if n.startswith("shunt_lib/web/")] == [f"shunt_lib/web/{f}" for f in web]
 
 
 def test_runtime_requirements_are_pyprojects_dependencies():
@@ -135,18 +137,23 @@ def test_demo_in_a_bare_virtualenv(pyz, bare):
     assert "Summary" in done.stdout
 
 
-def test_serve_in_a_bare_virtualenv_answers_health(pyz, bare, tmp_path):
+def test_serve_in_a_bare_virtualenv_answers_health_and_the_dashboard(pyz, bare, tmp_path):
     python, env, cwd = bare
     serve = ServeProcess(dict(env, SHUNT_HOME=str(tmp_path / "home")), shunt=[python, pyz], cwd=cwd)
+    answers = {}
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10)
-        try:
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            status, body = resp.status, resp.read()
-        finally:
-            conn.close()
+        for path in ("/health", "/", "/dashboard.js"):
+            conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                answers[path] = resp.status, resp.getheader("content-type"), resp.read()
+            finally:
+                conn.close()
     finally:
         rc = serve.stop(signal.SIGTERM)
-    assert status == 200, body
+    assert answers["/health"][0] == 200, answers["/health"]
+    with zipfile.ZipFile(pyz) as archive:  # the page is read from inside the zip
+        assert answers["/"] == (200, "text/html; charset=utf-8", archive.read("shunt_lib/web/dashboard.html"))
+        assert answers["/dashboard.js"][2] == archive.read("shunt_lib/web/dashboard.js")
     assert rc == 0, serve.log
