@@ -15,18 +15,24 @@ import pytest
 import requests
 import responses
 
+from shunt_lib import cli
 from shunt_lib.alert_mute import MuteFlag
 from shunt_lib.alert_rules import Alert, due, refresh_alerts, transitions
 from shunt_lib.alert_send import Channels, desktop_command, webhook_payload
 from shunt_lib.alert_watch import AlertWatcher
-from shunt_lib.config import AccountConfig, ServerConfig
+from shunt_lib.config import AccountConfig, ServerConfig, parse_config
 from shunt_lib.credentials import Credential, CredentialStore
+from shunt_lib.errors import ConfigError
 from shunt_lib.oauth import RefreshResult, RefreshStatus, TokenManager
 from shunt_lib.ratelimit import Window
 from shunt_lib.router import AccountView
+from shunt_lib.server import start_background
 from shunt_lib.state import Pool
+from tests.fakes.upstream import Reply, error_json, unified_headers
+from tests.support import MSG, wait_until
 
 NOW = 1_800_000_000.0
+QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 
 
 # -- the rules (pure) -------------------------------------------------------------------------------
@@ -103,6 +109,17 @@ def test_each_alert_goes_at_most_once_per_interval_per_account():
     assert kinds(send) == [("recovered", "a")] and held == [a1]
     send, _, last = due([a1], last, NOW + 1800, 1800)
     assert send == [a1] and set(last) == {("exhausted", "a"), ("recovered", "a")}  # b's is over: dropped
+
+
+def test_alert_keys_are_checked_and_the_webhook_url_is_never_quoted():
+    cfg = parse_config({"server": {"alert_interval_s": 60, "alert_desktop": False,
+                                   "alert_webhook_url": "https://hooks.example/T/secret-part"}}).server
+    assert (cfg.alert_interval_s, cfg.alert_desktop) == (60, False) and "secret-part" not in repr(cfg)
+    assert parse_config({}).server.alert_webhook_url == ""
+    for bad in ({"alert_desktop": "yes"}, {"alert_interval_s": 0}, {"alert_webhook_url": "ftp://secret-part"}):
+        with pytest.raises(ConfigError) as e:
+            parse_config({"server": bad})
+        assert next(iter(bad)) in str(e.value) and "secret-part" not in str(e.value)
 
 
 # -- the watcher over a real pool (no sockets) ---------------------------------------------------------
@@ -265,3 +282,64 @@ def test_a_failing_webhook_is_logged_once_without_its_url_and_never_raises(caplo
     assert first["result"] == second["result"] == "failed" and "127.0.0.1" in first["detail"]
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.DEBUG]
     assert "secret-in-url" not in caplog.text and "secret-in-url" not in json.dumps([first, second])
+
+
+# -- through a running proxy ------------------------------------------------------------------------------
+def quota_429(upstream, cred, reset):
+    upstream.script(cred, Reply(status=429, body=error_json("rate_limit_error", QUOTA_MSG),
+                                headers=unified_headers(status_5h="rejected", util_5h=1.0, reset_5h=reset)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the desktop channel tested here is notify-send (Linux)")
+def test_alerts_reach_the_desktop_and_the_webhook_once_per_interval_and_not_when_muted(
+        make_proxy, upstream, receiver, notify_send, events, capsys):
+    p = make_proxy([("a", "oauth"), ("b", "oauth")], strategy="fill-first", alert_webhook_url=receiver.url)
+    [watcher] = [t for t in start_background(p.srv, refresh=False, recovery=False, usage=False, reload=False,
+                                             alert_poll_s=0.02) if isinstance(t, AlertWatcher)]
+    assert watcher.looked.wait(10)  # the baseline is taken before anything happens
+    reset = int(p.srv.clock.time()) + 3600
+    quota_429(upstream, "tok-a", reset)
+    assert p.request(body=MSG, headers={"x-claude-code-session-id": "s1"})[0] == 200  # answered by b
+    assert receiver.wait_for(1)
+    assert receiver.bodies[0]["event"] == "exhausted" and receiver.bodies[0]["account"] == "a"
+    assert receiver.bodies[0]["reset_at_s"] == reset
+    assert wait_until(lambda: len(calls(notify_send)) == 1)
+    assert "a" in calls(notify_send)[0][1] and "out of quota" in calls(notify_send)[0][1]
+
+    # a comes back, then runs out again within the interval: "recovered" goes, the second "exhausted" does not
+    p.pool.reset("a")
+    assert receiver.wait_for(2) and receiver.events()[1] == ("recovered", "a")
+    quota_429(upstream, "tok-a", reset)
+    assert p.request(body=MSG, headers={"x-claude-code-session-id": "s2"})[0] == 200  # a new session tries a first
+    assert events.wait_for("alert_held")
+    assert [r.kind for r in events.records if getattr(r, "event", None) == "alert_held"] == ["exhausted"]
+
+    # muted: b runs out too (and with it the whole pool): decided, logged, not delivered
+    assert p.request("POST", "/alerts", {"muted": True})[0] == 200
+    quota_429(upstream, "tok-b", reset)
+    assert p.request(body=MSG, headers={"x-claude-code-session-id": "s3"})[0] == 429
+    assert events.wait_for("alert", count=4)
+    muted = [(r.kind, r.account) for r in events.records if getattr(r, "event", None) == "alert" and r.muted]
+    assert muted == [("exhausted", "b"), ("all_busy", "")]
+    assert len(receiver.bodies) == 2 and len(calls(notify_send)) == 2
+
+    # unmuted: alerts flow again, and `shunt alerts test` reaches every channel
+    assert p.request("POST", "/alerts", {"muted": False})[0] == 200
+    p.pool.reset("b")
+    assert receiver.wait_for(3) and receiver.events()[2] == ("recovered", "b")
+    assert cli.main(["alerts", "test", "--url", p.url]) == 0
+    assert receiver.wait_for(4) and receiver.events()[3] == ("test", "")
+    out = capsys.readouterr().out
+    assert "desktop: sent" in out and "webhook: sent (127.0.0.1)" in out
+    assert wait_until(lambda: len(calls(notify_send)) == 4)
+
+
+def test_alerts_mute_and_unmute_commands_go_through_the_control_api(make_proxy, capsys):
+    p = make_proxy([("a", "oauth")], alert_desktop=False)
+    assert cli.main(["alerts", "mute", "--url", p.url]) == 0
+    assert p.srv.status()["alerts"] == {"muted": True}
+    assert cli.main(["alerts", "unmute", "--url", p.url]) == 0
+    assert p.srv.status()["alerts"] == {"muted": False}
+    assert cli.main(["alerts", "test", "--url", p.url]) == 1  # no channel here: said, exit 1
+    out = capsys.readouterr().out
+    assert "alerts muted" in out and "desktop: off (alert_desktop = false)" in out and "webhook: off (alert_webhook_url is not set)" in out
