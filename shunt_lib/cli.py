@@ -138,6 +138,22 @@ def cmd_use(args) -> int:
     return 0
 
 
+def cmd_alerts(args) -> int:
+    """``shunt alerts mute|unmute|test``: mute or unmute the running proxy's alerts (kept across
+    restarts), or send a test alert through every channel (even when muted). :returns: 1 if ``test``
+    reached no channel."""
+    if args.action != "test":
+        doc = _control("POST", "/alerts", {"muted": args.action == "mute"}, url=args.url)
+        print("alerts muted (until `shunt alerts unmute`, across restarts)" if doc["muted"] else "alerts unmuted")
+        return 0
+    doc = _control("POST", "/alerts/test", {}, timeout=30, url=args.url)
+    for r in doc["channels"]:
+        print(f"{r['channel']}: {r['result']}" + (f" ({r['detail']})" if r["detail"] else ""))
+    if doc["muted"]:
+        print("alerts are muted: only this test was delivered (`shunt alerts unmute` turns them back on)")
+    return 0 if any(r["result"] == "sent" for r in doc["channels"]) else 1
+
+
 def cmd_reset(args) -> int:
     """``shunt reset NAME|--all``: clear exhaustion and cooldowns, in the running proxy and in ``state.json``."""
     paths = _paths()
@@ -361,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("account", metavar="NAME|auto")
     s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_use)
+
+    s = sub.add_parser("alerts", help="mute or unmute alerts, or send a test alert to every channel")
+    s.add_argument("action", choices=["mute", "unmute", "test"])
+    s.add_argument("--url", help=URL_HELP)
+    s.set_defaults(func=cmd_alerts)
 
     s = sub.add_parser("reset", help="clear an account's exhausted or cooling mark (or every account's)")
     who = s.add_mutually_exclusive_group(required=True)

@@ -152,6 +152,16 @@ def _seconds_range(lo: float, hi: float) -> Callable[[Any], float]:
     return conv
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def _optional_url(v: Any) -> str:
+    return "" if _str(v) == "" else _url(v)
+
+
 def _one_of(*choices: str) -> Callable[[Any], str]:
     def conv(v: Any) -> str:
         if _str(v) not in choices:
@@ -241,10 +251,17 @@ class ServerConfig:
                            "when it is moved")
     log_max_bytes: int = _key(10 * 1024 * 1024, _int_range(4096, 1 << 40), "size at which `log_file` is rotated, bytes")
     log_backups: int = _key(5, _int_range(1, 1000), "rotated files kept (`log_file.1` ...)")
+    alert_interval_s: int = _key(1800, _int_range(1, 7 * 86400), "each alert (kind and account) is sent at most once "
+                                 "per this many seconds", live=True)
+    alert_desktop: bool = _key(True, _bool, "show alerts on the desktop: `notify-send` on Linux (with a session bus), "
+                               "`osascript` on macOS", live=True)
+    alert_webhook_url: str = _key("", _optional_url, "a URL that gets each alert as a JSON POST (Slack-compatible "
+                                  "`text`, ntfy-templatable `title`/`message`; see \"Alerts\"); empty: none",
+                                  live=True, secret=True)
 
-    def __repr__(self) -> str:  # never show the key
+    def __repr__(self) -> str:  # never show the key or another secret (a webhook URL)
         fields = ", ".join(
-            f"{f.name}={'***' if f.name == 'remote_key' and self.remote_key else getattr(self, f.name)!r}"
+            f"{f.name}={'***' if f.metadata['secret'] and getattr(self, f.name) else getattr(self, f.name)!r}"
             for f in dataclasses.fields(self)
         )
         return f"ServerConfig({fields})"

@@ -1,6 +1,6 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``GET /history``, ``GET /recent``,
-``GET /metrics``.
+``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``POST /alerts/test``, ``GET /history``,
+``GET /recent``, ``GET /metrics``.
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
 answer (or an :class:`Answer`: a body of another content type), or raises a
@@ -17,6 +17,7 @@ import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
+from .alert_rules import trial_alert
 from .config import STRATEGIES
 from .config_edit import set_server_value
 from .errors import BadRequest, ConfigError, MethodNotAllowed, NotFound
@@ -137,6 +138,15 @@ def alerts(server: "ControlServer", body: bytes) -> bytes:
     return json.dumps({"muted": muted}).encode()
 
 
+def alerts_test(server: "ControlServer", body: bytes) -> bytes:
+    """Send a test alert through every channel now, even when muted (so the set-up can be checked),
+    and wait for the results (each channel times out after a few seconds).
+    :returns: ``{"muted": bool, "channels": [{"channel", "result": "sent"|"failed"|"off", "detail"}]}``."""
+    results = server.alert_channels.deliver(trial_alert(server.clock.time()))
+    log.info("test alert: %s", ", ".join(f"{r['channel']} {r['result']}" for r in results))
+    return json.dumps({"muted": server.mute.muted, "channels": results}).encode()
+
+
 def recent(server: "ControlServer", query: Mapping[str, str]) -> bytes:
     """``GET /recent?after=SEQ&limit=N``: the last finished requests (default 50, at most 200) numbered
     above ``after`` (see :meth:`~shunt_lib.recent.RecentRequests.after` for the shape)."""
@@ -201,6 +211,7 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes | Answer]
     ("POST", "/reload"): reload,
     ("POST", "/strategy"): strategy,
     ("POST", "/alerts"): alerts,
+    ("POST", "/alerts/test"): alerts_test,
     ("GET", "/metrics"): metrics,  # without the key when server.metrics_public (see Handler._dispatch)
 }
 

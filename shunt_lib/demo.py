@@ -254,7 +254,7 @@ def run_demo(duration_s: float = DURATION_S, out=None, *, verbose: bool = False,
                            server={"max_wait_s": 30, "session_ttl_s": 600}, token="sim-token-{name}",
                            refresh_token="sim-refresh")
         srv = make_server(load_config(paths), paths, port=0, overload_backoff_s=0.3)
-        start_background(srv, refresh=False, recovery=False, usage=False, reload=False)
+        start_background(srv, refresh=False, recovery=False, usage=False, reload=False, alerts=False)
         serve_in_thread(srv)
         t0 = time.monotonic()
         in_flight: dict[str, int] = {}

@@ -110,7 +110,7 @@ class Metrics:
         """Listen to ``relay``'s finished requests and failovers and to ``tokens``' refreshes."""
         relay.finish.listeners.append(self.add_request)
         relay.failover_listeners.append(self.add_failover)
-        tokens.listeners.append(self.add_refresh)
+        tokens.listeners.append(lambda name, result: self.add_refresh(name, str(result.status)))
 
     def add_request(self, record: RequestRecord) -> None:
         """Count one finished request (a :class:`~shunt_lib.finish.Finish` listener): its tokens by

@@ -100,9 +100,9 @@ class TokenManager:
         self._last_error: dict[str, str] = {}  # name -> why its last refresh failed (transient)
         self._maybe_rotated: set[str] = set()  # names whose last refresh timed out after being sent
         self._unsaved: dict[str, Credential] = {}  # rotated pairs whose save failed (disk full...)
-        #: called with ``(name, result)`` after each call to the token endpoint (``result``: a
-        #: :class:`RefreshStatus` value), on the refreshing thread; each must be quick and do no I/O.
-        self.listeners: list[Callable[[str, str], None]] = []
+        #: called as ``listener(name, result)`` after each refresh that reached the token endpoint (from
+        #: the refreshing thread, with the account's refresh lock held: it must be quick and do no I/O)
+        self.listeners: list[Callable[[str, RefreshResult], None]] = []
 
     def get(self, name: str) -> Credential | None:
         """The current credential of ``name``."""
@@ -183,7 +183,7 @@ class TokenManager:
                                  message=f"backing off for {int(self._blocked_until[name] - now)} s")
         result = self._call(stored)
         for listener in self.listeners:
-            listener(name, str(result.status))
+            listener(name, result)
         if result.status is RefreshStatus.OK and result.credential is not None:
             self._keep(name, result.credential)
         elif result.status is RefreshStatus.ERROR:

@@ -38,6 +38,8 @@ from .handler import Handler
 from .httpclient import new_session
 from .head_wait import HEAD_GRACE_S, HeadWait, head_complete, peek
 from .alert_mute import MuteFlag, mute_path
+from .alert_send import AlertSender, Channels
+from .alert_watch import AlertWatcher
 from .history import HistoryWriter, db_path
 from .recent import RecentRequests
 from .limits import Admission, Limits
@@ -101,6 +103,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.metrics = Metrics()  # the counters GET /metrics shows
         self.metrics.attach(relay, tokens)
         self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
+        self.alert_channels = Channels(lambda: self.config.server, http)  # where alerts go (shunt_lib.alert_send)
         self._watch = watch
         self._upstream = upstream
         self._reload_lock = threading.Lock()  # one reload at a time
@@ -460,8 +463,10 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,
-                     reload: bool = True) -> list[Loop]:
+                     reload: bool = True, alerts: bool = True, alert_poll_s: float = 1.0) -> list[Loop]:
     """Start the proxy's background threads (cooldowns always; the rest as asked); ``srv.close()`` stops them.
+
+    :param alert_poll_s: how often the alert watcher looks at the pool, seconds (a test seam).
 
     :returns: the threads started.
     """
@@ -476,6 +481,12 @@ def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool =
                                    clock=srv.clock.time))
     if reload:
         threads.append(Reloader(srv.reload, srv.mtimes))
+    if alerts:  # the watcher first: it stops before the sender it feeds
+        sender = AlertSender(srv.alert_channels)
+        watcher = AlertWatcher(srv.pool, srv.mute, sender, interval_s=lambda: srv.config.server.alert_interval_s,
+                               clock=srv.clock.time, poll_s=alert_poll_s)
+        srv.tokens.listeners.append(watcher.refresh_result)
+        threads += [watcher, sender]
     for t in threads:
         t.start()
     srv.background.extend(threads)

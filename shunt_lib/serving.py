@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import ContextManager, Protocol
 
 from .alert_mute import MuteFlag
+from .alert_send import Channels
 from .clock import Clock
 from .config import Config, Paths
 from .connections import ConnectionTable
@@ -31,6 +32,7 @@ class ControlServer(Protocol):
     recent: RecentRequests  # the last finished requests (``/recent``)
     mute: MuteFlag  # whether alerts are muted (``/alerts``)
     metrics: Metrics  # the counters ``/metrics`` shows
+    alert_channels: Channels  # where alerts go (``/alerts/test``)
 
     def status(self) -> dict:
         """The ``/status`` document."""

@@ -52,6 +52,7 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
     monkeypatch.setenv("SHUNT_HOME", str(tmp_path / "shunt"))
     monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)  # no test pops up a real desktop notification
     # Commands run in-process (serve's logging set-up, the demo) configure shunt's loggers; a test
     # that asserts on caplog must not depend on which of them ran before it.
     loggers = [logging.getLogger("shunt")] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
