@@ -104,6 +104,38 @@ def cost_usd(price: Price, tokens: Mapping[str, int]) -> float:
             + tokens.get("cache_read_tokens", 0) * price.cache_read) / PER_TOKENS
 
 
+class PriceBook:
+    """The prices in use: :data:`PRICES` with ``overrides`` (``[pricing]`` of config.toml), each model's
+    lookup (:func:`price_for`) remembered, since a pool sees few models and prices every request.
+    Replace the book to change the overrides; a book is safe to share between threads."""
+
+    MAX_MODELS = 256  # models remembered; past that the memory starts again (clients choose model names)
+
+    def __init__(self, overrides: Mapping[str, Price] | None = None):
+        self.overrides: dict[str, Price] = dict(overrides or {})
+        self._known: dict[str, Price | None] = {}
+
+    def price(self, model: str) -> Price | None:
+        """The price of ``model``, or None: unpriced (see :func:`price_for`)."""
+        try:
+            return self._known[model]
+        except KeyError:
+            pass
+        if len(self._known) >= self.MAX_MODELS:
+            self._known = {}
+        found = self._known[model] = price_for(model, self.overrides)
+        return found
+
+    def __len__(self) -> int:
+        """How many models' lookups are remembered."""
+        return len(self._known)
+
+    def cost_usd(self, record: Mapping) -> float | None:
+        """API-equivalent USD of one finished request (see :func:`request_cost_usd`), or None if unpriced."""
+        price = self.price(str(record.get("model") or ""))
+        return None if price is None else cost_usd(price, record)
+
+
 def request_cost_usd(record: Mapping, overrides: Mapping[str, Price] | None = None) -> float | None:
     """API-equivalent USD of one finished request (its ``model`` and tokens), or None if the model
     is unpriced (:func:`price_for`)."""

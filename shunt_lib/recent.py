@@ -23,18 +23,15 @@ class RecentRequests:
 
     def __init__(self, maxlen: int = 200):
         self._lock = threading.Lock()
-        self._rows: collections.deque[dict] = collections.deque(maxlen=maxlen)
+        self._rows: collections.deque[tuple[int, RequestRecord]] = collections.deque(maxlen=maxlen)
         self._seq = 0
 
     def add(self, record: RequestRecord) -> None:
-        """Keep one finished request (the listener hook); the oldest falls off when the ring is full."""
-        row = {k: record.get(k) for k in FEED_FIELDS}
-        row["held"] = record.get("held_ms", 0) > 0
-        row["moved"] = record.get("attempts", 1) > 1
+        """Keep one finished request (the listener hook, on the request's thread: the record is kept as
+        it is and shaped for a view only when asked); the oldest falls off when the ring is full."""
         with self._lock:
             self._seq += 1
-            row["seq"] = self._seq
-            self._rows.append(row)
+            self._rows.append((self._seq, record))
 
     def after(self, seq: int = 0, limit: int = 50) -> dict:
         """The requests numbered above ``seq``, oldest first, at most the newest ``limit`` of them.
@@ -45,6 +42,12 @@ class RecentRequests:
             for an account; ``moved``: it took more than one upstream attempt (failover).
         """
         with self._lock:
-            rows = [r for r in self._rows if r["seq"] > seq]
+            kept = [(n, r) for n, r in self._rows if n > seq]
             last = self._seq
-        return {"last_seq": last, "requests": rows[-limit:] if limit > 0 else []}
+        return {"last_seq": last, "requests": [_row(n, r) for n, r in kept[-limit:]] if limit > 0 else []}
+
+
+def _row(seq: int, record: RequestRecord) -> dict:
+    row = {k: record.get(k) for k in FEED_FIELDS}
+    row.update(seq=seq, held=record.get("held_ms", 0) > 0, moved=record.get("attempts", 1) > 1)
+    return row

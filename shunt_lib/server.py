@@ -44,6 +44,7 @@ from .history import HistoryWriter, db_path
 from .recent import RecentRequests
 from .limits import Admission, Limits
 from .metrics import Metrics
+from .pricing import PriceBook
 from .loop import Loop
 from .oauth import TokenManager
 from .relay import Relay
@@ -192,7 +193,7 @@ class ShuntServer(ThreadingHTTPServer):
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing)
-            self.pool.prices = config.pricing  # the next request is priced with them
+            self.pool.prices = PriceBook(config.pricing)  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
         if live:
             log.info("config.toml [server] applied: %s", ", ".join(live))
@@ -430,7 +431,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     creds = store.load()
     pool = Pool(config.accounts, strategy=server_cfg.strategy, session_ttl_s=server_cfg.session_ttl_s,
                 max_sessions=server_cfg.max_sessions)
-    pool.prices = config.pricing
+    pool.prices = PriceBook(config.pricing)
     load_state(pool, paths.state, clock.time())
     http = new_session()
     tokens = TokenManager(store, {}, token_url=server_cfg.oauth_token_url, client_id=server_cfg.oauth_client_id,

@@ -23,7 +23,7 @@ from .account_state import AccountRecord, AccountSnapshot, Event, reconcile
 from .config import AccountConfig
 from .outcome import Action, Outcome
 from .ratelimit import RateLimitInfo, Window
-from .pricing import Price, request_cost_usd
+from .pricing import PriceBook
 from .record import RequestRecord
 from .router import AccountView, Choice, choose_account, choose_credential_holder, soonest_recovery
 from .sessions import MAX_SESSIONS, SessionTable
@@ -59,7 +59,7 @@ class Pool:
         self._recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self._rr = 0
         self._pinned: str | None = None
-        self.prices: dict[str, Price] = {}  # [pricing] overrides of config.toml (see shunt_lib.pricing)
+        self.prices = PriceBook()  # list prices with the [pricing] overrides of config.toml (replaced on reload)
         self.version = 0  # bumped under the lock whenever persisted state changes; the writer polls it
 
     # -- configuration ------------------------------------------------------------------------
@@ -244,10 +244,11 @@ class Pool:
 
     def record_request(self, record: RequestRecord) -> None:
         """Count one finished request against its account and keep it among the recent ones."""
+        cost_usd = self.prices.cost_usd(record)  # outside the lock
         with self._lock:
             rec = self._accounts.get(record["account"] or "")
             if rec is not None:
-                rec.count(record, request_cost_usd(record, self.prices))
+                rec.count(record, cost_usd)
             self._recent.append(record)
             self._touch()
 

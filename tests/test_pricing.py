@@ -94,3 +94,17 @@ def test_bad_pricing_refused_naming_the_key(pricing, needle):
     with pytest.raises(ConfigError) as e:
         parse_config({"pricing": pricing})
     assert needle in str(e.value)
+
+
+def test_a_price_book_gives_what_price_for_gives_and_remembers_each_model():
+    from shunt_lib.pricing import PriceBook
+
+    mine = Price(1, 2, 3, 4, 5, "config.toml", "")
+    book = PriceBook({"my-": mine})
+    for model in ("claude-sonnet-4-5-20250929", "my-model", "gpt-9", "claude-sonnet-4-5-20250929", ""):
+        assert book.price(model) == price_for(model, {"my-": mine})
+    assert book.cost_usd({"model": "my-model", "input_tokens": 1_000_000}) == 1.0
+    assert book.cost_usd({"model": "gpt-9", "input_tokens": 5}) is None
+    for i in range(PriceBook.MAX_MODELS + 10):  # clients choose model names: the memory stays bounded
+        book.price(f"m{i}")
+    assert 0 < len(book) <= PriceBook.MAX_MODELS

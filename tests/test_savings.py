@@ -6,7 +6,7 @@ import json
 import pytest
 
 from shunt_lib.config import AccountConfig
-from shunt_lib.pricing import Price
+from shunt_lib.pricing import Price, PriceBook
 from shunt_lib.savings import DAY_S, Ledger, savings_summary
 from shunt_lib.state import Pool
 from shunt_lib.status_view import render_status
@@ -62,7 +62,7 @@ def test_pool_counts_savings_with_overrides_and_they_survive_state_json():
     pool = Pool([AccountConfig("a"), AccountConfig("b")], strategy="round-robin", session_ttl_s=60)
     pool.record_request(_record("claude-haiku-4-5", T0, input_tokens=1_000_000))        # $1
     pool.record_request(_record("my-model-1", T0, output_tokens=1_000_000))             # unpriced
-    pool.prices = {"my-model": Price(0, 3, 0, 0, 0, "config.toml", "")}
+    pool.prices = PriceBook({"my-model": Price(0, 3, 0, 0, 0, "config.toml", "")})
     pool.record_request(_record("my-model-1", T0, output_tokens=1_000_000))             # $3 by override
     doc = json.loads(json.dumps(pool.to_json(T0)))
     again = Pool([AccountConfig("a"), AccountConfig("b")], strategy="round-robin", session_ttl_s=60)
