@@ -29,6 +29,7 @@ TARGET_UPLOADS = 60  # unauthenticated uploads at once ...
 TARGET_UPLOAD_MIB = 31
 TARGET_UPLOADS_RSS_MB = 100.0  # ... while shunt's peak RSS stays under this
 INSTRUCTIONS_BEGIN, INSTRUCTIONS_END = "<!-- instructions:begin -->", "<!-- instructions:end -->"
+NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"  # hand-written reading of the figures
 
 METHOD = """\
 ## Method
@@ -445,12 +446,13 @@ def write_doc(r: Results, path: str) -> str:
     lines += ["", "## Results", "", "| " + " | ".join(cells[0]) + " |", "|" + " --- |" * len(cells[0])]
     lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
     lines += ["", "Details:", ""] + [f"* {d}" for d in details(r)] + ["", METHOD]
-    kept = ""  # the instruction counts of bench/instructions.py, written between their markers
+    kept = ""  # the instruction counts of bench/instructions.py and the notes, each between their markers
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-        if INSTRUCTIONS_BEGIN in old and INSTRUCTIONS_END in old:
-            kept = old[old.index(INSTRUCTIONS_BEGIN):old.index(INSTRUCTIONS_END) + len(INSTRUCTIONS_END)] + "\n"
+        for begin, end in ((NOTES_BEGIN, NOTES_END), (INSTRUCTIONS_BEGIN, INSTRUCTIONS_END)):
+            if begin in old and end in old:
+                kept += "\n" * bool(kept) + old[old.index(begin):old.index(end) + len(end)] + "\n"
     with open(path, "w") as f:
         f.write("\n".join(lines) + ("\n" + kept if kept else ""))
     return path
