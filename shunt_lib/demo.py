@@ -304,7 +304,8 @@ def run_demo(duration_s: float = DURATION_S, out=None, *, verbose: bool = False,
     out.say(f"  {stats.get('failover', 0)} failovers, {stats.get('exhausted', 0)} quota exhaustions, "
             f"{stats.get('held', 0)} requests held, {stats.get('recovered', 0)} recoveries; longest turn {longest:.1f}s")
     out.say("\nNext: `shunt setup` adds your first account, points Claude Code at shunt and runs it as a service\n"
-            "(`shunt setup --undo` takes that out again); then run `claude`.")
+            "(`shunt setup --undo` takes that out again); then run `claude`. `shunt monitor`, or\n"
+            "http://127.0.0.1:8082/ in a browser, shows the pool live; `shunt usage` what it served.")
     return 0 if failed == 0 else 1
 
 
