@@ -38,7 +38,7 @@ CHART_LABEL_W = 6  # the chart's y-axis label, left of its columns
 KEYS_HELP = (
     ("q", "quit"),
     ("?", "this help (any key closes it)"),
-    ("p", "pin all traffic to one account: pick it by number, or with the arrows and Enter (Esc cancels)"),
+    ("p", "pin all traffic to one account: its number, or arrows and Enter"),
     ("a", "back to automatic routing"),
     ("s", "next routing strategy"),
     ("m", "mute or unmute alerts"),
@@ -116,19 +116,33 @@ def _tokens_of(row: dict) -> int:
                                                "cache_creation_tokens", "cache_write_tokens"))
 
 
+def _widest_fitting(variants: list[Line], width: int) -> Line:
+    """The first of ``variants`` (most to least detailed) that fits ``width``, else the last one cut."""
+    for line in variants:
+        if len(line_text(line)) <= width:
+            return line
+    return fit(variants[-1], width)
+
+
 def header_lines(data: MonitorData, width: int) -> list[Line]:
-    """Two lines: version, strategy, pin, mute and URL; then savings, or why shunt cannot be reached."""
+    """Two lines: version, strategy, pin, mute and URL; then savings, or why shunt cannot be reached.
+    On a narrow terminal the URL, the version and the savings' wording go first, not the facts."""
     doc = data.status or {}
     pin = doc.get("pinned_account")
     muted = (doc.get("alerts") or {}).get("muted")
-    first: Line = [(f"shunt {doc.get('version', '?')}", "title"), (" · strategy ", ""), (doc.get("strategy", "?"), "title"),
+    facts: Line = [(" · strategy ", ""), (doc.get("strategy", "?"), "title"),
                    (" · ", ""), (f"pinned to {pin}", "warn") if pin else ("routing automatically", "ok"),
-                   (" · ", ""), ("alerts muted", "warn") if muted else ("alerts on", ""), (" · " + data.url, "dim")]
+                   (" · ", ""), ("alerts muted", "warn") if muted else ("alerts on", "")]
+    first = _widest_fitting([[(f"shunt {doc.get('version', '?')}", "title"), *facts, (" · " + data.url, "dim")],
+                             [(f"shunt {doc.get('version', '?')}", "title"), *facts],
+                             [("shunt", "title"), *facts]], width)
     if data.error:
-        second: Line = [(data.error, "bad")]
+        second = fit([(data.error, "bad")], width)
     else:
-        second = [(savings_text(doc.get("savings")) or "no savings yet", "dim")]
-    return [fit(first, width), fit(second, width)]
+        text = savings_text(doc.get("savings")) or "no savings yet"
+        second = _widest_fitting([[(text, "dim")], [(text.replace("saved (API list prices) ", "saved "), "dim")]],
+                                 width)
+    return [first, second]
 
 
 def _name_width(names: list[str]) -> int:

@@ -263,3 +263,15 @@ def test_a_remote_shunt_is_reached_with_SHUNT_REMOTE_KEY(make_proxy, tmp_path, m
     out = io.StringIO()
     assert run_monitor(elsewhere, proxy.url, 1.0, out=out) == 0
     assert "\na " in out.getvalue()
+
+
+def test_a_narrow_header_drops_wording_and_the_url_before_any_fact():
+    doc = _doc(pin="gamma", muted=True)
+    doc["savings"]["all_time"]["unpriced_requests"] = 20
+    data = MonitorData(url="http://127.0.0.1:8082", status=doc, feed=[], history=_history())
+    wide = [line_text(x) for x in render(data, 160, 24, NOW)]
+    assert wide[0].endswith("alerts muted · http://127.0.0.1:8082") and wide[1].startswith("saved (API list prices)")
+    narrow = [line_text(x) for x in render(data, 80, 24, NOW)]
+    assert narrow[0] == "shunt 9.9.9 · strategy least-utilization · pinned to gamma · alerts muted"
+    assert narrow[1] == "saved today $1.50 · 7d $1.50 · 30d $1.50 · all $1.50 · 20 unpriced"
+    assert "pinned to gamma" in line_text(render(data, 60, 24, NOW)[0])  # version and URL gone first
