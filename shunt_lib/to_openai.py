@@ -114,6 +114,9 @@ def _system(system, caps: Capabilities, deg: _Degraded) -> list[dict]:
     elif isinstance(system, list):
         texts = []
         for block in system:
+            if not isinstance(block, dict):
+                deg.add("block.invalid")
+                continue
             if "cache_control" in block:
                 deg.add("cache_control")
             if block.get("type") == "text":
@@ -129,11 +132,14 @@ def _system(system, caps: Capabilities, deg: _Degraded) -> list[dict]:
 def _messages(messages: list, caps: Capabilities, names: ToolNames, deg: _Degraded) -> list[dict]:
     out: list[dict] = []
     for message in messages:
+        if not isinstance(message, dict):
+            deg.add("message.invalid")
+            continue
         if message.get("role") == "assistant":
             out.append(_assistant(message.get("content"), names, deg))
         else:
             out += _user(message.get("content"), caps, deg)
-    if messages and messages[-1].get("role") == "assistant":
+    if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
         deg.add("assistant_prefill")  # the provider answers in a new message, it does not continue this one
     return out
 
@@ -143,7 +149,10 @@ def _assistant(content, names: ToolNames, deg: _Degraded) -> dict:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts, calls = [], []
-    for block in content or []:
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            deg.add("block.invalid")
+            continue
         kind = block.get("type")
         if "cache_control" in block:
             deg.add("cache_control")
@@ -180,7 +189,10 @@ def _user(content, caps: Capabilities, deg: _Degraded) -> list[dict]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     tool_messages, moved, parts = [], [], []
-    for block in content or []:
+    for block in content if isinstance(content, list) else []:
+        if not isinstance(block, dict):
+            deg.add("block.invalid")
+            continue
         if "cache_control" in block:
             deg.add("cache_control")
         if block.get("type") == "tool_result":
@@ -248,8 +260,8 @@ def _document(block: dict, caps: Capabilities, deg: _Degraded) -> list[dict]:
         if isinstance(inner, str):
             return [_text("\n\n".join(header + [inner]))]
         parts = [_text("\n\n".join(header))] if header else []
-        for item in inner or []:
-            parts += _part(item, caps, deg)
+        for item in inner if isinstance(inner, list) else []:
+            parts += _part(item, caps, deg) if isinstance(item, dict) else []
         return parts
     deg.add("document")
     name = block.get("title") or source.get("media_type") or source.get("type") or "document"
@@ -265,6 +277,9 @@ def _tool_result(block: dict, caps: Capabilities, deg: _Degraded) -> tuple[dict,
     if isinstance(content, str):
         texts.append(content)
     for item in content if isinstance(content, list) else []:
+        if not isinstance(item, dict):
+            deg.add("block.invalid")
+            continue
         if "cache_control" in item:
             deg.add("cache_control")
         for part in _part(item, caps, deg):
@@ -295,6 +310,9 @@ def _tools(messages_body: dict, caps: Capabilities, names: ToolNames, body: dict
     ``disable_parallel_tool_use`` as ``parallel_tool_calls: false`` where the provider accepts it."""
     functions = []
     for tool in messages_body.get("tools") or []:
+        if not isinstance(tool, dict):
+            deg.add("tools.invalid")
+            continue
         if tool.get("type") not in (None, "custom") or "input_schema" not in tool:
             deg.add(f"tools.{tool.get('type') or tool.get('name')}")  # a server tool: the provider cannot run it
             continue

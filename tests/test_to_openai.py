@@ -138,6 +138,15 @@ def test_text_documents_are_sent_as_text_and_pdfs_are_named():
     assert t.degraded == ["document"]
 
 
+def test_malformed_content_is_named_never_raised():
+    t = translate({"system": ["x"], "messages": ["m", {"role": "user", "content": [1, {"type": "tool_result",
+                   "tool_use_id": "t", "content": [2]}]}, {"role": "assistant", "content": [None]}],
+                   "tools": ["t"]})
+    assert t.body["messages"] == [{"role": "tool", "tool_call_id": "t", "content": ""},
+                                  {"role": "assistant", "content": ""}]
+    assert t.degraded == ["block.invalid", "message.invalid", "assistant_prefill", "tools.invalid"]
+
+
 def test_unknown_blocks_are_named_not_sent():
     t = translate({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s"},
                                                              {"type": "text", "text": "hi"}]}]})
