@@ -7,7 +7,7 @@ The provider sends server-sent events whose ``data`` is a ``chat.completion.chun
 https://platform.openai.com/docs/api-reference/chat-streaming/streaming). The client gets Anthropic's
 stream: ``message_start``, ``content_block_start/delta/stop``, ``message_delta`` (stop reason and the
 final usage), ``message_stop`` (https://docs.anthropic.com/en/docs/build-with-claude/streaming). The
-rules, and the providers' variants they cover, are in ``docs/protocol.md`` §9.3.
+rules, and the providers' variants they cover, are in ``docs/protocol.md`` §9.2.
 
 :class:`AnthropicFromChatStream` is the state machine: bytes in, Anthropic SSE events (bytes) out, no
 I/O and no clock. ``stream_collect.collect`` rebuilds the final message from its events and checks
@@ -159,7 +159,7 @@ class AnthropicFromChatStream:
     :param input_tokens: ``message_start``'s ``usage.input_tokens`` (an estimate, or 0); the real
         count follows in ``message_delta``.
 
-    Rules (``docs/protocol.md`` §9.3): one block index counter; a block is closed before the next
+    Rules (``docs/protocol.md`` §9.2): one block index counter; a block is closed before the next
     opens. ``reasoning_content`` / ``reasoning`` deltas are a ``thinking`` block (with an empty
     ``signature``: these providers sign nothing, and no ``signature_delta`` is sent); ``content`` and
     ``refusal`` deltas a ``text`` block. The FIRST tool call streams live as ``input_json_delta``
