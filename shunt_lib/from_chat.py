@@ -42,7 +42,7 @@ def include_usage(chat_body: dict) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _tool_input(arguments: object, where: str) -> dict:
+def tool_input(arguments: object, where: str) -> dict:
     """A tool call's ``arguments`` (a JSON string; empty means ``{}``) → the ``input`` object."""
     if arguments is None or arguments == "":
         return {}
@@ -101,12 +101,12 @@ def _conversation(messages: object, degraded: list[str]) -> tuple[str, list[dict
                 if not isinstance(fn.get("name"), str) or not fn["name"]:
                     raise bad(f"{cat}.function.name is missing", f"{cat}.function.name")
                 blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"],
-                               "input": _tool_input(fn.get("arguments"), f"{cat}.function.arguments")})
+                               "input": tool_input(fn.get("arguments"), f"{cat}.function.arguments")})
             legacy = msg.get("function_call")
             if isinstance(legacy, dict):
                 legacy_ids.append(f"call_legacy_{len(legacy_ids)}")
                 blocks.append({"type": "tool_use", "id": legacy_ids[-1], "name": str(legacy.get("name") or ""),
-                               "input": _tool_input(legacy.get("arguments"), f"{at}.function_call.arguments")})
+                               "input": tool_input(legacy.get("arguments"), f"{at}.function_call.arguments")})
             turns.add("assistant", blocks)
         elif role in ("tool", "function"):
             if role == "tool":
@@ -207,7 +207,7 @@ def messages_request(chat_body: dict) -> tuple[dict, list[str]]:
     user = chat_body.get("user") or chat_body.get("safety_identifier")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
-    _response_format(chat_body.get("response_format"), out, degraded)
+    apply_response_format(chat_body.get("response_format"), out, degraded)
     apply_effort(out, chat_body.get("reasoning_effort"), explicit_max, "reasoning_effort", degraded)
     if chat_body.get("stream") is True:
         out["stream"] = True
@@ -218,26 +218,26 @@ def messages_request(chat_body: dict) -> tuple[dict, list[str]]:
     return out, degraded
 
 
-def _response_format(fmt: object, out: dict, degraded: list[str]) -> None:
-    """``response_format``: ``json_schema`` → ``output_config.format`` (Anthropic structured outputs,
+def apply_response_format(fmt: object, out: dict, degraded: list[str], where: str = "response_format") -> None:
+    """``response_format`` (or the Responses API's flat ``text.format``): ``json_schema`` →
+    ``output_config.format`` (Anthropic structured outputs,
     https://platform.claude.com/docs/en/build-with-claude/structured-outputs); ``json_object`` has no
-    counterpart (degraded); ``text`` is the default."""
+    counterpart (``where`` is degraded); ``text`` is the default."""
     if fmt is None:
         return
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "text":
         return
     if kind == "json_schema":
-        spec = fmt.get("json_schema")
+        spec = fmt.get("json_schema", fmt)
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise bad("response_format.json_schema.schema must be a JSON schema object",
-                      "response_format.json_schema.schema")
+            raise bad(f"{where}: a json_schema format needs a schema object", where)
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     elif kind == "json_object":
-        degraded.append("response_format")
+        degraded.append(where)
     else:
-        raise bad(f"response_format.type: {kind!r} is not supported", "response_format.type")
+        raise bad(f"{where}.type: {kind!r} is not supported", f"{where}.type")
 
 
 def finish_reason(stop_reason: object) -> str | None:
