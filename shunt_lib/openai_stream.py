@@ -138,6 +138,11 @@ class SseDataReader:
             self._data.append((value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace"))
 
 
+_DELTA_FIELDS = {"text": (b"text_delta", b"text"), "thinking": (b"thinking_delta", b"thinking"),
+                 "tool_use": (b"input_json_delta", b"partial_json")}
+_json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C speed-up when present)
+
+
 @dataclass
 class _ToolCall:
     """One tool call being assembled from its fragments."""
@@ -379,10 +384,11 @@ class AnthropicFromChatStream:
         self._open = "tool_use"
 
     def _delta(self, kind: str, text: str, out: list[bytes]) -> None:
-        delta = ({"type": "text_delta", "text": text} if kind == "text" else
-                 {"type": "thinking_delta", "thinking": text} if kind == "thinking" else
-                 {"type": "input_json_delta", "partial_json": text})
-        self._emit(out, "content_block_delta", {"index": self._next_index, "delta": delta})
+        # The most frequent event by far: written directly (the same JSON ``_emit`` would give, spacing aside).
+        field = _DELTA_FIELDS[kind]
+        out.append(b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": %d, "delta": '
+                   b'{"type": "%s", "%s": %s}}\n\n' % (self._next_index, field[0], field[1],
+                                                       _json_string(text).encode()))
 
     def _close(self, out: list[bytes]) -> None:
         if self._open is not None:
