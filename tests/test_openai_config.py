@@ -170,3 +170,19 @@ def test_add_account_openai_refuses_to_change_an_existing_account(monkeypatch, c
     assert main(["add-account", "x", "--openai", "--provider", "vllm", "--no-key"]) == 2
     assert "already configured with another provider" in capsys.readouterr().err
     assert load_config(paths).accounts[0].provider == "ollama"
+
+
+def test_the_fix_for_a_rejected_openai_key_names_add_account_openai():
+    from shunt_lib.advice import action_for
+
+    assert "`shunt add-account or --openai`" in action_for("or", "openai", "reauth_required")
+    assert "`shunt add-account or --openai`" in action_for("or", "openai", "disabled")
+    assert "--api-key" in action_for("ci", "api_key", "reauth_required")
+
+
+def test_doctor_never_sends_an_openai_key_to_the_anthropic_upstream():
+    from shunt_lib.doctor import identity_skip_reason
+
+    reason = identity_skip_reason(Credential(kind="openai", api_key="sk-or-1"), {}, True, 0.0)
+    assert reason is not None and "not checked against the Anthropic API" in reason
+    assert identity_skip_reason(Credential(kind="api_key", api_key="sk-ant-1"), {}, True, 0.0) is None
