@@ -66,7 +66,7 @@ class AnthropicPassthrough:
     """Anthropic clients to Anthropic upstreams: everything forwarded unchanged but the credential."""
 
     name = "anthropic"
-    account_kinds = None
+    account_kinds = frozenset({"oauth", "api_key"})  # never an openai account: its key must not go to Anthropic
     ping = sse.PING
 
     def upstream_request(self, request: ProxyRequest, kind: str, secret: str) -> UpstreamRequest:
