@@ -62,7 +62,8 @@ class Finish:
 
     def answer_upstream(self, st: RequestState, answer: UpstreamAnswer) -> None:
         """Answer with an upstream answer read whole (an error), as the dialect shows it."""
-        head, body = st.dialect.client_error(answer.head, answer.body)
+        assert st.exchange is not None  # an upstream answer comes from an attempt
+        head, body = st.exchange.client_error(answer.head, answer.body)
         st.client.send_upstream_answer(answer.account, head, body)
         self.record(st, answer.account, answer.head.status)
 
@@ -110,14 +111,15 @@ class Finish:
 
         :param prefix: body bytes already read from ``resp`` (an error body too large to classify).
         """
-        head, client = resp.head, st.client
+        head, client, exchange = resp.head, st.client, st.exchange
+        assert exchange is not None  # an upstream answer comes from an attempt
         tap = st.tap = UsageTap(head.by_name.get("content-type", ""), head.by_name.get("content-encoding", ""))
         no_body = st.request.method == "HEAD" or head.status in (204, 304)
         if tap.sse:
             st.watch_client(self.watch)
-        client.start_answer(st.dialect.client_head(head), name, no_body=no_body, eager=tap.sse)
+        client.start_answer(exchange.client_head(head), name, no_body=no_body, eager=tap.sse)
         pieces = itertools.chain((prefix,), resp.iter_body()) if prefix else resp.iter_body()
-        broke = None if no_body else client.relay_body(st.dialect.client_body(head, _tapped(tap, pieces)))
+        broke = None if no_body else client.relay_body(exchange.client_body(head, _tapped(tap, pieces)))
         if client.gone.is_set():
             self.dropped(st)
             return

@@ -17,11 +17,13 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
 from typing import Callable
 
 from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
+from .config import AccountConfig
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
 from .drain import Drain
 from .errors import (
@@ -58,6 +60,9 @@ class Next(enum.Enum):
     DONE = "done"  # the request is answered (or dropped) and recorded
 
 
+OTHER_UPSTREAM_MAXSIZE = 32  # kept-alive connections to each OpenAI-compatible provider
+
+
 class Relay:
     """Forwards client requests to the pool's accounts. Any number of threads may call :meth:`handle`.
 
@@ -78,6 +83,10 @@ class Relay:
         self.pool = pool
         self.tokens = tokens
         self.upstream = upstream
+        #: each account's configuration by name (set by the server on start and reload: see :meth:`set_accounts`)
+        self.accounts: dict[str, AccountConfig] = {}
+        self._upstreams: dict[str, Upstream] = {}  # other upstreams than ``upstream``, by base URL; guarded by:
+        self._upstreams_lock = threading.Lock()
         self.watch = watch
         self.clock = clock
         self.hold_first_ping_s = hold_first_ping_s
@@ -89,6 +98,31 @@ class Relay:
         #: called with the reason each time a request moves to another account (what the account it
         #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
         self.failover_listeners: list[Callable[[str], None]] = []
+
+    def set_accounts(self, accounts: tuple[AccountConfig, ...]) -> None:
+        """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
+        self.accounts = {a.name: a for a in accounts}
+
+    def upstream_for(self, base_url: str | None) -> Upstream:
+        """The connection pool for ``base_url`` (None: the server's upstream), made at its first use."""
+        if base_url is None:
+            return self.upstream
+        pool = self._upstreams.get(base_url)
+        if pool is None:
+            with self._upstreams_lock:
+                pool = self._upstreams.get(base_url)
+                if pool is None:
+                    pool = self._upstreams[base_url] = Upstream(
+                        base_url, maxsize=OTHER_UPSTREAM_MAXSIZE, first_byte_timeout_s=self.upstream.first_byte_timeout_s,
+                        idle_timeout_s=self.upstream.idle_timeout_s)
+        return pool
+
+    def close_upstreams(self) -> None:
+        """Close the pools :meth:`upstream_for` made (the server's own upstream is closed by the server)."""
+        with self._upstreams_lock:
+            for pool in self._upstreams.values():
+                pool.close()
+            self._upstreams.clear()
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -164,12 +198,14 @@ class Relay:
             for listener in self.failover_listeners:
                 listener(cause)
         st.attempts = st.attempts.attempt(name)
-        up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
+        account = self.accounts.get(name) or AccountConfig(name, cred.kind)
+        exchange = st.exchange = st.dialect.exchange(st.request, account, cred.secret)
+        up = exchange.request
         set_upstream_request_id(None)
         st.watch_client(self.watch)  # a client that leaves while the head is awaited aborts the attempt
         st.cancel = Cancel()
         try:
-            resp = self.upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
+            resp = self.upstream_for(exchange.base_url).send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
                                       long_head=head_comes_late(up.method, up.target, up.body))
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
             self.finish.answer_error(st, BadRequest("the request cannot be forwarded: a header field name or "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .attempts import Attempts
 from .client import ClientStream
-from .dialect import Dialect, ProxyRequest
+from .dialect import Dialect, Exchange, ProxyRequest
 from .hold import Hold
 from .router import is_quota_free
 from .upstream import Cancel, UpstreamResponse
@@ -28,7 +28,8 @@ class RequestState:
     """
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded", "cancel", "quota_free", "left")
+                 "account", "tap", "recorded", "cancel", "quota_free", "left",
+                 "exchange")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -49,6 +50,7 @@ class RequestState:
         #: the account the last attempt failed on, its status (None: no answer) and why it failed (an
         #: :class:`~shunt_lib.outcome.Action` value or ``connect_error``), for the failover event
         self.left: tuple[str, int | None, str] | None = None
+        self.exchange: Exchange | None = None  # the last attempt's: how its answer reaches the client
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

@@ -149,6 +149,7 @@ class ShuntServer(ThreadingHTTPServer):
                 raise ConfigError(f"account {acct.name!r}: config.toml says kind {acct.kind!r} but "
                                   f"credentials.json holds a {cred.kind!r} credential")
         added, removed = self.pool.sync_accounts(accounts)
+        self.relay.set_accounts(accounts)
         for name in removed:
             self.tokens.set(name, None)
         updated = []
@@ -345,6 +346,7 @@ class ShuntServer(ThreadingHTTPServer):
             self.history.stop()  # after the drain: the requests it ended are recorded too
         self._watch.close()
         self._upstream.close()
+        self.relay.close_upstreams()
         self.tokens.close()
         self.http.close()
         self.server_close()
