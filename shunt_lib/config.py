@@ -488,8 +488,10 @@ def check_bind(server: ServerConfig) -> None:
         )
 
 
-def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig]) -> Config:
-    """Write a whole ``config.toml`` (no comments) from ``[server]`` keys and accounts, atomically.
+def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig],
+                 models: dict[str, Any] | None = None) -> Config:
+    """Write a whole ``config.toml`` (no comments) from ``[server]`` keys, accounts and a ``[models]``
+    table (``{"MODEL": "ACCOUNT[:MODEL]" | {"to": [...], "fallback": [...]}}``), atomically.
 
     For generated homes (the demo, tests, the benchmark); users' files are edited block by block
     instead, keeping their comments. :raises ConfigError: if the result would not validate (nothing written).
@@ -498,6 +500,12 @@ def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountCon
     for a in accounts:
         lines += ["", "[[accounts]]", f"name = {json.dumps(a.name)}", f"kind = {json.dumps(a.kind)}"]
         lines += openai_config.toml_lines(a) if a.kind == "openai" else []
+    if models:
+        lines += ["", "[models]"]
+        for key, v in models.items():  # JSON strings and lists of strings are valid TOML
+            value = ("{" + ", ".join(f"{k} = {json.dumps(t)}" for k, t in v.items()) + "}") if isinstance(v, dict) \
+                else json.dumps(v)
+            lines.append(f"{json.dumps(key)} = {value}")
     text = "\n".join(lines) + "\n"
     config = parse_config(tomllib.loads(text))
     paths.ensure()

@@ -17,6 +17,7 @@ from . import sse
 from .config import AccountConfig
 from .errors import ShuntError
 from .forwarding import ResponseHead, upstream_headers
+from .model_routing import with_model
 from .wire import Headers
 
 
@@ -66,44 +67,66 @@ class Dialect(Protocol):
     account_kinds: frozenset[str] | None
     ping: bytes
 
-    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str) -> Exchange:
+    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
         """The exchange of one attempt through ``account`` (its ``kind`` among :attr:`account_kinds`)
-        holding ``secret``."""
+        holding ``secret``; ``routed``: the request's :class:`~shunt_lib.model_routing.Routed` for this
+        account when its model decided the route (None otherwise)."""
 
     def error_body(self, err: ShuntError) -> bytes:
         """The body of an error shunt answers itself, in the client's API shape."""
 
 
 class PassThrough:
-    """An exchange that sends ``request`` and gives the client the answer unchanged."""
+    """An exchange that sends ``request`` and gives the client the answer unchanged (``extra``: response
+    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite)."""
 
-    __slots__ = ("request", "base_url")
+    __slots__ = ("request", "base_url", "extra")
 
-    def __init__(self, request: UpstreamRequest, base_url: str | None = None):
+    def __init__(self, request: UpstreamRequest, base_url: str | None = None, extra: list[tuple[str, str]] | None = None):
         self.request = request
         self.base_url = base_url
+        self.extra = extra
 
     def client_head(self, head: ResponseHead) -> ResponseHead:
-        return head
+        return ResponseHead.from_items(head.status, head.reason, head.items + self.extra) if self.extra else head
 
     def client_body(self, head: ResponseHead, pieces: Iterator[bytes]) -> Iterator[bytes]:
         return pieces
 
     def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
-        return head, body
+        return self.client_head(head), body
 
 
 class AnthropicPassthrough:
-    """Anthropic clients to Anthropic upstreams: everything forwarded unchanged but the credential."""
+    """Anthropic clients: to Anthropic accounts everything is forwarded unchanged but the credential
+    (and the model, where the user's ``[models]`` table rewrites it); to an ``openai`` account the
+    request is translated (:mod:`~shunt_lib.anthropic_on_openai`).
+
+    ``account_kinds``: the kinds that serve a request whose model does not decide its route (an openai
+    account's key must never go to Anthropic); ``routed_kinds``: the kinds that may serve a request
+    whose model routed it (:mod:`~shunt_lib.model_routing`): an ``openai`` account gets only those.
+    """
 
     name = "anthropic"
-    account_kinds = frozenset({"oauth", "api_key"})  # never an openai account: its key must not go to Anthropic
+    account_kinds = frozenset({"oauth", "api_key"})
+    routed_kinds = frozenset({"oauth", "api_key", "openai"})
     ping = sse.PING
 
-    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str) -> Exchange:
+    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
+        if account.kind == "openai":
+            if routed is None:  # the router never sends unrouted traffic here (account_kinds)
+                raise ValueError("an openai account takes only requests routed to it by model")
+            from . import anthropic_on_openai  # imported on first use: the pass-through path does not need it
+            return anthropic_on_openai.exchange(request, account, secret, routed)
         body = request.body if request.body or request.method != "GET" else None
+        extra = None
+        if routed is not None:
+            extra = routed.headers
+            if routed.upstream_model != routed.model:
+                body = with_model(routed.body, routed.upstream_model)
         return PassThrough(UpstreamRequest(request.method, request.target,
-                                           upstream_headers(request.headers.items(), account.kind, secret), body))
+                                           upstream_headers(request.headers.items(), account.kind, secret), body),
+                           extra=extra)
 
     def error_body(self, err: ShuntError) -> bytes:
         return err.body()
