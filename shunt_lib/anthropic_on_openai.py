@@ -89,7 +89,7 @@ class ChatExchange:
         self.extra = list(routed.headers)
         if self.degraded:
             self.extra.append((DEGRADED_HEADER, ", ".join(self.degraded)))
-            log.info("translated for %s with %s dropped or approximated: %s", account.name,
+            log.debug("translated for %s with %s dropped or approximated: %s", account.name,
                      DEGRADED_HEADER, ", ".join(self.degraded))
         self._translator: AnthropicFromChatStream | None = None
 
