@@ -173,7 +173,8 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             now = self.clock.time()
-            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
+            choice = self.pool.route(st.session, st.attempts.tried | st.dialect.excluded_accounts, now,
+                                     kinds=st.dialect.account_kinds,
                                      quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
@@ -301,7 +302,7 @@ class Relay:
                 events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
                                 duration_text(recovery[0] - now),
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
-            tried = st.attempts.tried
+            tried = st.attempts.tried | st.dialect.excluded_accounts
             if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
                                 lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s,
                                 stop=self.drain.stopping):
