@@ -156,7 +156,7 @@ class Handler(GuardedHandler):
         """Serve an OpenAI-dialect request (:mod:`shunt_lib.openai_front`) or a ``GET /v1/models`` shunt
         answers itself (:mod:`shunt_lib.pool_models`); False if ``route`` is neither."""
         config = self.server.config
-        if self.command == "GET" and pool_models.answers_locally(route, "anthropic-version" in self.headers.by_name,
+        if self.command in ("GET", "HEAD") and pool_models.answers_locally(route, "anthropic-version" in self.headers.by_name,
                                                                  config.accounts):
             self._send_json(200, pool_models.models_body(config.accounts, config.models,
                                                          anthropic="anthropic-version" in self.headers.by_name))

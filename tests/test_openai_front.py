@@ -99,6 +99,31 @@ def test_a_stream_with_include_usage_ends_with_the_usage_chunk_and_done(make_pro
     no_oauth_traffic(upstream)
 
 
+def test_dropped_fields_are_named_in_x_shunt_degraded(make_proxy, upstream):
+    p = make_proxy(OAUTH_AND_KEY)
+    with sdk(p) as client:
+        raw = client.chat.completions.with_raw_response.create(model="claude-test", messages=HI, seed=7,
+                                                               logit_bias={"50256": -100})
+        plain = client.chat.completions.with_raw_response.create(model="claude-test", messages=HI)
+    assert raw.headers["x-shunt-degraded"] == "seed, logit_bias" and raw.parse().choices[0].message.content == "Hello"
+    assert "x-shunt-degraded" not in plain.headers
+    assert "seed" not in json.loads(upstream.received[0].body)
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error_the_sdk_raises(make_proxy, upstream):
+    p = make_proxy(OAUTH_AND_KEY)
+    upstream.script("tok-k", Reply(events=tool_events([("toolu_1", "f", {"a": 1})]),
+                                   break_after=3))
+    got = []
+    with sdk(p) as client:
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in client.chat.completions.create(model="claude-test", messages=HI, stream=True):
+                got.append(chunk)
+    assert got and "upstream stream broke" in caught.value.message
+    (rec,) = p.srv.status()["recent_requests"]
+    assert rec["broke"] is True and rec["input_tokens"] == 20
+
+
 def test_parallel_tool_calls_stream_as_two_indexed_calls(make_proxy, upstream):
     p = make_proxy(OAUTH_AND_KEY)
     upstream.script("tok-k", Reply(events=tool_events([("toolu_1", "weather", {"city": "Paris"}),
