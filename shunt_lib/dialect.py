@@ -60,11 +60,14 @@ class Dialect(Protocol):
     """A client API: which accounts may serve it, and the :class:`Exchange` of each attempt.
 
     ``account_kinds``: the account kinds that may serve this dialect's traffic (None: every kind);
-    ``ping``: the keep-alive event sent while a streaming request is held.
+    ``excluded_accounts``: accounts that may not serve it whatever their kind (a request's model
+    decides, e.g. :mod:`shunt_lib.openai_front`); ``ping``: the keep-alive event sent while a
+    streaming request is held.
     """
 
     name: str
     account_kinds: frozenset[str] | None
+    excluded_accounts: frozenset[str]
     ping: bytes
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
@@ -110,6 +113,7 @@ class AnthropicPassthrough:
     name = "anthropic"
     account_kinds = frozenset({"oauth", "api_key"})
     routed_kinds = frozenset({"oauth", "api_key", "openai"})
+    excluded_accounts: frozenset[str] = frozenset()
     ping = sse.PING
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:

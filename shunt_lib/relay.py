@@ -187,10 +187,11 @@ class Relay:
                 return
             now = self.clock.time()
             plan = st.plan
-            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.kinds,
+            tried = st.attempts.tried | st.dialect.excluded_accounts
+            choice = self.pool.route(st.session, tried, now, kinds=st.kinds,
                                      allowed=plan.primary if plan else None, quota_free=st.quota_free)
             if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
-                choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.kinds, allowed=plan.fallback,
+                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=plan.fallback,
                                          quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
@@ -338,7 +339,7 @@ class Relay:
                 events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
                                 duration_text(recovery[0] - now),
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
-            tried = st.attempts.tried
+            tried = st.attempts.tried | st.dialect.excluded_accounts
             if not st.hold.wait(st.client, st.dialect.ping,
                                 lambda t: self.pool.any_usable(t, tried, kinds=kinds, allowed=allowed),
                                 lambda t: self.pool.soonest_recovery(t, kinds=kinds, allowed=allowed), st.deadline_s,
