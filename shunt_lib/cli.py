@@ -344,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     how = s.add_mutually_exclusive_group()
     how.add_argument("--paste", action="store_true", help="PKCE login for machines without `claude`: open a URL, paste CODE#STATE")
     how.add_argument("--api-key", action="store_true", help="an Anthropic API key, read from stdin or a hidden prompt")
+    how.add_argument("--openai", action="store_true", help="an OpenAI-compatible provider (key from stdin or a hidden "
+                     "prompt); with --provider NAME and/or --base-url URL, --models a,b, --no-key")
+    s.add_argument("--provider", help="with --openai: a preset (openai, openrouter, groq, deepseek, together, fireworks, "
+                   "mistral, gemini, ollama, vllm, lmstudio)")
+    s.add_argument("--base-url", help="with --openai: the provider's OpenAI-compatible base URL")
+    s.add_argument("--models", help="with --openai: comma-separated model ids or glob patterns it serves")
+    s.add_argument("--no-key", action="store_true", help="with --openai: a local server that takes no key")
     s.set_defaults(func=_account_command("cmd_add_account"))
 
     s = sub.add_parser("logout", help="revoke an account's refresh token and forget it (stays configured)")

@@ -16,6 +16,7 @@ import requests
 
 from .account_info import fetch_profile
 from .config import Paths, add_account_to_config, load_config, remove_account_from_config, shunt_home
+from .config_edit import openai_account_text, write_config_text
 from .control_client import control_request
 from .credentials import (Credential, CredentialStore, default_claude_credentials_path, parse_claude_code_credentials,
                           secret_problem)
@@ -23,6 +24,7 @@ from .errors import ConfigError
 from .httpclient import new_session
 from .login import claude_login, exchange_code, keychain_service, parse_paste, pkce_start, read_keychain
 from .oauth import revoke_refresh_token
+from .providers import PRESETS
 from .state_file import edit_saved_state
 
 
@@ -123,9 +125,40 @@ def _check_api_key(paths: Paths, key: str) -> None:
         raise ConfigError(f"could not check the key: {base}/v1/models answered {resp.status_code}")
 
 
+def _add_openai_account(paths: Paths, args) -> int:
+    """``add-account NAME --openai``: append the account's block to config.toml (validated first), then
+    store its key (empty only with ``--no-key`` or an empty answer for a preset that takes none)."""
+    models = tuple(m.strip() for m in (args.models or "").split(",") if m.strip())
+    text = openai_account_text(paths, args.name, provider=args.provider or "", base_url=args.base_url or "",
+                               models=models)
+    preset = PRESETS.get(args.provider or "")
+    key = "" if args.no_key else args.read_secret(f"API key for {args.name}"
+                                                  + (" (empty: none)" if preset and not preset.needs_key else "") + ": ")
+    if not key and not args.no_key and (preset is None or preset.needs_key):
+        raise ConfigError("no API key given (pipe it on stdin or type it at the prompt; --no-key for a server "
+                          "that takes none); nothing was saved")
+    problem = secret_problem(key) if key else None
+    if problem is not None:
+        raise ConfigError(f"the API key {problem}; nothing was saved")
+    if text is not None:
+        write_config_text(paths, text)
+    _store_account(paths, args.name, Credential(kind="openai", api_key=key))
+    acct = next(a for a in load_config(paths).accounts if a.name == args.name)
+    print(f"added OpenAI-compatible account {args.name!r} ({acct.base_url}; "
+          + (f"models {', '.join(acct.models)}" if acct.models else "no models yet: add `models = [...]` to its "
+             "block in config.toml or a [models] entry") + ("; no key" if not key else "") + ")")
+    return 0
+
+
 def cmd_add_account(args) -> int:
-    """``shunt add-account``: log in with ``claude auth login``, ``--paste`` (PKCE) or ``--api-key``."""
+    """``shunt add-account``: log in with ``claude auth login``, ``--paste`` (PKCE), ``--api-key`` or
+    ``--openai`` (an OpenAI-compatible provider)."""
     paths = _paths()
+    openai_only = [f for f in ("provider", "base_url", "models", "no_key") if getattr(args, f, None)]
+    if not getattr(args, "openai", False) and openai_only:
+        raise ConfigError(f"--{openai_only[0].replace('_', '-')} goes with --openai")
+    if getattr(args, "openai", False):
+        return _add_openai_account(paths, args)
     config = load_config(paths)
     if args.api_key:
         key = args.read_secret(f"Anthropic API key for {args.name}: ")
@@ -175,6 +208,8 @@ def cmd_accounts(args) -> int:
             exp = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.expires_at_ms / 1000)) if c.expires_at_ms else "unknown"
             detail = (f"token valid until {exp}" + (f", {c.email}" if c.email else "") + (f", plan {c.plan}" if c.plan else "")
                       + (", copy-only" if c.copy_only else ""))
+        elif c.kind == "openai":
+            detail = f"{a.base_url}" + (", key" if c.api_key else ", no key")
         else:
             detail = "API key"
         print(f"{a.name:<16} {a.kind:<8} {detail}")

@@ -214,7 +214,7 @@ class ClientStream:
             self.write(self._pending)
             self._pending = b""
         if self._framed and (sse_stream or self.sse_head_sent):
-            self.write(self.frame(event) + self.end_body())
+            self.write((self.frame(event) if event else b"") + self.end_body())
         else:
             self.close_after()
 

@@ -18,14 +18,17 @@ import tomllib
 import urllib.parse
 from typing import Any, Callable
 
+from .capabilities import Capabilities
 from .credentials import secret_problem
 from .errors import ConfigError
 from .pricing_config import parse_pricing
 from .fsutil import atomic_write_bytes, mtime_ns
 from .history_config import HistoryConfig, parse_history, readme_rows, template_lines
+from .model_map import ModelMap, parse_models
+from . import openai_config
 
 STRATEGIES = ("least-utilization", "round-robin", "fill-first", "reset-first")
-ACCOUNT_KINDS = ("oauth", "api_key")
+ACCOUNT_KINDS = ("oauth", "api_key", "openai")
 ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -298,7 +301,7 @@ def template() -> str:
     lines += template_lines()
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
-              '# kind = "oauth"      # or "api_key"', ""]
+              '# kind = "oauth"      # or "api_key", or "openai" (see the README: OpenAI-compatible providers)', ""]
     return "\n".join(lines)
 
 
@@ -311,16 +314,25 @@ def readme_table() -> str:
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += readme_rows()
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
-             "| `accounts[].kind` | `oauth` | `oauth` or `api_key` |"]
+             "| `accounts[].kind` | `oauth` | `oauth`, `api_key` or `openai` |"]
+    rows += openai_config.readme_rows()
+    rows += ['| `models."MODEL"` | — | `"ACCOUNT"` or `"ACCOUNT:MODEL"`, or a table with `to` and `fallback` (see '
+             '"OpenAI-compatible providers") |']
     return "\n".join(rows)
 
 
 @dataclasses.dataclass(frozen=True)
 class AccountConfig:
-    """One ``[[accounts]]`` entry: ``name`` (unique) and ``kind`` (``oauth`` or ``api_key``)."""
+    """One ``[[accounts]]`` entry: ``name`` (unique) and ``kind`` (``oauth``, ``api_key`` or ``openai``);
+    an ``openai`` account also has ``provider`` (a preset name or ""), ``base_url``, ``models`` (ids or
+    patterns) and ``capabilities`` (see :mod:`shunt_lib.openai_config`); the others leave them empty."""
 
     name: str
     kind: str = "oauth"
+    base_url: str = ""
+    models: tuple[str, ...] = ()
+    capabilities: Capabilities | None = None
+    provider: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,6 +343,7 @@ class Config:
     accounts: tuple[AccountConfig, ...]
     history: HistoryConfig = HistoryConfig()
     pricing: dict = dataclasses.field(default_factory=dict)  # {prefix: pricing.Price}, see pricing_config
+    models: ModelMap = ModelMap()  # the [models] table, see model_map
 
 
 def shunt_home() -> str:
@@ -385,7 +398,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
     """
-    unknown = set(data) - {"server", "accounts", "history", "pricing"}
+    unknown = set(data) - {"server", "accounts", "history", "pricing", "models"}
     if unknown:
         raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
     server_raw = data.get("server", {})
@@ -411,8 +424,9 @@ def parse_config(data: dict[str, Any]) -> Config:
     for i, entry in enumerate(accounts_raw):
         if not isinstance(entry, dict):
             raise ConfigError(f"config.toml: accounts[{i}] must be a table")
+        kind = entry.get("kind", "oauth")
         for key in entry:
-            if key not in ("name", "kind"):
+            if key not in ("name", "kind") and kind != "openai":
                 raise ConfigError(f"config.toml: unknown key accounts[{i}].{key}")
         name = entry.get("name")
         if not isinstance(name, str) or not ACCOUNT_NAME_RE.match(name):
@@ -422,15 +436,16 @@ def parse_config(data: dict[str, Any]) -> Config:
         if name in seen:
             raise ConfigError(f"config.toml: duplicate account name {name!r} (accounts[{i}].name)")
         seen.add(name)
-        kind = entry.get("kind", "oauth")
         if kind not in ACCOUNT_KINDS:
-            raise ConfigError(f"config.toml: accounts[{i}].kind must be 'oauth' or 'api_key' (got {kind!r})")
-        accounts.append(AccountConfig(name=name, kind=kind))
+            raise ConfigError(f"config.toml: accounts[{i}].kind must be 'oauth', 'api_key' or 'openai' (got {kind!r})")
+        extra = openai_config.parse_openai_account(f"accounts[{i}]", entry) if kind == "openai" else {}
+        accounts.append(AccountConfig(name=name, kind=kind, **extra))
     return Config(
         server=server,
         accounts=tuple(accounts),
         history=parse_history(data.get("history", {})),
         pricing=parse_pricing(data.get("pricing", {})),
+        models=parse_models(data.get("models", {}), seen),
     )
 
 
@@ -473,8 +488,10 @@ def check_bind(server: ServerConfig) -> None:
         )
 
 
-def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig]) -> Config:
-    """Write a whole ``config.toml`` (no comments) from ``[server]`` keys and accounts, atomically.
+def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig],
+                 models: dict[str, Any] | None = None) -> Config:
+    """Write a whole ``config.toml`` (no comments) from ``[server]`` keys, accounts and a ``[models]``
+    table (``{"MODEL": "ACCOUNT[:MODEL]" | {"to": [...], "fallback": [...]}}``), atomically.
 
     For generated homes (the demo, tests, the benchmark); users' files are edited block by block
     instead, keeping their comments. :raises ConfigError: if the result would not validate (nothing written).
@@ -482,6 +499,13 @@ def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountCon
     lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]  # JSON str/int are valid TOML
     for a in accounts:
         lines += ["", "[[accounts]]", f"name = {json.dumps(a.name)}", f"kind = {json.dumps(a.kind)}"]
+        lines += openai_config.toml_lines(a) if a.kind == "openai" else []
+    if models:
+        lines += ["", "[models]"]
+        for key, v in models.items():  # JSON strings and lists of strings are valid TOML
+            value = ("{" + ", ".join(f"{k} = {json.dumps(t)}" for k, t in v.items()) + "}") if isinstance(v, dict) \
+                else json.dumps(v)
+            lines.append(f"{json.dumps(key)} = {value}")
     text = "\n".join(lines) + "\n"
     config = parse_config(tomllib.loads(text))
     paths.ensure()
@@ -519,7 +543,7 @@ def add_account_to_config(paths: Paths, name: str, kind: str) -> bool:
     if not ACCOUNT_NAME_RE.match(name):
         raise ConfigError(f"account name must be 1-64 letters, digits, '.', '_' or '-' (got {name!r})")
     if kind not in ACCOUNT_KINDS:
-        raise ConfigError(f"account kind must be 'oauth' or 'api_key' (got {kind!r})")
+        raise ConfigError(f"account kind must be one of {', '.join(ACCOUNT_KINDS)} (got {kind!r})")
     config = load_config(paths)
     for acct in config.accounts:
         if acct.name == name:

@@ -5,7 +5,9 @@ Shape::
     {"accounts": {
         "work": {"kind": "oauth", "access_token": "...", "refresh_token": "...",
                  "expires_at_ms": 1790000000000, "email": "...", "plan": "max"},
-        "ci":   {"kind": "api_key", "api_key": "sk-ant-..."}}}
+        "ci":   {"kind": "api_key", "api_key": "sk-ant-..."},
+        "or":   {"kind": "openai", "api_key": "sk-or-..."},     # an OpenAI-compatible provider's key
+        "local": {"kind": "openai", "api_key": ""}}}            # a local server that takes no key
 
 Claude Code's own file (``~/.claude/.credentials.json``, ``docs/protocol.md`` §2.2) holds
 ``{"claudeAiOauth": {"accessToken", "refreshToken", "expiresAt" (epoch ms), "subscriptionType", ...}}``.
@@ -63,7 +65,8 @@ class Credential:
     """One account's secret. ``repr`` never shows the secret.
 
     For ``kind == "oauth"``: ``access_token``, ``refresh_token``, ``expires_at_ms`` (epoch ms, 0 if
-    unknown). For ``kind == "api_key"``: ``api_key``.
+    unknown). For ``kind == "api_key"``: ``api_key``. For ``kind == "openai"`` (an OpenAI-compatible
+    provider): ``api_key``, sent as ``Authorization: Bearer``; empty for a local server that takes no key.
     """
 
     kind: str
@@ -91,11 +94,11 @@ class Credential:
     def problem(self) -> str | None:
         """Why this credential cannot be used (a secret field fails :func:`secret_problem`), naming the
         field and never its value; None if it can be used."""
-        fields = ("api_key",) if self.kind == "api_key" else ("access_token", "refresh_token")
+        fields = ("api_key",) if self.kind in ("api_key", "openai") else ("access_token", "refresh_token")
         for field in fields:
             value = getattr(self, field)
-            if field == "refresh_token" and not value:
-                continue  # optional: an imported login may come without one
+            if not value and (field == "refresh_token" or self.kind == "openai"):
+                continue  # optional: an imported login may come without one; a local server takes no key
             why = secret_problem(value)
             if why is not None:
                 return f"{field} {why}"
@@ -103,8 +106,8 @@ class Credential:
 
     def to_json(self) -> dict:
         """The ``credentials.json`` entry (secrets included: write it only through :class:`CredentialStore`)."""
-        if self.kind == "api_key":
-            out = {"kind": "api_key", "api_key": self.api_key}
+        if self.kind in ("api_key", "openai"):
+            out = {"kind": self.kind, "api_key": self.api_key}
         else:
             out = {
                 "kind": "oauth",
@@ -131,6 +134,11 @@ class Credential:
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"credentials.json: accounts.{name}.api_key is missing")
             return cls(kind="api_key", api_key=key, email=str(d.get("email") or ""))
+        if kind == "openai":
+            key = d.get("api_key", "")
+            if not isinstance(key, str):
+                raise ConfigError(f"credentials.json: accounts.{name}.api_key must be a string")
+            return cls(kind="openai", api_key=key)
         if kind == "oauth":
             access = d.get("access_token")
             if not isinstance(access, str) or not access:
@@ -147,7 +155,7 @@ class Credential:
                 plan=str(d.get("plan") or ""),
                 copy_only=bool(d.get("copy_only", False)),
             )
-        raise ConfigError(f"credentials.json: accounts.{name}.kind must be 'oauth' or 'api_key'")
+        raise ConfigError(f"credentials.json: accounts.{name}.kind must be 'oauth', 'api_key' or 'openai'")
 
 
 class CredentialStore:

@@ -1,10 +1,12 @@
 """API dialects: how a client's request becomes an upstream request, and the answer a client response.
 
 The relay's loop (route, attempt, fail over, hold) knows nothing of request or response shapes; it
-asks a :class:`Dialect`. :data:`ANTHROPIC` is the pass-through dialect of Anthropic clients: the
-request goes up unchanged but for its credential headers (:func:`~shunt_lib.forwarding.upstream_headers`)
-and the answer comes back unchanged. A translating dialect (OpenAI Chat Completions, say) plugs in
-by implementing the same hooks, with no change to the relay.
+asks a :class:`Dialect` (the client's API) for an :class:`Exchange` per attempt: the request to send
+through that account and how its answer reaches the client. :data:`ANTHROPIC` is the pass-through
+dialect of Anthropic clients: the request goes up unchanged but for its credential headers
+(:func:`~shunt_lib.forwarding.upstream_headers`) and the answer comes back unchanged. A translating
+exchange (an Anthropic client on an OpenAI-compatible account, an OpenAI client on an Anthropic
+account) plugs in by implementing the same hooks, with no change to the relay.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 from typing import Iterator, NamedTuple, Protocol
 
 from . import sse
+from .config import AccountConfig
 from .errors import ShuntError
 from .forwarding import ResponseHead, upstream_headers
+from .model_routing import with_model
 from .wire import Headers
 
 
@@ -35,19 +39,12 @@ class UpstreamRequest(NamedTuple):
     body: bytes | None
 
 
-class Dialect(Protocol):
-    """The hooks through which the relay turns client requests into upstream ones and back.
+class Exchange(Protocol):
+    """One attempt's translation: ``request`` is what goes up; ``base_url`` the upstream it goes to
+    (None: the server's ``upstream_url``); the hooks turn the account's answer into the client's."""
 
-    ``account_kinds``: the account kinds that may serve this dialect's traffic (None: every kind);
-    ``ping``: the keep-alive event sent while a streaming request is held.
-    """
-
-    name: str
-    account_kinds: frozenset[str] | None
-    ping: bytes
-
-    def upstream_request(self, request: ProxyRequest, kind: str, secret: str) -> UpstreamRequest:
-        """The request to send through an account of ``kind`` holding ``secret``."""
+    request: UpstreamRequest
+    base_url: str | None
 
     def client_head(self, head: ResponseHead) -> ResponseHead:
         """The head of a successful answer as the client gets it (its framing is shunt's)."""
@@ -58,30 +55,82 @@ class Dialect(Protocol):
     def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
         """An upstream error answer as the client gets it."""
 
+
+class Dialect(Protocol):
+    """A client API: which accounts may serve it, and the :class:`Exchange` of each attempt.
+
+    ``account_kinds``: the account kinds that may serve this dialect's traffic (None: every kind);
+    ``excluded_accounts``: accounts that may not serve it whatever their kind (a request's model
+    decides, e.g. :mod:`shunt_lib.openai_front`); ``ping``: the keep-alive event sent while a
+    streaming request is held.
+    """
+
+    name: str
+    account_kinds: frozenset[str] | None
+    excluded_accounts: frozenset[str]
+    ping: bytes
+
+    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
+        """The exchange of one attempt through ``account`` (its ``kind`` among :attr:`account_kinds`)
+        holding ``secret``; ``routed``: the request's :class:`~shunt_lib.model_routing.Routed` for this
+        account when its model decided the route (None otherwise)."""
+
     def error_body(self, err: ShuntError) -> bytes:
         """The body of an error shunt answers itself, in the client's API shape."""
 
 
-class AnthropicPassthrough:
-    """Anthropic clients to Anthropic upstreams: everything forwarded unchanged but the credential."""
+class PassThrough:
+    """An exchange that sends ``request`` and gives the client the answer unchanged (``extra``: response
+    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite)."""
 
-    name = "anthropic"
-    account_kinds = None
-    ping = sse.PING
+    __slots__ = ("request", "base_url", "extra")
 
-    def upstream_request(self, request: ProxyRequest, kind: str, secret: str) -> UpstreamRequest:
-        body = request.body if request.body or request.method != "GET" else None
-        return UpstreamRequest(request.method, request.target, upstream_headers(request.headers.items(), kind, secret),
-                               body)
+    def __init__(self, request: UpstreamRequest, base_url: str | None = None, extra: list[tuple[str, str]] | None = None):
+        self.request = request
+        self.base_url = base_url
+        self.extra = extra
 
     def client_head(self, head: ResponseHead) -> ResponseHead:
-        return head
+        return ResponseHead.from_items(head.status, head.reason, head.items + self.extra) if self.extra else head
 
     def client_body(self, head: ResponseHead, pieces: Iterator[bytes]) -> Iterator[bytes]:
         return pieces
 
     def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
-        return head, body
+        return self.client_head(head), body
+
+
+class AnthropicPassthrough:
+    """Anthropic clients: to Anthropic accounts everything is forwarded unchanged but the credential
+    (and the model, where the user's ``[models]`` table rewrites it); to an ``openai`` account the
+    request is translated (:mod:`~shunt_lib.anthropic_on_openai`).
+
+    ``account_kinds``: the kinds that serve a request whose model does not decide its route (an openai
+    account's key must never go to Anthropic); ``routed_kinds``: the kinds that may serve a request
+    whose model routed it (:mod:`~shunt_lib.model_routing`): an ``openai`` account gets only those.
+    """
+
+    name = "anthropic"
+    account_kinds = frozenset({"oauth", "api_key"})
+    routed_kinds = frozenset({"oauth", "api_key", "openai"})
+    excluded_accounts: frozenset[str] = frozenset()
+    ping = sse.PING
+
+    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
+        if account.kind == "openai":
+            if routed is None:  # the router never sends unrouted traffic here (account_kinds)
+                raise ValueError("an openai account takes only requests routed to it by model")
+            from . import anthropic_on_openai  # imported on first use: the pass-through path does not need it
+            return anthropic_on_openai.exchange(request, account, secret, routed)
+        body = request.body if request.body or request.method != "GET" else None
+        extra = None
+        if routed is not None:
+            extra = routed.headers
+            if routed.upstream_model != routed.model:
+                body = with_model(routed.body, routed.upstream_model)
+        return PassThrough(UpstreamRequest(request.method, request.target,
+                                           upstream_headers(request.headers.items(), account.kind, secret), body),
+                           extra=extra)
 
     def error_body(self, err: ShuntError) -> bytes:
         return err.body()

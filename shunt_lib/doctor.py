@@ -61,6 +61,8 @@ def identity_skip_reason(cred: Credential | None, flags: Mapping[str, bool], ups
     :func:`decide` share it: an expired token or a flagged account would only be rejected."""
     if cred is None:
         return "no credentials"
+    if cred.kind == "openai":  # its key belongs to another provider: never sent to the Anthropic upstream
+        return "an OpenAI-compatible provider's key is not checked against the Anthropic API"
     if not upstream_ok:
         return "the upstream is unreachable"
     if flags.get("reauth_required"):

@@ -43,6 +43,8 @@ from __future__ import annotations
 import errno
 import json
 
+from .openai_errors import openai_error_body
+
 
 def error_body(error_type: str, message: str) -> bytes:
     """The Anthropic error envelope as UTF-8 JSON bytes."""
@@ -71,6 +73,19 @@ class ShuntError(Exception):
 class BadRequest(ShuntError):
     status = 400
     error_type = "invalid_request_error"
+
+
+class InvalidOpenAIRequest(BadRequest):
+    """An OpenAI-dialect request (``/v1/chat/completions``, ``/v1/responses``) shunt cannot translate
+    for an Anthropic account. ``param`` names the field (``messages[2].tool_calls[0].function.arguments``);
+    :meth:`body` is OpenAI's error envelope (:mod:`shunt_lib.openai_errors`), since the client speaks it."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+    def body(self) -> bytes:
+        return openai_error_body(self.status, self.message, "invalid_request_error", self.param)
 
 
 class Unauthorized(ShuntError):

@@ -18,6 +18,7 @@ from . import sse
 from .attempts import ConnectFailure, UpstreamAnswer
 from .clock import Clock
 from .errors import ShuntError, ShuttingDown, UpstreamTimeout, UpstreamUnreachable
+from .forwarding import ResponseHead
 from .logfmt import current_request_id, upstream_request_id
 from .pool_limit import pool_unavailable_error
 from .record import AccessLine, RequestRecord, request_record
@@ -62,7 +63,8 @@ class Finish:
 
     def answer_upstream(self, st: RequestState, answer: UpstreamAnswer) -> None:
         """Answer with an upstream answer read whole (an error), as the dialect shows it."""
-        head, body = st.dialect.client_error(answer.head, answer.body)
+        assert st.exchange is not None  # an upstream answer comes from an attempt
+        head, body = st.exchange.client_error(answer.head, answer.body)
         st.client.send_upstream_answer(answer.account, head, body)
         self.record(st, answer.account, answer.head.status)
 
@@ -78,8 +80,14 @@ class Finish:
             cls = UpstreamTimeout if failure.timed_out else UpstreamUnreachable
             self.answer_error(st, cls("shunt got no answer from the upstream API: " + failure.message))
         else:
-            views = self.pool.views(now, kinds=st.dialect.account_kinds)
+            views = self.pool.views(now, kinds=st.kinds, allowed=st.plan.every if st.plan is not None else None)
             self.answer_error(st, pool_unavailable_error(views, now, recovery))
+
+    def answer_local(self, st: RequestState, name: str, head: ResponseHead, body: bytes) -> None:
+        """Answer for ``name`` with an answer shunt made itself (e.g. a ``count_tokens`` estimate for an
+        account whose provider has no such endpoint), counted as that account's answer."""
+        st.client.send_upstream_answer(name, head, body)
+        self.record(st, name, head.status)
 
     def answer_stopping(self, st: RequestState) -> None:
         """shunt is stopping: a 529 ``overloaded_error`` (an SSE error event if held), then close."""
@@ -110,14 +118,25 @@ class Finish:
 
         :param prefix: body bytes already read from ``resp`` (an error body too large to classify).
         """
-        head, client = resp.head, st.client
-        tap = st.tap = UsageTap(head.by_name.get("content-type", ""), head.by_name.get("content-encoding", ""))
+        head, client, exchange = resp.head, st.client, st.exchange
+        assert exchange is not None  # an upstream answer comes from an attempt
+        # A translating exchange's usage is read from what the client gets (Anthropic's shape); a
+        # pass-through's from the upstream's bytes, which are the same.
+        translated = getattr(exchange, "translated", False)
+        shown = exchange.client_head(head)
+        tapped = shown if translated else head
+        tap = st.tap = UsageTap(tapped.by_name.get("content-type", ""), tapped.by_name.get("content-encoding", ""))
         no_body = st.request.method == "HEAD" or head.status in (204, 304)
         if tap.sse:
             st.watch_client(self.watch)
-        client.start_answer(st.dialect.client_head(head), name, no_body=no_body, eager=tap.sse)
+        client.start_answer(shown, name, no_body=no_body, eager=tap.sse)
         pieces = itertools.chain((prefix,), resp.iter_body()) if prefix else resp.iter_body()
-        broke = None if no_body else client.relay_body(st.dialect.client_body(head, _tapped(tap, pieces)))
+        if no_body:
+            broke = None
+        elif translated:
+            broke = client.relay_body(_tapped(tap, exchange.client_body(head, pieces)))
+        else:
+            broke = client.relay_body(exchange.client_body(head, _tapped(tap, pieces)))
         if client.gone.is_set():
             self.dropped(st)
             return
@@ -134,8 +153,10 @@ class Finish:
         else:
             events_log.warning("upstream stream from %s broke: %s", name, broke,
                                extra={"event": "stream_error", "account": name})
-            client.fail_answer(sse.event("error", st.dialect.error_body(ShuntError(f"upstream stream broke: {broke}"))),
-                               sse_stream=tap.sse)
+            text = f"upstream stream broke: {broke}"
+            broken_event = getattr(exchange, "broken_event", None)  # a translated stream ends in its own way
+            client.fail_answer(broken_event(text) if broken_event is not None
+                               else sse.event("error", st.dialect.error_body(ShuntError(text))), sse_stream=tap.sse)
             st.active = None
             resp.abort()
         tap.finish()

@@ -3,7 +3,10 @@
 :class:`Handler` serves one connection (keep-alive: many requests): it parses each request (by
 :mod:`shunt_lib.wire`), guards it (Host and Origin by :mod:`shunt_lib.guard`, the path by
 :mod:`shunt_lib.paths_policy`, the shunt key), and dispatches it: ``OPTIONS`` is answered here
-(:mod:`shunt_lib.cors`), ``GET /health`` here too, the dashboard's files (``GET /``) by :mod:`shunt_lib.dashboard`, every path under ``/v1/`` goes to
+(:mod:`shunt_lib.cors`), ``GET /health`` here too, the dashboard's files (``GET /``) by :mod:`shunt_lib.dashboard`,
+the OpenAI front door (``POST /v1/chat/completions``, ``POST /v1/responses``, also without ``/v1``) to the
+relay in the dialect :mod:`shunt_lib.openai_front` prepares, ``GET /v1/models`` answered here when
+:mod:`shunt_lib.pool_models` says so, every other path under ``/v1/`` to
 :class:`~shunt_lib.relay.Relay`, and the control paths (``GET /status``, ``POST /use``, ``POST /reset``,
 ``POST /reload``, ``GET /metrics``, ...) to :mod:`shunt_lib.control`; other paths get an
 Anthropic-shaped 404. Every refusal it writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
@@ -18,7 +21,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from . import __version__, control, cors, dashboard, guard, paths_policy, wire
+from . import __version__, control, cors, dashboard, guard, openai_front, paths_policy, pool_models, wire
 from .connections import GuardedHandler, linger
 from .dialect import ProxyRequest
 from .errors import (
@@ -123,6 +126,8 @@ class Handler(GuardedHandler):
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             body_unread = False
             body = self._read_body()
+            if self._front_door(route, body):
+                return
             if route.startswith("/v1/"):
                 with self.server.request_in_flight():
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
@@ -146,6 +151,29 @@ class Handler(GuardedHandler):
             self.close_connection = True
         finally:
             self.wfile = out
+
+    def _front_door(self, route: str, body: bytes) -> bool:
+        """Serve an OpenAI-dialect request (:mod:`shunt_lib.openai_front`) or a ``GET /v1/models`` shunt
+        answers itself (:mod:`shunt_lib.pool_models`); False if ``route`` is neither."""
+        config = self.server.config
+        if self.command in ("GET", "HEAD") and pool_models.answers_locally(route, "anthropic-version" in self.headers.by_name,
+                                                                 config.accounts):
+            self._send_json(200, pool_models.models_body(config.accounts, config.models,
+                                                         anthropic="anthropic-version" in self.headers.by_name))
+            return True
+        api = openai_front.api_for(self.command, route)
+        if api is None:
+            return False
+        request = ProxyRequest(self.command, self.path, self.headers, body)
+        try:
+            dialect = openai_front.prepare(api, request, config.accounts, config.models,
+                                           self.server.relay.clock.time())
+        except ShuntError as err:  # bad input or no account for it: OpenAI's envelope, the connection kept
+            self._send_json(err.status, openai_front.front_error_body(err), err.headers)
+            return True
+        with self.server.request_in_flight():
+            self.server.relay.handle(self, request, dialect)
+        return True
 
     def _refused_body_plan(self, *, keep: bool = True) -> bool:
         """What becomes of the body of a request refused before its body was read, decided before the

@@ -47,12 +47,14 @@ class Action(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """``action`` plus, where it applies, ``until_s`` (epoch s the account is blocked until) and
-    ``reason`` (why, as the account's cooldown reason and in logs)."""
+    """``action`` plus, where it applies, ``until_s`` (epoch s the account is blocked until),
+    ``reason`` (why, as the account's cooldown reason and in logs) and ``advice`` (a sentence telling
+    the user what to do, when waiting will not help; "" otherwise)."""
 
     action: Action
     until_s: float = 0.0
     reason: str = ""
+    advice: str = ""
 
 
 def error_info(body: bytes) -> tuple[str, str]:

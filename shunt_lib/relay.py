@@ -17,11 +17,13 @@ from __future__ import annotations
 import enum
 import logging
 import re
+import threading
 from typing import Callable
 
 from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
 from .clock import SYSTEM, Clock
+from .config import AccountConfig
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
 from .drain import Drain
 from .errors import (
@@ -35,6 +37,9 @@ from .errors import (
 )
 from .finish import Finish
 from .hold import Hold
+from .model_map import ModelMap
+from .model_routing import NoAccountForModel, plan_request
+from .openai_ratelimit import classify_openai, parse_openai_rate_limits
 from .logfmt import install_request_context, new_request_id, request_context, set_upstream_request_id
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
@@ -58,6 +63,9 @@ class Next(enum.Enum):
     DONE = "done"  # the request is answered (or dropped) and recorded
 
 
+OTHER_UPSTREAM_MAXSIZE = 32  # kept-alive connections to each OpenAI-compatible provider
+
+
 class Relay:
     """Forwards client requests to the pool's accounts. Any number of threads may call :meth:`handle`.
 
@@ -78,6 +86,12 @@ class Relay:
         self.pool = pool
         self.tokens = tokens
         self.upstream = upstream
+        #: each account's configuration by name (set by the server on start and reload: see :meth:`set_accounts`)
+        self.accounts: dict[str, AccountConfig] = {}
+        #: the ``[models]`` table (set by the server on start and reload)
+        self.models = ModelMap()
+        self._upstreams: dict[str, Upstream] = {}  # other upstreams than ``upstream``, by base URL; guarded by:
+        self._upstreams_lock = threading.Lock()
         self.watch = watch
         self.clock = clock
         self.hold_first_ping_s = hold_first_ping_s
@@ -89,6 +103,31 @@ class Relay:
         #: called with the reason each time a request moves to another account (what the account it
         #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
         self.failover_listeners: list[Callable[[str], None]] = []
+
+    def set_accounts(self, accounts: tuple[AccountConfig, ...]) -> None:
+        """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
+        self.accounts = {a.name: a for a in accounts}
+
+    def upstream_for(self, base_url: str | None) -> Upstream:
+        """The connection pool for ``base_url`` (None: the server's upstream), made at its first use."""
+        if base_url is None:
+            return self.upstream
+        pool = self._upstreams.get(base_url)
+        if pool is None:
+            with self._upstreams_lock:
+                pool = self._upstreams.get(base_url)
+                if pool is None:
+                    pool = self._upstreams[base_url] = Upstream(
+                        base_url, maxsize=OTHER_UPSTREAM_MAXSIZE, first_byte_timeout_s=self.upstream.first_byte_timeout_s,
+                        idle_timeout_s=self.upstream.idle_timeout_s)
+        return pool
+
+    def close_upstreams(self) -> None:
+        """Close the pools :meth:`upstream_for` made (the server's own upstream is closed by the server)."""
+        with self._upstreams_lock:
+            for pool in self._upstreams.values():
+                pool.close()
+            self._upstreams.clear()
 
     # -- entry point ---------------------------------------------------------------------------
     def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
@@ -109,6 +148,14 @@ class Relay:
             if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
                 self.finish.answer_stopping(st)
                 return
+            try:
+                st.plan = plan_request(request.method, request.target, request.body, tuple(self.accounts.values()),
+                                       self.models, dialect=dialect.name)
+            except NoAccountForModel as err:
+                self.finish.answer_error(st, err)
+                return
+            if st.plan is not None:
+                st.kinds = getattr(dialect, "routed_kinds", dialect.account_kinds)
             self._loop(st)
         except ClientGone:
             client.close_after()
@@ -139,8 +186,13 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             now = self.clock.time()
-            choice = self.pool.route(st.session, st.attempts.tried, now, kinds=st.dialect.account_kinds,
-                                     quota_free=st.quota_free)
+            plan = st.plan
+            tried = st.attempts.tried | st.dialect.excluded_accounts
+            choice = self.pool.route(st.session, tried, now, kinds=st.kinds,
+                                     allowed=plan.primary if plan else None, quota_free=st.quota_free)
+            if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
+                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=plan.fallback,
+                                         quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
             else:
@@ -164,13 +216,26 @@ class Relay:
             for listener in self.failover_listeners:
                 listener(cause)
         st.attempts = st.attempts.attempt(name)
-        up = st.dialect.upstream_request(st.request, cred.kind, cred.secret)
+        account = self.accounts.get(name) or AccountConfig(name, cred.kind)
+        routed = st.plan.routes.get(name) if st.plan is not None else None
+        if routed is None:
+            exchange = st.exchange = st.dialect.exchange(st.request, account, cred.secret)
+        else:
+            _log_route(name, routed)
+            exchange = st.exchange = st.dialect.exchange(st.request, account, cred.secret, routed)
+        local = getattr(exchange, "local_answer", None)  # answered by shunt itself (count_tokens estimate)
+        if local is not None:
+            self.finish.answer_local(st, name, *local)
+            return Next.DONE
+        up = exchange.request
+        long_head = getattr(exchange, "long_head", None)
         set_upstream_request_id(None)
         st.watch_client(self.watch)  # a client that leaves while the head is awaited aborts the attempt
         st.cancel = Cancel()
         try:
-            resp = self.upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
-                                      long_head=head_comes_late(up.method, up.target, up.body))
+            resp = self.upstream_for(exchange.base_url).send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
+                                      long_head=head_comes_late(up.method, up.target, up.body) if long_head is None
+                                      else long_head)
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
             self.finish.answer_error(st, BadRequest("the request cannot be forwarded: a header field name or "
                                                     "value cannot be sent (a control character or a bad name)"))
@@ -199,17 +264,20 @@ class Relay:
             self.finish.dropped(st)
             return Next.DONE
         now = self.clock.time()
-        rl = parse_rate_limits(resp.head.by_name, now)
+        if account.kind == "openai":
+            rl = parse_openai_rate_limits(resp.head.by_name, now)
+        else:
+            rl = parse_rate_limits(resp.head.by_name, now)
         self.pool.record_rate_limits(name, rl, now)
         if 200 <= resp.head.status < 300:
             self.finish.relay_answer(st, name, resp)
             return Next.DONE
-        return self._after_error(st, name, cred.kind, cred.access_token, resp, rl, now)
+        return self._after_error(st, account, cred.access_token, resp, rl, now)
 
-    def _after_error(self, st: RequestState, name: str, kind: str, access_token: str, resp: UpstreamResponse,
+    def _after_error(self, st: RequestState, account: AccountConfig, access_token: str, resp: UpstreamResponse,
                      rl: RateLimitInfo | None, now: float) -> Next:
         """A non-2xx answer: read it, classify it, record what it means, and take the next step."""
-        head = resp.head
+        head, name, kind = resp.head, account.name, account.kind
         try:
             raw, complete = resp.read_small()
         except UpstreamStreamError:
@@ -222,9 +290,15 @@ class Relay:
         if st.active is not None:
             st.active = None  # first, so the disconnect watcher cannot touch a pooled connection
             resp.release()
-        outcome = classify(head.status, head.by_name, decode_body(raw, head.by_name.get("content-encoding", "")), rl, now)
+        decoded = decode_body(raw, head.by_name.get("content-encoding", ""))
+        if kind == "openai":
+            outcome = classify_openai(head.status, head.by_name, decoded, now, account=name, provider=account.provider)
+        else:
+            outcome = classify(head.status, head.by_name, decoded, rl, now)
         st.left = (name, head.status, outcome.action.value)
         self.pool.record_outcome(name, outcome)
+        if outcome.advice:  # waiting does not help (e.g. a provider that wants billing): say what does
+            events_log.warning("%s", outcome.advice, extra={"event": "advice", "account": name})
         answer = UpstreamAnswer(name, head, raw)
         st.attempts, step = st.attempts.after(name, kind, outcome, answer)
         if step is Step.ANSWER:
@@ -254,8 +328,8 @@ class Relay:
     def _nothing_usable(self, st: RequestState, now: float) -> Next:
         """No untried account can take the request now: hold it until one recovers within the
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
-        kinds = st.dialect.account_kinds
-        recovery = self.pool.soonest_recovery(now, kinds=kinds)
+        kinds, allowed = st.kinds, st.plan.every if st.plan is not None else None
+        recovery = self.pool.soonest_recovery(now, kinds=kinds, allowed=allowed)
         # A quota-free request was offered every account whose credential works: waiting adds nothing.
         if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:
             st.watch_client(self.watch)
@@ -265,9 +339,10 @@ class Relay:
                 events_log.info("holding a request: every account is busy; %s recovers in %s", recovery[1],
                                 duration_text(recovery[0] - now),
                                 extra={"event": "hold", "account": recovery[1], "until_s": recovery[0]})
-            tried = st.attempts.tried
-            if not st.hold.wait(st.client, st.dialect.ping, lambda t: self.pool.any_usable(t, tried, kinds=kinds),
-                                lambda t: self.pool.soonest_recovery(t, kinds=kinds), st.deadline_s,
+            tried = st.attempts.tried | st.dialect.excluded_accounts
+            if not st.hold.wait(st.client, st.dialect.ping,
+                                lambda t: self.pool.any_usable(t, tried, kinds=kinds, allowed=allowed),
+                                lambda t: self.pool.soonest_recovery(t, kinds=kinds, allowed=allowed), st.deadline_s,
                                 stop=self.drain.stopping):
                 self.finish.dropped(st)
                 return Next.DONE
@@ -275,6 +350,18 @@ class Relay:
             return Next.ROUTE
         self.finish.answer_failure(st, now, recovery)
         return Next.DONE
+
+
+def _log_route(name: str, routed) -> None:
+    """The events of a routed attempt: a configured fallback taken, a ``[models]`` rewrite applied."""
+    if routed.is_fallback:
+        events_log.info("request for %s falls back to %s (model %s)", routed.model, name, routed.upstream_model,
+                        extra={"event": "fallback", "account": name, "model": routed.model,
+                               "upstream_model": routed.upstream_model})
+    elif routed.upstream_model != routed.model:
+        events_log.info("model %s sent to %s as %s ([models])", routed.model, name, routed.upstream_model,
+                        extra={"event": "model_rewrite", "account": name, "model": routed.model,
+                               "upstream_model": routed.upstream_model})
 
 
 def head_comes_late(method: str, target: str, body: bytes | None) -> bool:

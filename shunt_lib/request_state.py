@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from .attempts import Attempts
 from .client import ClientStream
-from .dialect import Dialect, ProxyRequest
+from .dialect import Dialect, Exchange, ProxyRequest
 from .hold import Hold
+from .model_routing import RoutePlan
 from .router import is_quota_free
 from .upstream import Cancel, UpstreamResponse
 from .usage import UsageTap
@@ -28,7 +29,8 @@ class RequestState:
     """
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
-                 "account", "tap", "recorded", "cancel", "quota_free", "left")
+                 "account", "tap", "recorded", "cancel", "quota_free", "left",
+                 "exchange", "plan", "kinds")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -49,6 +51,11 @@ class RequestState:
         #: the account the last attempt failed on, its status (None: no answer) and why it failed (an
         #: :class:`~shunt_lib.outcome.Action` value or ``connect_error``), for the failover event
         self.left: tuple[str, int | None, str] | None = None
+        self.exchange: Exchange | None = None  # the last attempt's: how its answer reaches the client
+        #: the accounts the request's model routes it to (:mod:`~shunt_lib.model_routing`), or None
+        self.plan: RoutePlan | None = None
+        #: the account kinds that may serve it: the dialect's ``account_kinds``, or its ``routed_kinds`` once a plan routes it
+        self.kinds: frozenset[str] | None = dialect.account_kinds
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

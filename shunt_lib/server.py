@@ -85,6 +85,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.paths = paths
         self.pool = pool
         self.relay = relay
+        relay.models = config.models  # the [models] table routes requests by model
         self.tokens = tokens
         self.http = http
         self.clock = clock
@@ -149,6 +150,7 @@ class ShuntServer(ThreadingHTTPServer):
                 raise ConfigError(f"account {acct.name!r}: config.toml says kind {acct.kind!r} but "
                                   f"credentials.json holds a {cred.kind!r} credential")
         added, removed = self.pool.sync_accounts(accounts)
+        self.relay.set_accounts(accounts)
         for name in removed:
             self.tokens.set(name, None)
         updated = []
@@ -192,7 +194,9 @@ class ShuntServer(ThreadingHTTPServer):
             change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
-            self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing)
+            self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing,
+                                              models=config.models)
+            self.relay.models = config.models
             self.pool.prices = PriceBook(config.pricing)  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
         if live:
@@ -345,6 +349,7 @@ class ShuntServer(ThreadingHTTPServer):
             self.history.stop()  # after the drain: the requests it ended are recorded too
         self._watch.close()
         self._upstream.close()
+        self.relay.close_upstreams()
         self.tokens.close()
         self.http.close()
         self.server_close()

@@ -103,19 +103,24 @@ class Pool:
             rec = self._accounts.get(name)
             return rec is not None and rec.reauth_required
 
-    def _records(self, kinds: frozenset[str] | None) -> Iterable[AccountRecord]:
+    def _records(self, kinds: frozenset[str] | None, allowed: frozenset[str] | None = None) -> Iterable[AccountRecord]:
         recs = self._accounts.values()
-        return recs if kinds is None else [r for r in recs if r.kind in kinds]
+        if kinds is None and allowed is None:
+            return recs
+        return [r for r in recs if (kinds is None or r.kind in kinds) and (allowed is None or r.name in allowed)]
 
-    def _views(self, now_s: float, kinds: frozenset[str] | None, sessions: bool = True) -> list[AccountView]:
-        """Views of the accounts of ``kinds``, with live session counts if ``sessions`` (under the lock)."""
+    def _views(self, now_s: float, kinds: frozenset[str] | None, sessions: bool = True,
+               allowed: frozenset[str] | None = None) -> list[AccountView]:
+        """Views of the accounts of ``kinds`` (and names in ``allowed``), with live session counts if
+        ``sessions`` (under the lock)."""
         counts = self._sessions.active_counts(self._accounts, now_s) if sessions else {}
-        return [r.view(counts.get(r.name, 0)) for r in self._records(kinds)]
+        return [r.view(counts.get(r.name, 0)) for r in self._records(kinds, allowed)]
 
-    def views(self, now_s: float, *, kinds: frozenset[str] | None = None) -> list[AccountView]:
-        """A routing snapshot of every account (of ``kinds``, if given), config order."""
+    def views(self, now_s: float, *, kinds: frozenset[str] | None = None,
+              allowed: frozenset[str] | None = None) -> list[AccountView]:
+        """A routing snapshot of every account (of ``kinds`` and named in ``allowed``, if given), config order."""
         with self._lock:
-            return self._views(now_s, kinds)
+            return self._views(now_s, kinds, allowed=allowed)
 
     def snapshot(self, now_s: float) -> PoolSnapshot:
         """Everything ``/status`` shows, copied under the lock."""
@@ -126,11 +131,14 @@ class Pool:
 
     # -- routing ------------------------------------------------------------------------------
     def route(self, session: str | None, tried: frozenset[str] | set[str], now_s: float, *,
-              kinds: frozenset[str] | None = None, quota_free: bool = False) -> Choice | None:
+              kinds: frozenset[str] | None = None, allowed: frozenset[str] | None = None,
+              quota_free: bool = False) -> Choice | None:
         """Choose an account for the next attempt and bind ``session`` to it (sliding TTL).
 
         Fast path: a session whose bound account is usable is answered without scoring.
         :param kinds: only accounts of these kinds may be chosen (None: any).
+        :param allowed: only accounts of these names may be chosen (None: any), e.g. those that take
+            the request's model (:mod:`~shunt_lib.model_routing`).
         :param quota_free: the request uses no quota: if no account is usable, any whose credential
             works may take it (:func:`~shunt_lib.router.choose_credential_holder`; the session is not bound).
         :returns: the :class:`~shunt_lib.router.Choice`, or None if no untried account can take it.
@@ -139,10 +147,11 @@ class Pool:
             bound = self._sessions.account(session, now_s)
             if self._pinned is None and bound is not None and bound not in tried:
                 rec = self._accounts.get(bound)
-                if rec is not None and (kinds is None or rec.kind in kinds) and rec.view().usable(now_s):
+                if (rec is not None and (kinds is None or rec.kind in kinds) and (allowed is None or bound in allowed)
+                        and rec.view().usable(now_s)):
                     self._sessions.bind(session, bound, now_s)
                     return Choice(bound, "session")
-            views = self._views(now_s, kinds, sessions=self.strategy == "least-utilization")
+            views = self._views(now_s, kinds, sessions=self.strategy == "least-utilization", allowed=allowed)
             choice = choose_account(views, strategy=self.strategy, now_s=now_s, tried=tried, pinned=self._pinned,
                                     session_account=bound, rr_counter=self._rr)
             if choice is None:
@@ -160,15 +169,16 @@ class Pool:
         with self._lock:
             return self._sessions.account(session, now_s)
 
-    def soonest_recovery(self, now_s: float, *, kinds: frozenset[str] | None = None) -> tuple[float, str] | None:
-        """``(epoch_s, name)`` of the first unusable account (of ``kinds``) to recover by itself, or None."""
-        return soonest_recovery(self.views(now_s, kinds=kinds), now_s)
+    def soonest_recovery(self, now_s: float, *, kinds: frozenset[str] | None = None,
+                         allowed: frozenset[str] | None = None) -> tuple[float, str] | None:
+        """``(epoch_s, name)`` of the first unusable account (of ``kinds``, in ``allowed``) to recover by itself, or None."""
+        return soonest_recovery(self.views(now_s, kinds=kinds, allowed=allowed), now_s)
 
     def any_usable(self, now_s: float, exclude: frozenset[str] | set[str] = frozenset(), *,
-                   kinds: frozenset[str] | None = None) -> bool:
-        """Whether an account (of ``kinds``) not in ``exclude`` can take a request now."""
+                   kinds: frozenset[str] | None = None, allowed: frozenset[str] | None = None) -> bool:
+        """Whether an account (of ``kinds``, in ``allowed``) not in ``exclude`` can take a request now."""
         with self._lock:
-            return any(r.view().usable(now_s) for r in self._records(kinds) if r.name not in exclude)
+            return any(r.view().usable(now_s) for r in self._records(kinds, allowed) if r.name not in exclude)
 
     # -- recording facts ----------------------------------------------------------------------
     def _touch(self) -> None:

@@ -72,12 +72,14 @@ def upstream():
 
 @pytest.fixture
 def make_proxy(upstream):
-    """``make_proxy(accounts=[("a","oauth")], clock=..., **server_extra)`` → a running :class:`Proxy`."""
+    """``make_proxy(accounts=[("a","oauth")], clock=..., models={...}, **server_extra)`` → a running
+    :class:`Proxy` (``accounts`` may hold AccountConfig values, e.g. an openai account)."""
     proxies = []
 
     def factory(accounts=(("a", "oauth"), ("b", "oauth")), *, hold_first_ping_s=5.0, hold_ping_interval_s=15.0,
-                overload_backoff_s=0.01, expires_at_ms=None, idle_timeout_s=120.0, clock=None, **server_extra):
-        paths = write_home(os.environ["SHUNT_HOME"], upstream.url, list(accounts), server_extra, expires_at_ms)
+                overload_backoff_s=0.01, expires_at_ms=None, idle_timeout_s=120.0, clock=None, models=None,
+                **server_extra):
+        paths = write_home(os.environ["SHUNT_HOME"], upstream.url, list(accounts), server_extra, expires_at_ms, models)
         kw = {"clock": clock} if clock is not None else {}
         srv = make_server(load_config(paths), paths, port=0, hold_first_ping_s=hold_first_ping_s,
                           hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s,

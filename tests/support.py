@@ -25,9 +25,10 @@ STREAM_MSG = dict(MSG, stream=True)
 
 
 def write_home(home: str, upstream_url: str, accounts, server_extra: dict | None = None,
-               expires_at_ms: int | None = None):
-    """A home with ``accounts`` ((name, kind) pairs) whose secrets are ``tok-<name>`` / ``ref-<name>``."""
-    return _write_home(home, upstream_url, accounts, server=server_extra, expires_at_ms=expires_at_ms)
+               expires_at_ms: int | None = None, models: dict | None = None):
+    """A home with ``accounts`` ((name, kind) pairs or AccountConfig values) whose secrets are
+    ``tok-<name>`` / ``ref-<name>``, and an optional ``[models]`` table."""
+    return _write_home(home, upstream_url, accounts, server=server_extra, expires_at_ms=expires_at_ms, models=models)
 
 
 class FakeClock(Clock):

@@ -16,7 +16,7 @@ import pytest
 
 from shunt_lib.config import AccountConfig
 from shunt_lib.credentials import Credential, CredentialStore
-from shunt_lib.dialect import AnthropicPassthrough, ProxyRequest, UpstreamRequest
+from shunt_lib.dialect import AnthropicPassthrough, PassThrough, ProxyRequest, UpstreamRequest
 from shunt_lib.errors import ShuntError, UpstreamStreamError
 from shunt_lib.forwarding import ResponseHead
 from shunt_lib.oauth import TokenManager
@@ -201,16 +201,8 @@ def test_http10_clients_get_a_close_delimited_stream(relay_env):
     assert body == b"".join(sse_events()) and conn.close_connection
 
 
-class Shouting(AnthropicPassthrough):
-    """A toy dialect: only API-key accounts, its own path and error shape, and an upper-cased answer."""
-
-    name = "shouting"
-    account_kinds = frozenset({"api_key"})
-    ping = b": keep-alive\n\n"
-
-    def upstream_request(self, request, kind, secret):
-        up = super().upstream_request(request, kind, secret)
-        return up._replace(target="/v1/messages", headers={**up.headers, "x-dialect": "shouting"})
+class ShoutingExchange(PassThrough):
+    """The toy dialect's attempts: its own head, an upper-cased body, its own error shape."""
 
     def client_head(self, head):
         return ResponseHead.from_items(head.status, head.reason, [("content-type", "text/plain")])
@@ -220,6 +212,18 @@ class Shouting(AnthropicPassthrough):
 
     def client_error(self, head, body):
         return head, json.dumps({"error": {"message": json.loads(body)["error"]["message"]}}).encode()
+
+
+class Shouting(AnthropicPassthrough):
+    """A toy dialect: only API-key accounts, its own path and error shape, and an upper-cased answer."""
+
+    name = "shouting"
+    account_kinds = frozenset({"api_key"})
+    ping = b": keep-alive\n\n"
+
+    def exchange(self, request, account, secret):
+        up = super().exchange(request, account, secret).request
+        return ShoutingExchange(up._replace(target="/v1/messages", headers={**up.headers, "x-dialect": "shouting"}))
 
     def error_body(self, err: ShuntError) -> bytes:
         return json.dumps({"error": {"message": err.message, "type": err.error_type}}).encode()

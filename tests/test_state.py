@@ -259,3 +259,13 @@ def test_saved_state_keeps_known_parts_of_the_right_shape_and_drops_the_rest():
     assert not saved.hashed_keys and [r["ts_s"] for r in saved.recent] == [2, 3]
     assert saved_state(dict(doc, version=2, pinned_account="b"), {"a", "b"}, 3)[2:4] == (True, "b")
     assert saved_state([], {"a"}, 3) is None
+
+
+def test_anthropic_traffic_is_never_routed_to_an_openai_account():
+    """An openai account's key must never be sent to Anthropic: the pass-through dialect leaves it out."""
+    from shunt_lib.dialect import ANTHROPIC
+
+    p = Pool([AccountConfig("o", "openai", base_url="http://127.0.0.1:1/v1"), AccountConfig("a")],
+             strategy="fill-first", session_ttl_s=60)
+    assert p.route("s", set(), 1000.0, kinds=ANTHROPIC.account_kinds).name == "a"
+    assert p.route(None, {"a"}, 1000.0, kinds=ANTHROPIC.account_kinds) is None
