@@ -26,6 +26,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from shunt_lib.capabilities import Capabilities  # noqa: E402  (the repository root is now importable)
+from shunt_lib.json_body import body_bytes  # noqa: E402
 from shunt_lib.openai_stream import AnthropicFromChatStream  # noqa: E402
 from shunt_lib.to_openai import chat_request  # noqa: E402
 
@@ -43,7 +44,7 @@ def request_us(body: bytes, samples: int) -> list[tuple[float, float, float]]:
         t1 = time.perf_counter()
         translated = chat_request(parsed, "gpt-5", caps, stream=True)
         t2 = time.perf_counter()
-        json.dumps(translated.body, separators=(",", ":")).encode()
+        body_bytes(translated.body)
         t3 = time.perf_counter()
         out.append(((t1 - t0) * 1e6, (t2 - t1) * 1e6, (t3 - t2) * 1e6))
     return out

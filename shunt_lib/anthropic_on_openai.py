@@ -34,6 +34,7 @@ from .openai_stream import AnthropicFromChatStream
 from .to_openai import chat_request
 from .token_estimate import estimate_tokens
 from .usage import decode_body, make_decoder
+from .json_body import body_bytes
 
 log = logging.getLogger("shunt.translate")
 
@@ -83,7 +84,7 @@ class ChatExchange:
         self.tool_names = tr.tool_names
         self.degraded = tr.degraded
         self.request = UpstreamRequest("POST", CHAT_PATH, provider_headers(request, secret),
-                                       json.dumps(tr.body, ensure_ascii=False, separators=(",", ":")).encode())
+                                       body_bytes(tr.body))
         self.base_url = account.base_url
         self.long_head = not self.stream
         self.extra = list(routed.headers)
@@ -130,8 +131,7 @@ class ChatExchange:
             answer = None
         if not isinstance(answer, dict):
             raise UpstreamStreamError("the provider's answer is not a JSON object")
-        yield json.dumps(anthropic_message(answer, self.model, self.tool_names, self.stop_sequences),
-                         ensure_ascii=False).encode()
+        yield body_bytes(anthropic_message(answer, self.model, self.tool_names, self.stop_sequences))
 
     def broken_event(self, message: str) -> bytes:
         """The SSE event ending a stream the provider broke off (the translator's ``error`` event;

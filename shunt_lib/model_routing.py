@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 from .config import AccountConfig
 from .errors import ShuntError
 from .model_map import ModelMap, candidates
+from .json_body import body_bytes
 
 #: The paths whose body names the model that decides the route.
 ROUTED_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
@@ -111,4 +112,4 @@ def plan_request(method: str, target: str, body: bytes, accounts: Sequence[Accou
 def with_model(body: dict, model: str) -> bytes:
     """``body`` (a parsed request) as JSON bytes with its ``model`` set to ``model`` (the ``[models]``
     rewrite the user configured; the only change made to a pass-through body)."""
-    return json.dumps({**body, "model": model}, ensure_ascii=False, separators=(",", ":")).encode()
+    return body_bytes({**body, "model": model})

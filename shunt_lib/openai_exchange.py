@@ -24,6 +24,7 @@ from .from_chat import chat_completion
 from .openai_errors import anthropic_error_to_openai
 from .responses_api import ResponsesEventsFromAnthropic, response_object
 from .usage import decode_body
+from .json_body import body_bytes
 
 ANTHROPIC_VERSION = "2023-06-01"  # https://platform.claude.com/docs/en/api/versioning
 DEGRADED_HEADER = "x-shunt-degraded"
@@ -47,7 +48,7 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
     if upstream_model != model:
         data = json.loads(body)
         data["model"] = upstream_model
-        body = json.dumps(data, ensure_ascii=False).encode()
+        body = body_bytes(data)
     query = request.target.partition("?")[2]
     return PassThrough(UpstreamRequest("POST", "/chat/completions" + ("?" + query if query else ""), headers, body),
                        base_url)
@@ -63,7 +64,7 @@ def anthropic_request(request: ProxyRequest, body: dict, secret: str) -> Upstrea
                "accept": "text/event-stream" if body.get("stream") else "application/json",
                "accept-encoding": "identity",
                "user-agent": request.headers.by_name.get("user-agent") or f"shunt/{__version__}"}
-    return UpstreamRequest("POST", "/v1/messages", headers, json.dumps(body, ensure_ascii=False).encode())
+    return UpstreamRequest("POST", "/v1/messages", headers, body_bytes(body))
 
 
 class ToAnthropic:
@@ -136,7 +137,7 @@ class ToAnthropic:
             answer = chat_completion(message, self.model, self.created_s)
         else:
             answer = response_object(message, self.model, self.created_s)
-        yield json.dumps(answer, ensure_ascii=False).encode()
+        yield body_bytes(answer)
 
     def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
         raw = decode_body(body, head.by_name.get("content-encoding", ""))
