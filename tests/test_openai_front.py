@@ -19,9 +19,12 @@ from shunt_lib import sse
 from shunt_lib.config import AccountConfig, Paths, load_config, write_config
 from shunt_lib.credentials import Credential, CredentialStore
 from shunt_lib.model_map import ModelMap, Route, Target
-from shunt_lib.openai_front import FrontError, select
+from shunt_lib.dialect import ProxyRequest
+from shunt_lib.openai_front import FrontError, prepare, select
+from shunt_lib.relay import head_comes_late
 from shunt_lib.pool_models import claude_models, display_name
 from shunt_lib.server import make_server
+from shunt_lib.wire import Headers
 from tests.fakes.upstream import Reply, error_json
 from tests.support import Proxy
 
@@ -399,3 +402,18 @@ def test_claude_model_names_for_the_list():
     assert display_name("claude-opus-4-5") == "Claude Opus 4.5" and display_name("claude-3-7-sonnet") == "Claude Sonnet 3.7"
     assert display_name("claude-opus-4-0") == "Claude Opus 4" and display_name("gpt-5") == "gpt-5"
     assert "claude-opus-4-0" in claude_models() and "claude-opus-4" not in claude_models()
+
+
+@pytest.mark.parametrize("stream, long_head", [(False, True), (True, False)])
+def test_a_non_streaming_passthrough_waits_the_long_head_timeout(stream, long_head):
+    accounts = [AccountConfig("prov", "openai", base_url="http://127.0.0.1:9", models=("gpt-*",)),
+                AccountConfig("k", "api_key")]
+    for model, account in (("gpt-5", accounts[0]), ("claude-x", accounts[1])):
+        raw = json.dumps({"model": model, "messages": HI, "stream": stream}).encode()
+        request = ProxyRequest("POST", "/v1/chat/completions", Headers([("content-type", "application/json")]), raw)
+        exchange = prepare("chat", request, accounts, ModelMap(), 0.0).exchange(request, account, "sk")
+        up = exchange.request  # the relay's decision: the exchange's own, or else from the request sent
+        decided = exchange.long_head if getattr(exchange, "long_head", None) is not None else \
+            head_comes_late(up.method, up.target, up.body)
+        assert decided is long_head, (model, stream)
+
