@@ -22,6 +22,7 @@ from .dialect import PassThrough, ProxyRequest, UpstreamRequest
 from .forwarding import ResponseHead, upstream_headers
 from .from_chat import chat_completion
 from .openai_errors import anthropic_error_to_openai
+from .openai_usage import OpenAIUsageTap
 from .responses_api import ResponsesEventsFromAnthropic, response_object
 from .usage import decode_body
 
@@ -40,7 +41,8 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
     server). The body is the client's bytes; only when ``upstream_model`` differs from the requested
     ``model`` (a ``[models]`` rewrite) is it re-serialised with that model. A request that does not
     ask for a stream gets ``long_head``: the provider sends its head only with the whole answer, which
-    may take minutes.
+    may take minutes. Its usage is read from the provider's answer by
+    :class:`~shunt_lib.openai_usage.OpenAIUsageTap`.
     """
     headers = upstream_headers(request.headers.items(), "api_key", "")
     headers.pop("x-api-key", None)
@@ -53,7 +55,8 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
         body = json.dumps(data, ensure_ascii=False).encode()
     query = request.target.partition("?")[2]
     return PassThrough(UpstreamRequest("POST", "/chat/completions" + ("?" + query if query else ""), headers, body),
-                       base_url, long_head=not stream)
+                       base_url, long_head=not stream,
+                       usage_tap=OpenAIUsageTap)
 
 
 def anthropic_request(request: ProxyRequest, body: dict, secret: str) -> UpstreamRequest:
