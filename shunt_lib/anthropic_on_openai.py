@@ -31,6 +31,7 @@ from .forwarding import ResponseHead, narrow_accept_encoding
 from .model_routing import Routed
 from .openai_answer import anthropic_message, openai_error_to_anthropic
 from .openai_stream import AnthropicFromChatStream
+from .silence import with_silences
 from .to_openai import chat_request
 from .token_estimate import estimate_tokens
 from .usage import decode_body, make_decoder
@@ -44,6 +45,9 @@ CHAT_PATH = "/chat/completions"  # appended to the account's base_url (https://p
 #: Provider response headers not passed on: the body is shunt's (new type, length, no encoding).
 _DROP = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
 MAX_ANSWER_BYTES = 64 << 20  # a non-streaming answer larger than this is treated as broken
+#: A translated stream gets a ``ping`` after this long without a byte from the provider (Anthropic's
+#: streams carry pings while the model is slow, https://docs.anthropic.com/en/docs/build-with-claude/streaming).
+SILENT_PING_S = 10.0
 
 
 def provider_headers(request: ProxyRequest, secret: str) -> dict[str, str]:
@@ -70,9 +74,11 @@ class ChatExchange:
     :attr translated: True: usage is read from the body the client gets (Anthropic's shape).
     :attr long_head: a non-streaming request: the provider sends its head only with the whole answer.
     :attr degraded: what translation dropped or approximated (short names, in order).
+    :attr ping_after_s: a stream gets a ``ping`` event each time the provider is silent this long.
     """
 
     translated = True
+    ping_after_s = SILENT_PING_S
 
     def __init__(self, request: ProxyRequest, account: AccountConfig, secret: str, routed: Routed):
         body = routed.body
@@ -106,7 +112,11 @@ class ChatExchange:
     def _stream(self, decoder, pieces: Iterator[bytes]) -> Iterator[bytes]:
         tr = self._translator = AnthropicFromChatStream(self.model, f"msg_{uuid.uuid4().hex}", self.tool_names.original,
                                                         self.stop_sequences)
-        for piece in pieces:
+        for piece in with_silences(pieces, self.ping_after_s):
+            if piece is None:
+                if not tr.ended:  # nothing may follow message_stop
+                    yield tr.ping()
+                continue
             data = decoder.decompress(piece) if decoder is not None else piece
             out = tr.feed(data)
             if out:

@@ -202,17 +202,17 @@ class CredentialStore:
         """:returns: name → Credential, for the entries that can be used (an unusable secret is logged
         once, naming the account, and its account is left out). :raises ConfigError: if the file is malformed."""
         creds, bad = self._read()
-        for name, (_, problem) in bad.items():
+        for name, (raw, problem) in bad.items():
             if (name, problem) not in self._warned:
                 self._warned.add((name, problem))
-                log.warning("%s", unusable_message(name, problem))
+                log.warning("%s", unusable_message(name, problem, _kind(raw)))
         return creds
 
     def unusable(self) -> dict[str, str]:
         """name → why its stored credential cannot be used (never the value), for the entries :meth:`load` leaves out.
 
         :raises ConfigError: if the file is malformed."""
-        return {name: unusable_message(name, problem) for name, (_, problem) in self._read()[1].items()}
+        return {name: unusable_message(name, problem, _kind(raw)) for name, (raw, problem) in self._read()[1].items()}
 
     def _read(self) -> tuple[dict[str, Credential], dict[str, tuple[object, str]]]:
         """The usable credentials, and the unusable entries as ``name → (raw entry, problem)``."""
@@ -271,12 +271,23 @@ class CredentialStore:
         atomic_write_json(self.path, {"accounts": dict(sorted(accounts.items()))})
 
 
-def unusable_message(name: str, problem: str) -> str:
+def _kind(raw: object) -> str:
+    """The ``kind`` of a raw credentials.json entry ("" if it has none)."""
+    kind = raw.get("kind") if isinstance(raw, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def unusable_message(name: str, problem: str, kind: str = "") -> str:
     """The message for an account whose stored credential cannot be used: names the account, the field
-    and the fix, never the value."""
+    and the fix for its ``kind`` (an ``openai`` account's key is stored again with ``--openai``), never
+    the value."""
+    if kind == "openai":
+        fix = f"the account needs its key stored again (`shunt add-account {name} --openai`)"
+    else:
+        fix = (f"the account needs a new login (`shunt add-account {name}`, or "
+               f"`shunt add-account {name} --api-key` for an API key)")
     return (f"credentials.json: the {problem.split(' ', 1)[0]} of account {name!r} cannot be used: it "
-            f"{problem.split(' ', 1)[1]}; the account needs a new login (`shunt add-account {name}`, or "
-            f"`shunt add-account {name} --api-key` for an API key)")
+            f"{problem.split(' ', 1)[1]}; {fix}")
 
 
 def default_claude_credentials_path() -> str:

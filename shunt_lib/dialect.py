@@ -81,14 +81,20 @@ class Dialect(Protocol):
 
 class PassThrough:
     """An exchange that sends ``request`` and gives the client the answer unchanged (``extra``: response
-    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite)."""
+    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite; ``long_head``: whether the head
+    comes only with the whole answer, None = the relay decides from the request,
+    :func:`~shunt_lib.relay.head_comes_late`; ``usage_tap``: the class reading the answer's usage, None
+    = Anthropic's :class:`~shunt_lib.usage.UsageTap`)."""
 
-    __slots__ = ("request", "base_url", "extra")
+    __slots__ = ("request", "base_url", "extra", "long_head", "usage_tap")
 
-    def __init__(self, request: UpstreamRequest, base_url: str | None = None, extra: list[tuple[str, str]] | None = None):
+    def __init__(self, request: UpstreamRequest, base_url: str | None = None, extra: list[tuple[str, str]] | None = None,
+                 long_head: bool | None = None, usage_tap: type | None = None):
         self.request = request
         self.base_url = base_url
         self.extra = extra
+        self.long_head = long_head
+        self.usage_tap = usage_tap
 
     def client_head(self, head: ResponseHead) -> ResponseHead:
         return ResponseHead.from_items(head.status, head.reason, head.items + self.extra) if self.extra else head

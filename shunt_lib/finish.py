@@ -125,7 +125,8 @@ class Finish:
         translated = getattr(exchange, "translated", False)
         shown = exchange.client_head(head)
         tapped = shown if translated else head
-        tap = st.tap = UsageTap(tapped.by_name.get("content-type", ""), tapped.by_name.get("content-encoding", ""))
+        tap_class = getattr(exchange, "usage_tap", None) or UsageTap  # an OpenAI pass-through reads OpenAI's usage
+        tap = st.tap = tap_class(tapped.by_name.get("content-type", ""), tapped.by_name.get("content-encoding", ""))
         no_body = st.request.method == "HEAD" or head.status in (204, 304)
         if tap.sse:
             st.watch_client(self.watch)

@@ -22,6 +22,7 @@ from .dialect import PassThrough, ProxyRequest, UpstreamRequest
 from .forwarding import ResponseHead, upstream_headers
 from .from_chat import chat_completion
 from .openai_errors import anthropic_error_to_openai
+from .openai_usage import OpenAIUsageTap
 from .responses_api import ResponsesEventsFromAnthropic, response_object
 from .usage import decode_body
 from .json_body import body_bytes
@@ -32,13 +33,17 @@ DEGRADED_HEADER = "x-shunt-degraded"
 _BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
 
 
-def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_model: str, model: str) -> PassThrough:
+def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_model: str, model: str,
+                stream: bool = False) -> PassThrough:
     """The exchange of a Chat Completions request through an ``openai`` account at ``base_url``.
 
     Headers as forwarded to Anthropic (hop-by-hop fields and the client's credential removed,
     ``accept-encoding`` narrowed) plus ``Authorization: Bearer secret`` (none for a keyless local
     server). The body is the client's bytes; only when ``upstream_model`` differs from the requested
-    ``model`` (a ``[models]`` rewrite) is it re-serialised with that model.
+    ``model`` (a ``[models]`` rewrite) is it re-serialised with that model. A request that does not
+    ask for a stream gets ``long_head``: the provider sends its head only with the whole answer, which
+    may take minutes. Its usage is read from the provider's answer by
+    :class:`~shunt_lib.openai_usage.OpenAIUsageTap`.
     """
     headers = upstream_headers(request.headers.items(), "api_key", "")
     headers.pop("x-api-key", None)
@@ -51,7 +56,8 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
         body = body_bytes(data)
     query = request.target.partition("?")[2]
     return PassThrough(UpstreamRequest("POST", "/chat/completions" + ("?" + query if query else ""), headers, body),
-                       base_url)
+                       base_url, long_head=not stream,
+                       usage_tap=OpenAIUsageTap)
 
 
 def anthropic_request(request: ProxyRequest, body: dict, secret: str) -> UpstreamRequest:

@@ -132,6 +132,7 @@ class OpenAIDialect:
         self.excluded_accounts = frozenset(n for n in all_accounts if n not in selection.targets)
         self.translated = translated
         self.include_usage = from_chat.include_usage(body)
+        self.stream = body.get("stream") is True
         self.created_s = int(now_s)
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str) -> Exchange:
@@ -139,7 +140,7 @@ class OpenAIDialect:
         if upstream_model != self.model:
             log.info("model %s sent to %s as %s ([models])", self.model, account.name, upstream_model)
         if account.kind == "openai":
-            return passthrough(request, account.base_url, secret, upstream_model, self.model)
+            return passthrough(request, account.base_url, secret, upstream_model, self.model, self.stream)
         assert self.translated is not None  # an api_key account is a target only once the request translated
         body, degraded = self.translated
         if upstream_model != body["model"]:

@@ -60,6 +60,9 @@ class UsageTap:
 
     :param content_type: the response's ``content-type``.
     :param content_encoding: the response's ``content-encoding`` (gzip/deflate decoded on a copy).
+
+    Subclasses reading another answer shape (:class:`~shunt_lib.openai_usage.OpenAIUsageTap`) use
+    ``_decoder``, ``_buf``, ``_overflow`` and ``_take`` as this class does.
     """
 
     def __init__(self, content_type: str, content_encoding: str = ""):

@@ -5,10 +5,13 @@ degraded fields, usage), routing by model with ``[models]`` rewrites and fallbac
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
 
 import pytest
 
+from shunt_lib.anthropic_on_openai import ChatExchange
 from shunt_lib.capabilities import Capabilities
 from shunt_lib.config import AccountConfig
 from tests.fakes.openai_upstream import ChatReply, FakeOpenAI, RawReply, quota_429, rate_limit_429
@@ -204,3 +207,29 @@ def test_a_provider_stream_that_breaks_ends_with_an_error_event(make_proxy, prov
     provider.script(ChatReply(text="one two three four", break_after=3))
     status, _, raw = proxy.request(body=dict(STREAM_MSG, model="gpt-test"))
     assert status == 200 and b"event: error" in raw and b"message_stop" not in raw
+
+
+def test_a_silent_provider_gets_the_client_pings_until_it_goes_on(make_proxy, provider, monkeypatch):
+    monkeypatch.setattr(ChatExchange, "ping_after_s", 0.05)
+    proxy = make_proxy([oa("or", provider)])
+    resume = threading.Event()
+    provider.script(ChatReply(text="one two three", pause_after=2, resume=resume))
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/messages", body=json.dumps(dict(STREAM_MSG, model="gpt-test")),
+                     headers={"content-type": "application/json", "anthropic-version": "2023-06-01"})
+        resp = conn.getresponse()
+        before = []
+        while (line := resp.readline()) and line != b"event: ping\n":  # the provider waits for it
+            before.append(line)
+        assert line == b"event: ping\n"
+        resume.set()
+        rest = resp.read()
+    finally:
+        resume.set()
+        conn.close()
+    assert b"content_block_delta" in b"".join(before)  # the stream had begun: the ping is mid-stream
+    assert rest.count(b"event: message_stop") == 1 and b"event: error" not in rest
+    text = "".join(json.loads(l[6:])["delta"]["text"] for l in (b"".join(before) + rest).split(b"\n")
+                   if l.startswith(b"data: ") and b'"text_delta"' in l)
+    assert text == "one two three"

@@ -91,6 +91,18 @@ def test_an_unusable_entry_survives_other_writes_unchanged(tmp_path):
     assert store.remove("a") and "a" not in json.load(open(store.path))["accounts"]
 
 
+def test_an_unusable_openai_key_suggests_storing_it_again_with_openai(tmp_path):
+    store = CredentialStore(str(tmp_path / "credentials.json"))
+    store.put("gpt", Credential(kind="openai", api_key="sk-fine"))
+    store.put("ci", Credential(kind="api_key", api_key="sk-ant-fine"))
+    corrupt(Paths(str(tmp_path)), "gpt", "api_key", SECRET)
+    corrupt(Paths(str(tmp_path)), "ci", "api_key", SECRET)
+    msgs = store.unusable()
+    assert "`shunt add-account gpt --openai`" in msgs["gpt"] and "--api-key" not in msgs["gpt"]
+    assert "`shunt add-account ci --api-key`" in msgs["ci"]
+    assert_absent(SECRET, *msgs.values())
+
+
 def test_import_and_add_account_refuse_unusable_secrets(tmp_path, monkeypatch, capsys):
     src = tmp_path / "cc.json"
     src.write_text(json.dumps({"claudeAiOauth": {"accessToken": SECRET, "refreshToken": "r", "expiresAt": 1}}))

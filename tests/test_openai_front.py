@@ -16,12 +16,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from shunt_lib import sse
+from shunt_lib.capabilities import Capabilities
 from shunt_lib.config import AccountConfig, Paths, load_config, write_config
 from shunt_lib.credentials import Credential, CredentialStore
 from shunt_lib.model_map import ModelMap, Route, Target
-from shunt_lib.openai_front import FrontError, select
+from shunt_lib.dialect import ProxyRequest
+from shunt_lib.openai_front import FrontError, prepare, select
+from shunt_lib.relay import head_comes_late
 from shunt_lib.pool_models import claude_models, display_name
 from shunt_lib.server import make_server
+from shunt_lib.wire import Headers
+from tests.fakes.openai_upstream import FakeOpenAI as ScriptedOpenAI
 from tests.fakes.upstream import Reply, error_json
 from tests.support import Proxy
 
@@ -399,3 +404,34 @@ def test_claude_model_names_for_the_list():
     assert display_name("claude-opus-4-5") == "Claude Opus 4.5" and display_name("claude-3-7-sonnet") == "Claude Sonnet 3.7"
     assert display_name("claude-opus-4-0") == "Claude Opus 4" and display_name("gpt-5") == "gpt-5"
     assert "claude-opus-4-0" in claude_models() and "claude-opus-4" not in claude_models()
+
+
+@pytest.mark.parametrize("stream, long_head", [(False, True), (True, False)])
+def test_a_non_streaming_passthrough_waits_the_long_head_timeout(stream, long_head):
+    accounts = [AccountConfig("prov", "openai", base_url="http://127.0.0.1:9", models=("gpt-*",)),
+                AccountConfig("k", "api_key")]
+    for model, account in (("gpt-5", accounts[0]), ("claude-x", accounts[1])):
+        raw = json.dumps({"model": model, "messages": HI, "stream": stream}).encode()
+        request = ProxyRequest("POST", "/v1/chat/completions", Headers([("content-type", "application/json")]), raw)
+        exchange = prepare("chat", request, accounts, ModelMap(), 0.0).exchange(request, account, "sk")
+        up = exchange.request  # the relay's decision: the exchange's own, or else from the request sent
+        decided = exchange.long_head if getattr(exchange, "long_head", None) is not None else \
+            head_comes_late(up.method, up.target, up.body)
+        assert decided is long_head, (model, stream)
+
+
+def test_usage_of_answers_passed_through_from_an_openai_account_is_counted(make_proxy):
+    fake = ScriptedOpenAI().start()
+    try:
+        p = make_proxy([("o", "oauth"), AccountConfig("prov", "openai", base_url=fake.base_url, models=("gpt-*",),
+                                                      capabilities=Capabilities())])
+        with sdk(p) as client:
+            answer = client.chat.completions.create(model="gpt-5", messages=HI)
+            chunks = list(client.chat.completions.create(model="gpt-5", messages=HI, stream=True,
+                                                         stream_options={"include_usage": True}))
+    finally:
+        fake.close()
+    assert answer.usage.prompt_tokens == 21 and chunks[-1].usage.prompt_tokens == 21  # passed through unchanged
+    (acct,) = [a for a in json.loads(p.request("GET", "/status")[2])["accounts"] if a["name"] == "prov"]
+    # per answer: prompt 21 of which 4 cached, completion 5; cached tokens counted once
+    assert (acct["input_tokens"], acct["cache_read_tokens"], acct["output_tokens"]) == (34, 8, 10)

@@ -23,12 +23,15 @@ USAGE = {"prompt_tokens": 21, "completion_tokens": 5, "total_tokens": 26, "promp
 @dataclasses.dataclass
 class ChatReply:
     """A successful answer: ``text``, ``tool_calls`` (``[(id, name, arguments_json), ...]``);
-    ``break_after``: for a stream, drop the connection after that many chunks."""
+    ``break_after``: for a stream, drop the connection after that many chunks; ``pause_after``: for a
+    stream, wait for ``resume`` (an Event) after that many chunks."""
 
     text: str = "Hello from the fake provider"
     tool_calls: list = dataclasses.field(default_factory=list)
     usage: dict = dataclasses.field(default_factory=lambda: dict(USAGE))
     break_after: int | None = None
+    pause_after: int | None = None
+    resume: threading.Event | None = None
 
 
 @dataclasses.dataclass
@@ -177,6 +180,8 @@ class FakeOpenAI:
                 h.wfile.flush()
                 h.connection.shutdown(2)
                 return
+            if reply.pause_after is not None and i == reply.pause_after and reply.resume is not None:
+                reply.resume.wait(30)
             h.wfile.write(frame_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n"))
             h.wfile.flush()
         h.wfile.write(frame_chunk(b"data: [DONE]\n\n") + LAST_CHUNK)

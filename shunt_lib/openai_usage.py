@@ -1,0 +1,77 @@
+"""Token usage of an OpenAI-dialect answer passed through unchanged (a Chat Completions request on an
+``openai`` account), read as it streams past like :class:`~shunt_lib.usage.UsageTap` reads Anthropic's.
+
+* JSON: the ``chat.completion``'s top-level ``usage`` and ``model``.
+* SSE: the chunk carrying ``usage`` (the last one before ``[DONE]`` when the request set
+  ``stream_options.include_usage``; a stream without it carries no usage and counts 0;
+  https://platform.openai.com/docs/api-reference/chat-streaming).
+
+Counted as Anthropic's usage with cached prompt tokens once (``input = prompt_tokens − cached``,
+``cache_read = cached``; :func:`~shunt_lib.openai_answer.anthropic_usage`), so that ``/status``, the
+history and the savings count them like any other answer.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from .openai_answer import anthropic_usage
+from .usage import JSON_TAP_LIMIT, UsageTap
+
+_USAGE_MARK = b'"prompt_tokens"'  # only a chunk with a usage object is parsed
+
+
+class OpenAIUsageTap(UsageTap):
+    """:class:`~shunt_lib.usage.UsageTap` for Chat Completions answers (same interface and fields)."""
+
+    def feed(self, piece: bytes) -> None:
+        """Take the next raw body piece (any size, split anywhere)."""
+        if not self.sse:
+            super().feed(piece)
+            return
+        if self._decoder is not None:
+            try:
+                piece = self._decoder.decompress(piece)
+            except zlib.error:
+                self._decoder, self._overflow = None, True
+                return
+        if self._overflow:
+            return
+        data = self._buf + piece
+        start = 0
+        while (nl := data.find(b"\n", start)) >= 0:
+            line = data[start:nl]
+            start = nl + 1
+            if line.startswith(b"data:") and _USAGE_MARK in line:
+                self._chunk(line[5:])
+        self._buf = data[start:]
+        if len(self._buf) > JSON_TAP_LIMIT:
+            self._buf, self._overflow = b"", True
+
+    def _chunk(self, payload: bytes) -> None:
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return
+        self._answer(chunk)
+
+    def _answer(self, answer: object) -> None:
+        if not isinstance(answer, dict):
+            return
+        self.model = str(answer.get("model") or self.model)
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            self._take(anthropic_usage(usage))
+
+    def finish(self) -> None:
+        """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""
+        if self.sse or self._overflow or not self._buf:
+            return
+        try:
+            answer = json.loads(self._buf)
+        except ValueError:
+            return
+        finally:
+            self._buf = b""
+        self._answer(answer)
