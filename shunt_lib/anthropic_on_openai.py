@@ -25,7 +25,7 @@ from typing import Iterator
 
 from .config import AccountConfig
 from .capabilities import Capabilities
-from .dialect import ProxyRequest, UpstreamRequest
+from .requests_shape import ProxyRequest, UpstreamRequest
 from .errors import UpstreamStreamError
 from .forwarding import ResponseHead, narrow_accept_encoding
 from .model_routing import Routed

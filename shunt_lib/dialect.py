@@ -11,32 +11,14 @@ account) plugs in by implementing the same hooks, with no change to the relay.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Protocol
+from typing import Iterator, Protocol
 
 from . import sse
 from .config import AccountConfig
+from .requests_shape import ProxyRequest, UpstreamRequest  # noqa: F401  (re-exported: the relay's request types)
 from .errors import ShuntError
 from .forwarding import ResponseHead, upstream_headers
 from .model_routing import with_model
-from .wire import Headers
-
-
-class ProxyRequest(NamedTuple):
-    """A client request to forward: ``target`` is the path and query string as sent; ``body`` bytes."""
-
-    method: str
-    target: str
-    headers: Headers
-    body: bytes
-
-
-class UpstreamRequest(NamedTuple):
-    """What is sent upstream for one attempt; ``body`` None means no body."""
-
-    method: str
-    target: str
-    headers: dict[str, str]
-    body: bytes | None
 
 
 class Exchange(Protocol):
