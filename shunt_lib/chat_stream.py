@@ -10,6 +10,7 @@ https://platform.openai.com/docs/api-reference/chat-streaming/streaming. The map
 from __future__ import annotations
 
 import json
+from typing import Iterator
 
 from .from_chat import chat_usage, finish_reason
 from .openai_errors import error_from_anthropic
@@ -64,6 +65,18 @@ def sse_data(obj: object) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
+def anthropic_events(reader: "SSEEvents", data: bytes) -> Iterator[tuple[str, dict]]:
+    """The Anthropic events ``data`` completes in ``reader``, parsed: ``(type, event)`` pairs (the
+    ``type`` field, else the SSE event name); data that is not a JSON object is skipped."""
+    for name, text in reader.feed(data):
+        try:
+            event = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict):
+            yield str(event.get("type") or name), event
+
+
 class ChatChunksFromAnthropic:
     """A state machine: Anthropic SSE bytes in (:meth:`feed`), OpenAI stream lines out.
 
@@ -111,15 +124,10 @@ class ChatChunksFromAnthropic:
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next piece of Anthropic's stream; return the OpenAI lines it completes."""
         out: list[bytes] = []
-        for name, text in self._events.feed(data):
+        for kind, event in anthropic_events(self._events, data):
             if self.finished:
                 break
-            try:
-                event = json.loads(text)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(event, dict):
-                self._on_event(str(event.get("type") or name), event, out)
+            self._on_event(kind, event, out)
         return out
 
     def _on_event(self, kind: str, event: dict, out: list[bytes]) -> None:

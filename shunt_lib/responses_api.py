@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from .chat_stream import KEEPALIVE, SSEEvents
+from .chat_stream import KEEPALIVE, SSEEvents, anthropic_events
 from .from_chat import apply_response_format, tool_input
 from .openai_errors import error_from_anthropic
 from .openai_parts import (DEFAULT_MAX_TOKENS, Turns, apply_effort, apply_sampling, apply_tool_choice, bad,
@@ -230,15 +230,10 @@ class ResponsesEventsFromAnthropic:
     def feed(self, data: bytes) -> list[bytes]:
         """Take the next piece of Anthropic's stream; return the Responses events it completes."""
         out: list[bytes] = []
-        for name, text in self._events.feed(data):
+        for kind, event in anthropic_events(self._events, data):
             if self.finished:
                 break
-            try:
-                event = json.loads(text)
-            except (ValueError, RecursionError):
-                continue
-            if isinstance(event, dict):
-                self._on_event(str(event.get("type") or name), event, out)
+            self._on_event(kind, event, out)
         return out
 
     def _on_event(self, kind: str, event: dict, out: list[bytes]) -> None:

@@ -16,7 +16,7 @@ from shunt_lib.capabilities import Capabilities
 from shunt_lib.config import AccountConfig
 from tests.fakes.openai_upstream import ChatReply, FakeOpenAI, RawReply, quota_429, rate_limit_429
 from tests.fakes.upstream import Reply, error_json
-from tests.support import MSG, STREAM_MSG
+from tests.support import MSG, STREAM_MSG, wait_until
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -66,6 +66,8 @@ def test_the_sdk_streams_a_text_answer_from_an_openai_account(make_proxy, provid
     assert got.body["stream"] is True and got.body["stream_options"] == {"include_usage": True}
     # nothing of the client's Anthropic identity reaches the provider
     assert not any(k.startswith(("anthropic-", "x-api-key", "x-stainless")) for k in got.headers)
+    # the request is counted just after its answer is relayed
+    assert wait_until(lambda: json.loads(proxy.request("GET", "/status")[2])["accounts"][0]["requests"] >= 1)
     status = json.loads(proxy.request("GET", "/status")[2])
     (acct,) = status["accounts"]
     assert acct["name"] == "or" and acct["requests"] >= 1 and acct["input_tokens"] == 17 and acct["output_tokens"] == 5

@@ -28,7 +28,7 @@ from shunt_lib.server import make_server
 from shunt_lib.wire import Headers
 from tests.fakes.openai_upstream import FakeOpenAI as ScriptedOpenAI
 from tests.fakes.upstream import Reply, error_json
-from tests.support import Proxy
+from tests.support import Proxy, wait_until
 
 openai = pytest.importorskip("openai")
 
@@ -76,6 +76,7 @@ def test_a_chat_completion_is_translated_for_an_api_key_account_and_counted(make
     assert sent.path == "/v1/messages" and sent.credential == "tok-k"
     assert sent.header("anthropic-version") == "2023-06-01" and sent.header("authorization") is None
     assert json.loads(sent.body) == {"model": "claude-test", "system": "be brief", "messages": HI, "max_tokens": 50}
+    assert wait_until(lambda: len(p.srv.status()["recent_requests"]) == 1)  # counted just after the answer is relayed
     (rec,) = p.srv.status()["recent_requests"]  # the usage tap read the Anthropic answer
     assert (rec["account"], rec["path"], rec["input_tokens"], rec["output_tokens"]) == ("k", "/v1/chat/completions", 10, 5)
     no_oauth_traffic(upstream)
@@ -100,6 +101,7 @@ def test_a_stream_with_include_usage_ends_with_the_usage_chunk_and_done(make_pro
         conn.close()
     assert resp.getheader("content-type").startswith("text/event-stream")
     assert body.endswith(b"data: [DONE]\n\n") and b'"usage":{"prompt_tokens":10' in body
+    assert wait_until(lambda: len(p.srv.status()["recent_requests"]) == 2)  # counted just after the answer is relayed
     assert [r["input_tokens"] for r in p.srv.status()["recent_requests"]] == [10, 10]
     no_oauth_traffic(upstream)
 
@@ -125,6 +127,7 @@ def test_a_stream_that_breaks_off_ends_with_an_error_the_sdk_raises(make_proxy, 
             for chunk in client.chat.completions.create(model="claude-test", messages=HI, stream=True):
                 got.append(chunk)
     assert got and "upstream stream broke" in caught.value.message
+    assert wait_until(lambda: len(p.srv.status()["recent_requests"]) == 1)  # counted just after the answer is relayed
     (rec,) = p.srv.status()["recent_requests"]
     assert rec["broke"] is True and rec["input_tokens"] == 20
 
@@ -242,6 +245,7 @@ def test_the_responses_api_on_an_api_key_account(make_proxy, upstream):
     assert final.output_text == "Hello" and final.usage.output_tokens == 5
     first = json.loads(upstream.received[0].body)
     assert first["system"] == "be brief" and first["messages"] == HI
+    assert wait_until(lambda: len(p.srv.status()["recent_requests"]) == 2)  # counted just after the answer is relayed
     assert [r["output_tokens"] for r in p.srv.status()["recent_requests"]] == [5, 5]
     no_oauth_traffic(upstream)
 
@@ -432,6 +436,9 @@ def test_usage_of_answers_passed_through_from_an_openai_account_is_counted(make_
     finally:
         fake.close()
     assert answer.usage.prompt_tokens == 21 and chunks[-1].usage.prompt_tokens == 21  # passed through unchanged
-    (acct,) = [a for a in json.loads(p.request("GET", "/status")[2])["accounts"] if a["name"] == "prov"]
+    def prov():
+        return next(a for a in json.loads(p.request("GET", "/status")[2])["accounts"] if a["name"] == "prov")
+    assert wait_until(lambda: prov()["requests"] == 2)  # counted just after the answer is relayed
+    acct = prov()
     # per answer: prompt 21 of which 4 cached, completion 5; cached tokens counted once
     assert (acct["input_tokens"], acct["cache_read_tokens"], acct["output_tokens"]) == (34, 8, 10)
