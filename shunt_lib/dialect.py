@@ -11,14 +11,15 @@ account) plugs in by implementing the same hooks, with no change to the relay.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 from . import sse
 from .config import AccountConfig
 from .requests_shape import ProxyRequest, UpstreamRequest  # noqa: F401  (re-exported: the relay's request types)
 from .errors import ShuntError
 from .forwarding import ResponseHead, upstream_headers
-from .model_routing import with_model
+from .model_map import ModelMap
+from .model_routing import RoutePlan, plan_request, with_model
 
 
 class Exchange(Protocol):
@@ -51,6 +52,11 @@ class Dialect(Protocol):
     account_kinds: frozenset[str] | None
     excluded_accounts: frozenset[str]
     ping: bytes
+
+    def plan(self, request: ProxyRequest, accounts: Sequence[AccountConfig], model_map: ModelMap) -> RoutePlan | None:
+        """Which accounts may take ``request``, decided by its model (:mod:`~shunt_lib.model_routing`):
+        primaries, then the configured fallbacks; None: every account of :attr:`account_kinds` may.
+        :raises ShuntError: no configured account serves the model (answered in the client's shape)."""
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
         """The exchange of one attempt through ``account`` (its ``kind`` among :attr:`account_kinds`)
@@ -103,6 +109,9 @@ class AnthropicPassthrough:
     routed_kinds = frozenset({"oauth", "api_key", "openai"})
     excluded_accounts: frozenset[str] = frozenset()
     ping = sse.PING
+
+    def plan(self, request: ProxyRequest, accounts: Sequence[AccountConfig], model_map: ModelMap) -> RoutePlan | None:
+        return plan_request(request.method, request.target, request.body, accounts, model_map, dialect=self.name)
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
         if account.kind == "openai":

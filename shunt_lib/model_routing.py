@@ -12,11 +12,11 @@ configured (tried only when no primary account can take the request), and each a
 from __future__ import annotations
 
 import json
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from .config import AccountConfig
 from .errors import ShuntError
-from .model_map import ModelMap, candidates
+from .model_map import Candidate, ModelMap, candidates
 from .json_body import body_bytes
 
 #: The paths whose body names the model that decides the route.
@@ -83,7 +83,6 @@ def plan_request(method: str, target: str, body: bytes, accounts: Sequence[Accou
     routed path, a body that is not a JSON object with a string ``model``, or :func:`routing_matters`
     is false): then the relay routes as it always did, to Anthropic accounts only.
 
-    An account named twice (a primary target and a fallback) keeps its first route.
     :raises NoAccountForModel: no configured account takes the model.
     """
     if method != "POST" or target.split("?", 1)[0] not in ROUTED_PATHS or not routing_matters(accounts, model_map):
@@ -95,18 +94,26 @@ def plan_request(method: str, target: str, body: bytes, accounts: Sequence[Accou
     model = parsed.get("model") if isinstance(parsed, dict) else None
     if not isinstance(model, str) or not model:
         return None
+    plan = route_plan(parsed, model, candidates(model, accounts, model_map, dialect=dialect))
+    if plan is None:
+        raise NoAccountForModel(f"no configured account serves model {model!r}: add it to an account's `models` "
+                                f"or to the [models] table in config.toml")
+    return plan
+
+
+def route_plan(body: dict, model: str, found: Iterable[Candidate]) -> RoutePlan | None:
+    """The :class:`RoutePlan` of a request (``body`` parsed, naming ``model``) that the candidates
+    ``found`` (:func:`shunt_lib.model_map.candidates`, in order) may serve; None when there are none.
+    An account named twice (a primary target and a fallback) keeps its first route."""
     primary: set[str] = set()
     fallback: set[str] = set()
     routes: dict[str, Routed] = {}
-    for c in candidates(model, accounts, model_map, dialect=dialect):
+    for c in found:
         if c.account in routes:
             continue
-        routes[c.account] = Routed(parsed, model, c.upstream_model, c.is_fallback)
+        routes[c.account] = Routed(body, model, c.upstream_model, c.is_fallback)
         (fallback if c.is_fallback else primary).add(c.account)
-    if not routes:
-        raise NoAccountForModel(f"no configured account serves model {model!r}: add it to an account's `models` "
-                                f"or to the [models] table in config.toml")
-    return RoutePlan(model, frozenset(primary), frozenset(fallback), routes)
+    return RoutePlan(model, frozenset(primary), frozenset(fallback), routes) if routes else None
 
 
 def with_model(body: dict, model: str) -> bytes:

@@ -34,7 +34,7 @@ _BODY_FIELDS = frozenset({"content-type", "content-length", "content-encoding", 
 
 
 def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_model: str, model: str,
-                stream: bool = False) -> PassThrough:
+                stream: bool = False, extra: list[tuple[str, str]] | None = None) -> PassThrough:
     """The exchange of a Chat Completions request through an ``openai`` account at ``base_url``.
 
     Headers as forwarded to Anthropic (hop-by-hop fields and the client's credential removed,
@@ -43,7 +43,8 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
     ``model`` (a ``[models]`` rewrite) is it re-serialised with that model. A request that does not
     ask for a stream gets ``long_head``: the provider sends its head only with the whole answer, which
     may take minutes. Its usage is read from the provider's answer by
-    :class:`~shunt_lib.openai_usage.OpenAIUsageTap`.
+    :class:`~shunt_lib.openai_usage.OpenAIUsageTap`. ``extra``: response headers added (the route's
+    ``x-shunt-model`` / ``x-shunt-fallback``).
     """
     headers = upstream_headers(request.headers.items(), "api_key", "")
     headers.pop("x-api-key", None)
@@ -56,8 +57,7 @@ def passthrough(request: ProxyRequest, base_url: str, secret: str, upstream_mode
         body = body_bytes(data)
     query = request.target.partition("?")[2]
     return PassThrough(UpstreamRequest("POST", "/chat/completions" + ("?" + query if query else ""), headers, body),
-                       base_url, long_head=not stream,
-                       usage_tap=OpenAIUsageTap)
+                       base_url, extra=extra or None, long_head=not stream, usage_tap=OpenAIUsageTap)
 
 
 def anthropic_request(request: ProxyRequest, body: dict, secret: str) -> UpstreamRequest:
@@ -82,22 +82,26 @@ class ToAnthropic:
     :param include_usage: Chat Completions streams: send the final usage chunk.
     :param created_s: epoch seconds for the answer's ``created`` / ``created_at``.
     :param stream_id: the id of a streamed chat completion's chunks (``chatcmpl-...``).
+    :param extra: response headers added (the route's ``x-shunt-model`` / ``x-shunt-fallback``).
     """
 
-    __slots__ = ("request", "base_url", "api", "model", "degraded", "include_usage", "created_s", "stream_id")
+    __slots__ = ("request", "base_url", "api", "model", "degraded", "include_usage", "created_s", "stream_id",
+                 "extra")
 
     def __init__(self, request: UpstreamRequest, *, api: str, model: str, degraded: list[str], include_usage: bool,
-                 created_s: int, stream_id: str):
+                 created_s: int, stream_id: str, extra: list[tuple[str, str]] | None = None):
         self.request = request
         self.base_url = None  # Anthropic: the server's upstream_url
         self.api, self.model, self.degraded = api, model, degraded
         self.include_usage, self.created_s, self.stream_id = include_usage, created_s, stream_id
+        self.extra = extra or []
 
     def _head(self, head: ResponseHead, content_type: str) -> ResponseHead:
         items = [(k, v) for k, v in head.items if k.lower() not in _BODY_FIELDS]
         items.append(("content-type", content_type))
         if self.degraded:
             items.append((DEGRADED_HEADER, ", ".join(dict.fromkeys(self.degraded))))
+        items += self.extra
         return ResponseHead.from_items(head.status, head.reason, items)
 
     def client_head(self, head: ResponseHead) -> ResponseHead:

@@ -16,7 +16,6 @@ why. Each attempt's exchange is :mod:`shunt_lib.openai_exchange`.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from typing import Iterable, NamedTuple, Sequence
 
@@ -25,11 +24,10 @@ from .chat_stream import KEEPALIVE
 from .config import AccountConfig
 from .dialect import Exchange, ProxyRequest
 from .errors import InvalidOpenAIRequest, ShuntError
-from .model_map import ModelMap, candidates
+from .model_map import Candidate, ModelMap, candidates
+from .model_routing import RoutePlan, Routed, route_plan
 from .openai_errors import TYPE_FROM_ANTHROPIC, openai_error_body
 from .openai_exchange import ToAnthropic, anthropic_request, passthrough
-
-log = logging.getLogger("shunt.relay")
 
 CHAT_ROUTES = frozenset({"/v1/chat/completions", "/chat/completions"})
 RESPONSES_ROUTES = frozenset({"/v1/responses", "/responses"})
@@ -68,11 +66,20 @@ RESPONSES_NEED_API_KEY = ("the Responses API needs an Anthropic api_key account 
 
 
 class Selection(NamedTuple):
-    """The accounts that may serve one request: ``targets`` maps each name to the model id it is sent
-    (``[models]`` may rewrite it), in candidate order; ``kinds`` the account kinds among them."""
+    """The accounts that may serve one request: ``found`` the candidates (:class:`~shunt_lib.model_map.Candidate`:
+    name, the model id it is sent (``[models]`` may rewrite it), whether it is a configured fallback), in
+    order; ``kinds`` the account kinds among them."""
 
-    targets: dict[str, str]
+    found: tuple[Candidate, ...]
     kinds: frozenset[str]
+
+    @property
+    def targets(self) -> dict[str, str]:
+        """Each account's name → the model id it is sent (its first candidate), in order."""
+        out: dict[str, str] = {}
+        for c in self.found:
+            out.setdefault(c.account, c.upstream_model)
+        return out
 
 
 def select(api: str, model: str, accounts: Sequence[AccountConfig], model_map: ModelMap) -> Selection:
@@ -90,14 +97,14 @@ def select(api: str, model: str, accounts: Sequence[AccountConfig], model_map: M
         raise FrontError(400, NO_API_KEY_ACCOUNT, "no_api_key_account")
     by_name = {a.name: a for a in accounts}
     found = candidates(model, accounts, model_map, dialect="openai")
-    targets = {c.account: c.upstream_model for c in found if by_name[c.account].kind in kinds}
-    if not targets and api == "responses" and found:
+    usable_found = tuple(c for c in found if by_name[c.account].kind in kinds)
+    if not usable_found and api == "responses" and found:
         raise FrontError(400, RESPONSES_NEED_API_KEY + f"; the model {model!r} is served by openai accounts only",
                          "no_api_key_account")
-    if not targets:
+    if not usable_found:
         raise FrontError(404, f"no API-key account of this shunt serves the model {model!r} (see the `models` "
                               "of its openai accounts and the [models] table)", "model_not_found")
-    return Selection(targets, frozenset(by_name[n].kind for n in targets))
+    return Selection(usable_found, frozenset(by_name[c.account].kind for c in usable_found))
 
 
 def _json_body(raw: bytes) -> dict:
@@ -118,7 +125,9 @@ class OpenAIDialect:
     :func:`prepare` once the request was read, so its model has picked the accounts.
 
     ``account_kinds`` the kinds among them; ``excluded_accounts`` every other configured account;
-    ``ping`` an SSE comment (OpenAI clients skip comments); :meth:`error_body` OpenAI's envelope.
+    ``route`` the :class:`~shunt_lib.model_routing.RoutePlan` (primaries, then the configured fallbacks,
+    as on the Anthropic door); ``ping`` an SSE comment (OpenAI clients skip comments); :meth:`error_body`
+    OpenAI's envelope.
     """
 
     name = "openai"
@@ -127,27 +136,32 @@ class OpenAIDialect:
     def __init__(self, api: str, body: dict, selection: Selection, all_accounts: Iterable[str],
                  translated: tuple[dict, list[str]] | None, now_s: float):
         self.api, self.model = api, body["model"]
-        self.targets = selection.targets
+        self.route = route_plan(body, self.model, selection.found)
         self.account_kinds = selection.kinds
-        self.excluded_accounts = frozenset(n for n in all_accounts if n not in selection.targets)
+        self.excluded_accounts = frozenset(n for n in all_accounts if n not in self.route.routes)
         self.translated = translated
         self.include_usage = from_chat.include_usage(body)
         self.stream = body.get("stream") is True
         self.created_s = int(now_s)
 
-    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str) -> Exchange:
-        upstream_model = self.targets.get(account.name, self.model)
-        if upstream_model != self.model:
-            log.info("model %s sent to %s as %s ([models])", self.model, account.name, upstream_model)
+    def plan(self, request: ProxyRequest, accounts: Sequence[AccountConfig], model_map: ModelMap) -> RoutePlan:
+        """The plan :func:`prepare` made (its arguments are those of :meth:`~shunt_lib.dialect.Dialect.plan`)."""
+        return self.route
+
+    def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str,
+                 routed: Routed | None = None) -> Exchange:
+        routed = routed or self.route.routes[account.name]
+        upstream_model, extra = routed.upstream_model, routed.headers
         if account.kind == "openai":
-            return passthrough(request, account.base_url, secret, upstream_model, self.model, self.stream)
+            return passthrough(request, account.base_url, secret, upstream_model, self.model, self.stream,
+                               extra=extra)
         assert self.translated is not None  # an api_key account is a target only once the request translated
         body, degraded = self.translated
         if upstream_model != body["model"]:
             body = dict(body, model=upstream_model)
         return ToAnthropic(anthropic_request(request, body, secret), api=self.api, model=self.model,
                            degraded=degraded, include_usage=self.include_usage, created_s=self.created_s,
-                           stream_id="chatcmpl-" + secrets.token_hex(12))
+                           stream_id="chatcmpl-" + secrets.token_hex(12), extra=extra)
 
     def error_body(self, err: ShuntError) -> bytes:
         return front_error_body(err)
@@ -175,8 +189,8 @@ def prepare(api: str, request: ProxyRequest, accounts: Sequence[AccountConfig], 
         except InvalidOpenAIRequest:
             if "openai" not in selection.kinds:
                 raise
-            targets = {n: m for n, m in selection.targets.items() if kinds[n] == "openai"}
-            selection = Selection(targets, frozenset({"openai"}))
+            selection = Selection(tuple(c for c in selection.found if kinds[c.account] == "openai"),
+                                  frozenset({"openai"}))
     return OpenAIDialect(api, body, selection, list(kinds), translated, now_s)
 
 

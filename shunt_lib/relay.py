@@ -38,7 +38,7 @@ from .errors import (
 from .finish import Finish
 from .hold import Hold
 from .model_map import ModelMap
-from .model_routing import NoAccountForModel, plan_request
+from .model_routing import NoAccountForModel
 from .openai_ratelimit import classify_openai, parse_openai_rate_limits
 from .logfmt import install_request_context, new_request_id, request_context, set_upstream_request_id
 from .oauth import RefreshStatus, TokenManager
@@ -149,8 +149,7 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             try:
-                st.plan = plan_request(request.method, request.target, request.body, tuple(self.accounts.values()),
-                                       self.models, dialect=dialect.name)
+                st.plan = dialect.plan(request, tuple(self.accounts.values()), self.models)
             except NoAccountForModel as err:
                 self.finish.answer_error(st, err)
                 return

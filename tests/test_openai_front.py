@@ -442,3 +442,28 @@ def test_usage_of_answers_passed_through_from_an_openai_account_is_counted(make_
     acct = prov()
     # per answer: prompt 21 of which 4 cached, completion 5; cached tokens counted once
     assert (acct["input_tokens"], acct["cache_read_tokens"], acct["output_tokens"]) == (34, 8, 10)
+
+
+def test_a_configured_fallback_is_taken_only_once_the_primary_account_is_out(make_proxy, upstream, events):
+    """On the OpenAI door as on the Anthropic one: the [models] entry's `to` accounts first, whatever
+    the config order; its `fallback` only once they are out, shown in x-shunt-fallback."""
+    fake = ScriptedOpenAI().start()
+    try:
+        p = make_proxy([AccountConfig("prov", "openai", base_url=fake.base_url, models=(), capabilities=Capabilities()),
+                        ("k", "api_key")],
+                       models={"claude-x": {"to": ["k"], "fallback": ["prov:gpt-fallback"]}})
+        with sdk(p) as client:
+            for _ in range(3):  # the openai account comes first in the config, yet the primary serves
+                raw = client.chat.completions.with_raw_response.create(model="claude-x", messages=HI)
+                assert raw.headers["x-shunt-account"] == "k" and "x-shunt-fallback" not in raw.headers
+            assert fake.received == []
+            upstream.script("tok-k", Reply(429, {"anthropic-ratelimit-unified-status": "rejected",
+                                                 "anthropic-ratelimit-unified-reset": "4102444800"},
+                                           error_json("rate_limit_error", "quota")))
+            raw = client.chat.completions.with_raw_response.create(model="claude-x", messages=HI)
+        assert raw.headers["x-shunt-account"] == "prov" and raw.headers["x-shunt-fallback"] == "gpt-fallback"
+        assert raw.parse().choices[0].message.content == "Hello from the fake provider"
+        assert [r.body["model"] for r in fake.received] == ["gpt-fallback"]
+        assert events.wait_for("fallback")
+    finally:
+        fake.close()
