@@ -57,7 +57,8 @@ def _event(level: int, message: str, *args: object, **extra: object) -> Event:
 
 
 class AccountSnapshot(NamedTuple):
-    """One account at one instant, for ``/status``: its routing view and its counters."""
+    """One account at one instant, for ``/status``: its routing view and its counters; ``exhausted_advice``
+    what a human must do before waiting ends its exhaustion (e.g. a provider that wants billing), or ""."""
 
     view: AccountView
     cooldown_reason: str
@@ -67,6 +68,7 @@ class AccountSnapshot(NamedTuple):
     cache_read_tokens: int
     cache_creation_tokens: int
     savings: Ledger | None = None
+    exhausted_advice: str = ""
 
 
 @dataclasses.dataclass
@@ -81,6 +83,7 @@ class AccountRecord:
     cooldown_until_s: float = 0.0
     cooldown_reason: str = ""
     exhausted_until_s: float = 0.0
+    exhausted_advice: str = ""
     windows: dict = dataclasses.field(default_factory=dict)
     rate_limits_at_s: float = 0.0
     requests: int = 0
@@ -101,7 +104,8 @@ class AccountRecord:
         return AccountSnapshot(self.view(active_sessions), self.cooldown_reason, self.requests, self.input_tokens,
                                self.output_tokens, self.cache_read_tokens, self.cache_creation_tokens,
                                Ledger(dict((d, list(b)) for d, b in self.savings.days.items()),
-                                      self.savings.all_usd, self.savings.all_unpriced))
+                                      self.savings.all_usd, self.savings.all_unpriced),
+                               self.exhausted_advice)
 
     # -- transitions --------------------------------------------------------------------------
     def count(self, record: RequestRecord, cost_usd: float | None = None) -> None:
@@ -121,7 +125,7 @@ class AccountRecord:
         self.rate_limits_at_s = now_s
         if rl.rejected or not 0 < self.exhausted_until_s <= now_s:
             return None
-        self.exhausted_until_s = 0.0
+        self.exhausted_until_s, self.exhausted_advice = 0.0, ""
         return _event(logging.INFO, "account %s is available again", self.name, event="recovered", account=self.name)
 
     def take_usage(self, windows: dict[str, Window], now_s: float) -> Event | None:
@@ -132,15 +136,18 @@ class AccountRecord:
         self.rate_limits_at_s = now_s
         if not (self.exhausted_until_s > 0 and has_room(windows)):
             return None
-        self.exhausted_until_s = 0.0
+        self.exhausted_until_s, self.exhausted_advice = 0.0, ""
         return _event(logging.INFO, "account %s is available again (its usage shows room)", self.name,
                       event="recovered", account=self.name)
 
-    def exhaust(self, until_s: float) -> Event | None:
-        """Out of quota until ``until_s`` (epoch s); a later deadline is never shortened. :returns: the
-        event, unless this only repeats the exhaustion already marked (within :data:`NEWS_S`)."""
+    def exhaust(self, until_s: float, advice: str = "") -> Event | None:
+        """Out of quota until ``until_s`` (epoch s); a later deadline is never shortened; ``advice``: what
+        a human must do about it (kept until the exhaustion ends). :returns: the event, unless this only
+        repeats the exhaustion already marked (within :data:`NEWS_S`)."""
         news = until_s > self.exhausted_until_s + NEWS_S  # racing requests report one fact once
         self.exhausted_until_s = max(self.exhausted_until_s, until_s)
+        if advice or news:
+            self.exhausted_advice = advice[:500]
         return _event(logging.INFO, "account %s exhausted until %s", self.name, _clock(until_s),
                       event="exhausted", account=self.name, until_s=until_s) if news else None
 
@@ -159,7 +166,7 @@ class AccountRecord:
         if not (self.exhausted_until_s or self.cooldown_until_s):
             return None
         self.exhausted_until_s = self.cooldown_until_s = 0.0
-        self.cooldown_reason = ""
+        self.cooldown_reason = self.exhausted_advice = ""
         return _event(logging.INFO, "account %s reset by the user", self.name, event="reset", account=self.name)
 
     def set_flags(self, reauth_required: bool | None, disabled: bool | None) -> list[Event]:
@@ -189,7 +196,7 @@ class AccountRecord:
         if self.cooldown_until_s and self.cooldown_until_s <= now_s:
             self.cooldown_until_s, self.cooldown_reason, changed = 0.0, "", True
         if self.exhausted_until_s and self.exhausted_until_s <= now_s:
-            self.exhausted_until_s, changed = 0.0, True
+            self.exhausted_until_s, self.exhausted_advice, changed = 0.0, "", True
         ahead = [t for t in (self.cooldown_until_s, self.exhausted_until_s) if t]
         recovered = changed and self.view().usable(now_s)
         return (changed, _event(logging.INFO, "account %s is available again", self.name, event="recovered",
@@ -199,7 +206,7 @@ class AccountRecord:
     def to_json(self) -> dict:
         """As stored in ``state.json``."""
         d = {k: getattr(self, k) for k in ("disabled", "reauth_required", "cooldown_until_s", "cooldown_reason",
-                                           "exhausted_until_s", "rate_limits_at_s") + COUNTERS}
+                                           "exhausted_until_s", "exhausted_advice", "rate_limits_at_s") + COUNTERS}
         d["windows"] = {k: w.to_json() for k, w in self.windows.items()}
         d["savings"] = self.savings.to_json()
         return d
@@ -211,8 +218,9 @@ class AccountRecord:
             setattr(self, k, d.get(k) is True)
         for k in ("cooldown_until_s", "exhausted_until_s", "rate_limits_at_s"):
             setattr(self, k, epoch_s(d.get(k), now_s) or 0.0)
-        reason = d.get("cooldown_reason")
+        reason, advice = d.get("cooldown_reason"), d.get("exhausted_advice")
         self.cooldown_reason = reason[:200] if isinstance(reason, str) else ""
+        self.exhausted_advice = advice[:500] if isinstance(advice, str) and self.exhausted_until_s else ""
         for k in COUNTERS:
             setattr(self, k, count(d.get(k)) or 0)
         self.savings = Ledger.from_json(d.get("savings"))

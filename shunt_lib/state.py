@@ -227,15 +227,16 @@ class Pool:
         """Apply what a classified upstream answer means for ``name``: exhausted until its window
         resets (a quota 429), or cooling (a throttle 429, a 403). Other outcomes change nothing here."""
         if outcome.action is Action.EXHAUSTED:
-            self.mark_exhausted(name, outcome.until_s)
+            self.mark_exhausted(name, outcome.until_s, outcome.advice)
         elif outcome.action in (Action.THROTTLE, Action.FORBIDDEN):
             self.cool(name, outcome.until_s, outcome.reason)
 
-    def mark_exhausted(self, name: str, until_s: float) -> None:
-        """``name`` is out of quota until ``until_s`` (epoch s); logged once however many requests report it."""
+    def mark_exhausted(self, name: str, until_s: float, advice: str = "") -> None:
+        """``name`` is out of quota until ``until_s`` (epoch s); logged once however many requests report it.
+        ``advice``: what a human must do (shown as the account's ``action`` in ``/status`` until it ends)."""
         with self._lock:
             rec = self._changing(name)
-            event = rec.exhaust(until_s) if rec is not None else None
+            event = rec.exhaust(until_s, advice) if rec is not None else None
         _tell(event)
 
     def cool(self, name: str, until_s: float, reason: str) -> None:

@@ -160,7 +160,7 @@ def reset_saved_state(path: str, name: str | None) -> bool:
     for n, entry in accounts.items():
         if (name is None or n == name) and isinstance(entry, dict) and (
                 entry.get("exhausted_until_s") or entry.get("cooldown_until_s")):
-            entry.update(exhausted_until_s=0.0, cooldown_until_s=0.0, cooldown_reason="")
+            entry.update(exhausted_until_s=0.0, cooldown_until_s=0.0, cooldown_reason="", exhausted_advice="")
             changed = True
     if changed:
         atomic_write_json(path, state)

@@ -64,7 +64,8 @@ def account_status(a: AccountSnapshot, cred: Credential | None, now_s: float) ->
         "cache_creation_tokens": a.cache_creation_tokens,
         "savings": savings_summary([a.savings or Ledger()], now_s),
         "active_sessions": v.active_sessions,
-        "action": action_for(v.name, v.kind, status),
+        "action": action_for(v.name, v.kind, status)
+        or (a.exhausted_advice or None if status is AccountStatus.EXHAUSTED else None),
         "token_expires_at_s": int(cred.expires_at_ms / 1000)
         if cred is not None and cred.kind == "oauth" and cred.expires_at_ms else None,
     }

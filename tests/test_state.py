@@ -269,3 +269,19 @@ def test_anthropic_traffic_is_never_routed_to_an_openai_account():
              strategy="fill-first", session_ttl_s=60)
     assert p.route("s", set(), 1000.0, kinds=ANTHROPIC.account_kinds).name == "a"
     assert p.route(None, {"a"}, 1000.0, kinds=ANTHROPIC.account_kinds) is None
+
+
+def test_exhaustion_advice_is_kept_saved_and_cleared_with_the_exhaustion():
+    p = pool("a", "b")
+    p.record_outcome("a", Outcome(Action.EXHAUSTED, until_s=NOW + 3600, advice="add credit"))
+    p.record_outcome("a", Outcome(Action.EXHAUSTED, until_s=NOW + 3600))  # a racing repeat keeps it
+    p.mark_exhausted("b", NOW + 100)
+    a, b = p.snapshot(NOW).accounts
+    assert (a.exhausted_advice, b.exhausted_advice) == ("add credit", "")
+    q = pool("a", "b")
+    q.load_json(json.loads(json.dumps(p.to_json(NOW))), NOW + 1)  # survives a restart
+    assert q.snapshot(NOW + 1).accounts[0].exhausted_advice == "add credit"
+    p.clear_expired(NOW + 3600)
+    assert p.snapshot(NOW + 3600).accounts[0].exhausted_advice == ""
+    q.reset("a")
+    assert q.snapshot(NOW + 1).accounts[0].exhausted_advice == ""
