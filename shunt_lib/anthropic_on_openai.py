@@ -75,6 +75,8 @@ class ChatExchange:
     :attr long_head: a non-streaming request: the provider sends its head only with the whole answer.
     :attr degraded: what translation dropped or approximated (short names, in order).
     :attr ping_after_s: a stream gets a ``ping`` event each time the provider is silent this long.
+    :attr served_model: the model the provider was asked for (what the access log and history record;
+        the client's answer names the model it asked for).
     """
 
     translated = True
@@ -83,7 +85,7 @@ class ChatExchange:
     def __init__(self, request: ProxyRequest, account: AccountConfig, secret: str, routed: Routed):
         body = routed.body
         self.stream = body.get("stream") is True
-        self.model = routed.model
+        self.model, self.served_model = routed.model, routed.upstream_model
         stops = body.get("stop_sequences")
         self.stop_sequences = [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else []
         tr = chat_request(body, routed.upstream_model, account.capabilities or Capabilities(), stream=self.stream)
@@ -160,11 +162,13 @@ class EstimateExchange:
     """``count_tokens`` on an ``openai`` account: answered locally, no upstream call.
 
     :attr local_answer: ``(head, body)``: 200 ``{"input_tokens": N}`` with ``x-shunt-estimate: true``.
+    :attr served_model: the model the estimate stands for (recorded as :class:`ChatExchange` records it).
     """
 
     translated = True
 
     def __init__(self, routed: Routed):
+        self.served_model = routed.upstream_model
         count = estimate_tokens(routed.body)
         body = json.dumps({"input_tokens": count}).encode()
         head = ResponseHead.from_items(200, "OK", [("content-type", "application/json"), (ESTIMATE_HEADER, "true")]

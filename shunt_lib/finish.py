@@ -176,7 +176,8 @@ class Finish:
                                 duration_s=self.clock.monotonic() - st.started,
                                 held_s=st.hold.held_s if st.hold is not None else 0.0,
                                 attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
-                                upstream_request_id=upstream_request_id())
+                                upstream_request_id=upstream_request_id(),
+                                served_model=getattr(st.exchange, "served_model", None))
         self.pool.record_request(record)
         for listener in self.listeners:
             listener(record)

@@ -48,9 +48,11 @@ class RequestRecord(TypedDict):
 
 def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
                    ts_s: float, duration_s: float, held_s: float, attempts: int, broke: bool = False,
-                   request_id: str | None = None, upstream_request_id: str | None = None) -> RequestRecord:
+                   request_id: str | None = None, upstream_request_id: str | None = None,
+                   served_model: str | None = None) -> RequestRecord:
     """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
-    the request body when the answer did not say), durations in whole milliseconds; ``broke`` as in
+    the request body when the answer did not say; ``served_model`` before either: the model a translating
+    exchange asked the account for, as its answer to the client names the client's), durations in whole milliseconds; ``broke`` as in
     :class:`RequestRecord`."""
     usage = tap.usage if tap is not None else {}
     return {
@@ -58,7 +60,7 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "account": account,
         "method": method,
         "path": target.split("?", 1)[0],
-        "model": tap.model if tap is not None and tap.model else model_of_request(body),
+        "model": served_model or (tap.model if tap is not None and tap.model else model_of_request(body)),
         "status": status,
         "input_tokens": usage.get("input_tokens", 0),
         "output_tokens": usage.get("output_tokens", 0),

@@ -178,6 +178,9 @@ def test_insufficient_quota_marks_an_openai_account_exhausted_and_moves_on(make_
         assert len(provider.received) == 1  # exhausted: not asked again
         accounts = {a["name"]: a for a in json.loads(proxy.request("GET", "/status")[2])["accounts"]}
         assert accounts["one"]["status"] == "exhausted" and accounts["two"]["status"] == "available"
+        # /status shows what to do (waiting does not help), as the account's action; the other has none
+        assert "add credit" in accounts["one"]["action"] and "insufficient_quota" in accounts["one"]["action"]
+        assert accounts["two"]["action"] is None
         assert events.wait_for("advice")
         (advice,) = [r for r in events.records if getattr(r, "event", None) == "advice"]
         assert "insufficient_quota" in advice.getMessage() and advice.account == "one"
@@ -199,6 +202,12 @@ def test_a_claude_code_session_fails_over_to_the_configured_openai_fallback(make
     assert events_raw[0] == b"event: message_start" and events_raw[-1] == b"event: message_stop"
     assert provider.received[0].body["model"] == "gpt-fallback"
     assert events.wait_for("fallback") and events.wait_for("failover")
+    # the access line and the history name the model that answered, not the one asked for
+    assert events.wait_for("request")  # counted just after the answer is relayed
+    (rec,) = proxy.srv.status()["recent_requests"]
+    assert (rec["account"], rec["model"]) == ("or", "gpt-fallback")
+    (access,) = [r for r in events.records if getattr(r, "event", None) == "request"]
+    assert "model=gpt-fallback" in access.getMessage()
     # the session's next turn goes straight to the fallback while the Claude account is out
     status, headers, _ = proxy.request(body=body, headers=session)
     assert status == 200 and headers["x-shunt-account"] == "or" and len(upstream.requests_for("tok-a")) == 1
