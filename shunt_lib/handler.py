@@ -39,6 +39,9 @@ from .forwarding import json_head
 if TYPE_CHECKING:
     from .serving import HandlerServer
 
+#: The paths :meth:`Handler._front_door` may serve (one set lookup keeps them off the pass-through path).
+FRONT_DOOR_ROUTES = openai_front.CHAT_ROUTES | openai_front.RESPONSES_ROUTES | pool_models.MODELS_ROUTES
+
 log = logging.getLogger("shunt.server")  # the name the server's lines have always had
 DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
 
@@ -126,7 +129,7 @@ class Handler(GuardedHandler):
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             body_unread = False
             body = self._read_body()
-            if self._front_door(route, body):
+            if route in FRONT_DOOR_ROUTES and self._front_door(route, body):
                 return
             if route.startswith("/v1/"):
                 with self.server.request_in_flight():

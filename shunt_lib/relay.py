@@ -88,6 +88,7 @@ class Relay:
         self.upstream = upstream
         #: each account's configuration by name (set by the server on start and reload: see :meth:`set_accounts`)
         self.accounts: dict[str, AccountConfig] = {}
+        self._account_list: tuple[AccountConfig, ...] = ()  # the same, in config order
         #: the ``[models]`` table (set by the server on start and reload)
         self.models = ModelMap()
         self._upstreams: dict[str, Upstream] = {}  # other upstreams than ``upstream``, by base URL; guarded by:
@@ -107,6 +108,7 @@ class Relay:
     def set_accounts(self, accounts: tuple[AccountConfig, ...]) -> None:
         """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
         self.accounts = {a.name: a for a in accounts}
+        self._account_list = tuple(accounts)
 
     def upstream_for(self, base_url: str | None) -> Upstream:
         """The connection pool for ``base_url`` (None: the server's upstream), made at its first use."""
@@ -149,7 +151,7 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             try:
-                st.plan = dialect.plan(request, tuple(self.accounts.values()), self.models)
+                st.plan = dialect.plan(request, self._account_list, self.models)
             except NoAccountForModel as err:
                 self.finish.answer_error(st, err)
                 return

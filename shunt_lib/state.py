@@ -55,6 +55,7 @@ class Pool:
         self.strategy = strategy
         self._accounts: dict[str, AccountRecord] = {a.name: AccountRecord(a.name, a.kind, i)
                                                     for i, a in enumerate(accounts)}
+        self._kinds = frozenset(r.kind for r in self._accounts.values())  # so a kind filter that keeps all costs nothing
         self._sessions = SessionTable(session_ttl_s, max_sessions)
         self._recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self._rr = 0
@@ -83,6 +84,7 @@ class Pool:
         removed ones with their sessions and pin. :returns: (added names, removed names)."""
         with self._lock:
             self._accounts, added, removed = reconcile(self._accounts, accounts)
+            self._kinds = frozenset(r.kind for r in self._accounts.values())
             if removed:
                 self._sessions.keep_accounts(set(self._accounts))
                 if self._pinned in removed:
@@ -105,6 +107,8 @@ class Pool:
 
     def _records(self, kinds: frozenset[str] | None, allowed: frozenset[str] | None = None) -> Iterable[AccountRecord]:
         recs = self._accounts.values()
+        if kinds is not None and self._kinds <= kinds:
+            kinds = None  # every account is of those kinds (the common case: no openai account)
         if kinds is None and allowed is None:
             return recs
         return [r for r in recs if (kinds is None or r.kind in kinds) and (allowed is None or r.name in allowed)]
