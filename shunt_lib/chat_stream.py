@@ -80,7 +80,9 @@ def anthropic_events(reader: "SSEEvents", data: bytes) -> Iterator[tuple[str, di
 class ChatChunksFromAnthropic:
     """A state machine: Anthropic SSE bytes in (:meth:`feed`), OpenAI stream lines out.
 
-    - ``message_start`` → the first chunk, ``delta: {role: assistant, content: ""}``;
+    - ``message_start`` → the first chunk, ``delta: {role: assistant}`` (no ``content``: it is not known
+      yet whether any text follows, and a client that accumulates the deltas must get ``null`` for a
+      tool-only answer, as the non-streaming answer has);
     - ``text_delta`` → ``delta.content``; ``thinking_delta`` → ``delta.reasoning_content``;
     - a ``tool_use`` block start → ``delta.tool_calls[{index: k, id, type: function, function: {name,
       arguments: ""}}]``, k counting tool calls from 0 (not Anthropic's block index);
@@ -168,7 +170,7 @@ class ChatChunksFromAnthropic:
     def _start(self, out: list[bytes]) -> None:
         if not self._started:
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out.append(self._chunk({"role": "assistant"}))
 
     def _block_start(self, index: object, block: dict, out: list[bytes]) -> None:
         kind = block.get("type")

@@ -23,60 +23,22 @@ from dataclasses import dataclass, field
 
 from . import sse
 from .errors import error_body
+from .openai_answer import anthropic_usage, stop_reason
 
 log = logging.getLogger("shunt.translate")
 
-#: ``finish_reason`` → Anthropic ``stop_reason`` (``stop`` is refined by :func:`stop_reason_for`).
-FINISH_REASONS = {
-    "stop": "end_turn",
-    "length": "max_tokens",
-    "tool_calls": "tool_use",
-    "function_call": "tool_use",
-    "content_filter": "refusal",
-}
-
-
-def anthropic_usage(usage: dict) -> dict:
-    """An OpenAI ``usage`` object as Anthropic's usage, cached prompt tokens counted once.
-
-    ``input_tokens = prompt_tokens − cached``, ``cache_read_input_tokens = cached``, where cached is
-    ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek,
-    https://api-docs.deepseek.com/api/create-chat-completion); ``output_tokens = completion_tokens``.
-    Missing or non-integer counts are 0.
-    """
-    def count(value: object) -> int:
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-    prompt = count(usage.get("prompt_tokens"))
-    details = usage.get("prompt_tokens_details")
-    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    cached = min(cached or count(usage.get("prompt_cache_hit_tokens")), prompt)
-    return {"input_tokens": prompt - cached, "output_tokens": count(usage.get("completion_tokens")),
-            "cache_read_input_tokens": cached}
-
-
 def stop_reason_for(finish_reason: str, *, tool_calls: bool, refused: bool, text: str,
-                    stop_sequences: Sequence[str]) -> tuple[str, str | None]:
-    """Anthropic ``(stop_reason, stop_sequence)`` for a provider's ``finish_reason``.
-
-    ``stop`` is ``stop_sequence`` when ``text`` (the answer's text so far) ends with one of the
-    requested ``stop_sequences`` (OpenAI leaves the sequence out of the text, some servers keep it),
-    ``tool_use`` when tool calls were made (some providers say ``stop`` then), ``refusal`` when the
-    provider sent ``delta.refusal``; an unknown reason is ``end_turn``.
+                    stop_sequences: Sequence[str], matched: object = None) -> tuple[str, str | None]:
+    """Anthropic ``(stop_reason, stop_sequence)`` for a provider's ``finish_reason``: the rules of the
+    non-streaming answer (:func:`shunt_lib.openai_answer.stop_reason`, over ``text``, the answer's
+    text tail, and ``matched``, the sequence a provider names in the finish chunk), except that
+    ``refused`` (the provider sent ``delta.refusal``) is ``refusal``.
     """
     if refused:
         return "refusal", None
-    if finish_reason == "stop":
-        if tool_calls:
-            return "tool_use", None
-        for seq in stop_sequences:
-            if seq and text.endswith(seq):
-                return "stop_sequence", seq
-    reason = FINISH_REASONS.get(finish_reason)
-    if reason is None:
-        log.warning("unknown finish_reason %r from the provider, reported as end_turn", finish_reason)
-        return "end_turn", None
-    return reason, None
+    reason, sequence, _ = stop_reason(finish_reason, text, list(stop_sequences), has_tool_calls=tool_calls,
+                                      matched=matched)
+    return reason, sequence
 
 
 def error_type_for(code: object) -> str:
@@ -171,7 +133,10 @@ class AnthropicFromChatStream:
     from when its name is known, and its block stays open until the ``finish_reason``; anything that
     arrives while it is open (other tool calls, whose fragments may interleave, and any later text or
     reasoning) is buffered per call and sent as complete blocks, in order of arrival, when the
-    ``finish_reason`` comes. ``message_delta`` waits for ``[DONE]`` (or the end of the body) because
+    ``finish_reason`` comes. With ``stop_sequences``, the text's last characters (as many as the
+    longest sequence has) are held back until more text, another block or the ``finish_reason``, so
+    that a sequence the provider kept is cut as in the non-streaming answer (``stop_reason``,
+    ``stop_sequence`` and usage follow :mod:`shunt_lib.openai_answer`). ``message_delta`` waits for ``[DONE]`` (or the end of the body) because
     the usage comes after the ``finish_reason``. A provider error, an unreadable chunk, or an end
     without a ``finish_reason`` gives an ``error`` event and nothing after it (no block is closed and
     no ``message_stop`` is sent, as in Anthropic's own streams).
@@ -197,8 +162,14 @@ class AnthropicFromChatStream:
         self._made_ids = 0
         self._deferred: list[list] = []  # ["tool", key] or [kind, text] waiting for the finish_reason
         self._text_tail = ""
+        # The text's last characters, as long as the longest stop sequence, are held back until more
+        # text, another block or the finish_reason comes: a sequence the provider kept in the text is
+        # then cut, as in the non-streaming answer.
+        self._hold = max((len(s) for s in self._stop_sequences), default=0)
+        self._held = ""
         self._refused = False
         self._finish_reason: str | None = None
+        self._stop: tuple[str, str | None] = ("end_turn", None)  # (stop_reason, stop_sequence)
         self._usage: dict | None = None
 
     # -- the caller's side ---------------------------------------------------------------------
@@ -303,6 +274,14 @@ class AnthropicFromChatStream:
                 out += self.fail("the provider reported an error while answering")
                 return
             self._finish_reason = str(reason)
+            self._stop = stop_reason_for(
+                self._finish_reason, tool_calls=bool(self._tools), refused=self._refused, text=self._text_tail,
+                stop_sequences=self._stop_sequences, matched=choice.get("stop_reason") or choice.get("matched_stop"))
+            held, self._held = self._held, ""
+            if self._stop[1] is not None:
+                held = held.removesuffix(self._stop[1])
+            if held:
+                self._write("text", held, out)
             self._close_all(out)
 
     # -- blocks --------------------------------------------------------------------------------
@@ -310,6 +289,22 @@ class AnthropicFromChatStream:
     def _text(self, kind: str, text: str, out: list[bytes]) -> None:
         if kind == "text":
             self._text_tail = (self._text_tail + text)[-256:]
+            if self._hold:
+                text = self._held + text
+                self._held, text = text[-self._hold:], text[:-self._hold]
+                if not text:
+                    return
+        else:
+            self._release(out)
+        self._write(kind, text, out)
+
+    def _release(self, out: list[bytes]) -> None:
+        """Send the held-back text: something other than text follows it, so it is not the tail."""
+        if self._held:
+            held, self._held = self._held, ""
+            self._write("text", held, out)
+
+    def _write(self, kind: str, text: str, out: list[bytes]) -> None:
         if self._open == "tool_use":
             if self._deferred and self._deferred[-1][0] == kind:
                 self._deferred[-1][1] += text
@@ -322,6 +317,7 @@ class AnthropicFromChatStream:
         self._delta(kind, text, out)
 
     def _tool_fragment(self, position: int, fragment: dict, out: list[bytes]) -> None:
+        self._release(out)
         key = fragment.get("index")
         key = key if isinstance(key, int) else position
         function = fragment.get("function") if isinstance(fragment.get("function"), dict) else {}
@@ -408,11 +404,9 @@ class AnthropicFromChatStream:
 
     def _complete(self, out: list[bytes]) -> None:
         assert self._finish_reason is not None
-        stop_reason, stop_sequence = stop_reason_for(
-            self._finish_reason, tool_calls=bool(self._tools), refused=self._refused,
-            text=self._text_tail, stop_sequences=self._stop_sequences)
+        reason, sequence = self._stop
         usage = anthropic_usage(self._usage) if self._usage is not None else {"output_tokens": 0}
-        self._emit(out, "message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        self._emit(out, "message_delta", {"delta": {"stop_reason": reason, "stop_sequence": sequence},
                                           "usage": usage})
         self._emit(out, "message_stop", {})
         self._ended = True

@@ -68,12 +68,23 @@ def test_text_stream_golden():
         return dict(base, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
                     usage=None)
     assert chunks(lines) == [
-        choice({"role": "assistant", "content": ""}),
+        choice({"role": "assistant"}),
         choice({"content": "Hél"}), choice({"content": "lo"}),
         choice({}, "stop"),
         dict(base, choices=[], usage={"prompt_tokens": 14, "completion_tokens": 7, "total_tokens": 21,
                                       "prompt_tokens_details": {"cached_tokens": 4}})]
     assert lines[-1] == b"data: [DONE]\n\n" and b": ping\n\n" in lines and machine.finished
+
+
+def test_a_tool_only_answer_streams_no_content_so_it_reassembles_to_null():
+    # Regression: the role chunk carried content "", so a client accumulating the deltas (the openai
+    # SDK concatenates strings; a missing value stays null) got content "" where the non-streaming
+    # answer has null. Text answers are unchanged: null/absent followed by "ok" accumulates to "ok".
+    message = {"content": [{"type": "tool_use", "id": "toolu_a", "name": "get", "input": {}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 1}}
+    deltas = [c["choices"][0]["delta"] for c in chunks(run(stream_of(message), include_usage=False)[0])]
+    assert deltas[0] == {"role": "assistant"} and all("content" not in d for d in deltas)
+    assert chat_completion(dict(message, id="msg_1"), "gpt-x", 1)["choices"][0]["message"]["content"] is None
 
 
 def test_without_include_usage_there_is_no_usage_anywhere():

@@ -101,7 +101,7 @@ def test_openai_text_with_usage_chunk_after_finish():
         delta(0, "text_delta", "Hello"),
         delta(0, "text_delta", "! Déjà vu — 日本"),
         stop(0),
-        *end("end_turn", {"input_tokens": 210, "output_tokens": 9, "cache_read_input_tokens": 1024}),
+        *end("end_turn", {"input_tokens": 210, "output_tokens": 9, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 1024}),
     ]
 
 
@@ -115,7 +115,7 @@ def test_openai_parallel_tool_calls_first_live_second_whole():
         block_start(1, {"type": "tool_use", "id": "call_ABCDEFghijk123", "name": "get_time", "input": {}}),
         delta(1, "input_json_delta", '{"tz": "Europe/Paris"}'),
         stop(1),
-        *end("tool_use", {"input_tokens": 82, "output_tokens": 41, "cache_read_input_tokens": 0}),
+        *end("tool_use", {"input_tokens": 82, "output_tokens": 41, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
     ]
 
 
@@ -125,7 +125,7 @@ def test_openai_content_filter_is_refusal():
         block_start(0, {"type": "text", "text": ""}),
         delta(0, "text_delta", "I can help with part"),
         stop(0),
-        *end("refusal", {"input_tokens": 30, "output_tokens": 5, "cache_read_input_tokens": 0}),
+        *end("refusal", {"input_tokens": 30, "output_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
     ]
 
 
@@ -140,7 +140,7 @@ def test_deepseek_reasoning_content_is_a_thinking_block_first():
         block_start(1, {"type": "text", "text": ""}),
         delta(1, "text_delta", "9.8 is greater."),
         stop(1),
-        *end("end_turn", {"input_tokens": 18, "output_tokens": 25, "cache_read_input_tokens": 0}),
+        *end("end_turn", {"input_tokens": 18, "output_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}),
     ]
 
 
@@ -158,11 +158,54 @@ def test_llamacpp_usage_in_the_finish_chunk_and_stop_sequence_from_the_text_tail
     assert events_of(run(fixture("llamacpp_usage_in_last_choice.sse"), stop_sequences=["STOP", "END"])) == [
         start(),
         block_start(0, {"type": "text", "text": ""}),
-        delta(0, "text_delta", "A stop"),
-        delta(0, "text_delta", " here. END"),
+        delta(0, "text_delta", "A "),  # the last 4 characters (the longest sequence) are held back
+        delta(0, "text_delta", "stop here."),
+        delta(0, "text_delta", " "),  # ... until the finish_reason: the kept sequence is cut, as non-streaming
         stop(0),
-        *end("stop_sequence", {"input_tokens": 21, "output_tokens": 6, "cache_read_input_tokens": 0}, "END"),
+        *end("stop_sequence", {"input_tokens": 21, "output_tokens": 6, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}, "END"),
     ]
+
+
+def test_a_kept_stop_sequence_is_cut_from_the_streamed_text_and_the_longest_match_wins():
+    # Regression: the stream reported the first listed sequence and left it in the text, while the
+    # non-streaming answer (openai_answer.stop_reason) cuts the longest match.
+    body = chunk({"content": "x a"}) + chunk({"content": "b"}) + chunk(finish="stop") + DONE
+    message = collect(run(body, stop_sequences=["b", "ab"]))
+    assert message["content"] == [{"type": "text", "text": "x "}]
+    assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "ab")
+
+
+def test_a_text_that_is_only_the_stop_sequence_gives_no_text_block():
+    body = chunk({"content": "###"}) + chunk(finish="stop") + DONE
+    message = collect(run(body, stop_sequences=["###"]))
+    assert message["content"] == [] and message["stop_sequence"] == "###"
+
+
+def test_held_back_text_goes_out_before_a_tool_call_that_follows_it():
+    body = chunk({"content": "see ###"}) + chunk({"tool_calls": [tool(0, "{}", "call_1", "f")]}) + \
+        chunk(finish="tool_calls") + DONE
+    message = collect(run(body, stop_sequences=["###"]))
+    assert [b.get("text") for b in message["content"]] == ["see ###", None] and message["stop_reason"] == "tool_use"
+
+
+def test_a_stop_sequence_named_by_the_provider_is_stop_sequence():
+    # Regression: vLLM names the matched sequence in the finish chunk's choice.stop_reason (SGLang:
+    # matched_stop) and leaves it out of the text; only the non-streaming translation read it.
+    vllm = chunk({"content": "done"}) + \
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop","stop_reason":"END"}]}\n\n' + DONE
+    sglang = vllm.replace(b'"stop_reason"', b'"matched_stop"')
+    for body in (vllm, sglang):
+        message = collect(run(body, stop_sequences=["END"]))
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "END")
+        assert message["content"] == [{"type": "text", "text": "done"}]
+
+
+def test_streamed_usage_has_the_non_streaming_fields():
+    # Regression: the stream's message_delta lacked cache_creation_input_tokens (the non-streaming
+    # answer has it, 0), from a second copy of the usage rule.
+    body = chunk(finish="stop") + chunk(choices=False, usage={"prompt_tokens": 5, "completion_tokens": 1}) + DONE
+    assert collect(run(body))["usage"] == {"input_tokens": 5, "output_tokens": 1, "cache_creation_input_tokens": 0,
+                                           "cache_read_input_tokens": 0}
 
 
 def test_openrouter_comments_reasoning_field_and_cached_usage():
@@ -171,7 +214,7 @@ def test_openrouter_comments_reasoning_field_and_cached_usage():
         "content": [{"type": "thinking", "thinking": "The user wants a haiku. Five, seven, five.", "signature": ""},
                     {"type": "text", "text": "Quiet proxy hums"}],
         "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": 6, "output_tokens": 22, "cache_read_input_tokens": 8},
+        "usage": {"input_tokens": 6, "output_tokens": 22, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 8},
     }
 
 
@@ -219,7 +262,7 @@ def test_usage_after_finish_reason_is_held_for_message_delta():
     assert [name for name, _ in first] == ["message_start", "content_block_start", "content_block_delta", "content_block_stop"]
     last = events_of(m.feed(chunk(choices=False, usage={"prompt_tokens": 50, "completion_tokens": 3,
                                                        "prompt_tokens_details": {"cached_tokens": 20}}) + DONE))
-    assert last == end("end_turn", {"input_tokens": 30, "output_tokens": 3, "cache_read_input_tokens": 20})
+    assert last == end("end_turn", {"input_tokens": 30, "output_tokens": 3, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 20})
     assert m.ended and m.finish() == [] and m.feed(chunk({"content": "after"})) == []
 
 
@@ -288,11 +331,11 @@ def test_input_tokens_estimate_goes_into_message_start():
 
 def test_usage_counts_cached_tokens_once():
     assert anthropic_usage({"prompt_tokens": 100, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 60}}) == \
-        {"input_tokens": 40, "output_tokens": 7, "cache_read_input_tokens": 60}
+        {"input_tokens": 40, "output_tokens": 7, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 60}
     assert anthropic_usage({"prompt_tokens": 100, "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36}) == \
-        {"input_tokens": 36, "output_tokens": 0, "cache_read_input_tokens": 64}
+        {"input_tokens": 36, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 64}
     assert anthropic_usage({"prompt_tokens": None, "completion_tokens": "3"}) == \
-        {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}
+        {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
 
 @pytest.mark.parametrize("finish,kw,expected", [
@@ -368,4 +411,4 @@ def test_generated_streams_split_anywhere_give_exactly_what_the_provider_sent(da
         + [{"type": "tool_use", "id": f"call_{i}", "name": f"tool_{i}", "input": value} for i, value in enumerate(inputs)]
     assert message["content"] == expected
     assert message["stop_reason"] == ("tool_use" if inputs else "end_turn")
-    assert message["usage"] == {"input_tokens": 9, "output_tokens": 4, "cache_read_input_tokens": 0}
+    assert message["usage"] == {"input_tokens": 9, "output_tokens": 4, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
