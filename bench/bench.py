@@ -151,6 +151,13 @@ class Bench:
 
     # -- processes ----------------------------------------------------------------------------
     def start(self) -> None:
+        self.start_fake()
+        self.targets.append(self.start_shunt("shunt", self.args.shunt_dir, self.args.py_spy))
+        if self.args.against:
+            self.targets.append(self.start_shunt("before", self.args.against, None))
+
+    def start_fake(self) -> Target:
+        """Start ``fake_upstream.py`` (the ``direct`` target). :returns: its target."""
         pythonpath = os.pathsep.join(filter(None, (REPO, self.env.get("PYTHONPATH"))))  # shunt_lib's builders
         fake = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_upstream.py"), "--hold-timeout", "60",
                                  "--max-life", "1800"], stdout=subprocess.PIPE, text=True,
@@ -161,14 +168,17 @@ class Bench:
             raise SystemExit("fake upstream did not start")
         self.fake = Target("direct", int(line.split()[1]))
         self.targets.append(self.fake)
-        self.targets.append(self._start_shunt("shunt", self.args.shunt_dir, self.args.py_spy))
-        if self.args.against:
-            self.targets.append(self._start_shunt("before", self.args.against, None))
+        return self.fake
 
-    def _start_shunt(self, label: str, checkout: str, py_spy: str | None, server: dict | None = None) -> Target:
+    def start_shunt(self, label: str, checkout: str, py_spy: str | None, server: dict | None = None,
+                    accounts: list | None = None, models: dict | None = None) -> Target:
+        """Start ``shunt.py serve`` from ``checkout`` in front of the fake, in a home of its own with
+        ``accounts`` (``write_home``'s; default two OAuth accounts), more ``[server]`` keys and a
+        ``[models]`` table; wait until it answers ``/health``. :returns: its target (not added to
+        :attr:`targets`)."""
         home = os.path.join(self.tmp, "home-" + label)
-        write_home(home, f"http://{HOST}:{self.fake.port}", [("a", "oauth"), ("b", "oauth")],
-                   server={"usage_poll_s": 0, **(server or {})})
+        write_home(home, f"http://{HOST}:{self.fake.port}", accounts or [("a", "oauth"), ("b", "oauth")],
+                   server={"usage_poll_s": 0, **(server or {})}, models=models)
         cmd = [sys.executable, "shunt.py", "serve", "--port", "0"]
         if py_spy:
             fmt = "flamegraph" if py_spy.endswith(".svg") else "speedscope" if py_spy.endswith(".json") else "raw"
@@ -298,7 +308,7 @@ class Bench:
     def hostile(self, t: Target) -> tuple[report.Uploads, report.SlowClients]:
         """Metrics 7 then 6 on a shunt of their own, from ``t``'s checkout, with a ``remote_key``."""
         checkout = self.args.shunt_dir if t.label == "shunt" else self.args.against
-        h = self._start_shunt(t.label + "-hostile", checkout, None, {"remote_key": "bench-remote-key"})
+        h = self.start_shunt(t.label + "-hostile", checkout, None, {"remote_key": "bench-remote-key"})
         try:
             rss_before = _proc_status(h.pid)["VmRSS"] / 1024
             cmd = [sys.executable, os.path.join(HERE, "hostile.py"), "upload", "--port", str(h.port),

@@ -6,18 +6,23 @@ Started by ``bench/bench.py`` as ``python bench/fake_upstream.py`` with the repo
 :mod:`shunt_lib.sse` and :mod:`shunt_lib.wire`). It prints ``PORT <n>`` once listening on 127.0.0.1,
 then answers every request after reading its whole body (``content-length`` bytes):
 
-* a body containing ``"stream":true``: a chunked SSE stream of 7 events;
+* a target containing ``/chat/completions`` (an OpenAI-compatible provider's Chat Completions,
+  https://platform.openai.com/docs/api-reference/chat): a ``chat.completion`` JSON, or for a streaming
+  body a chunked SSE stream of 4 chunks (role, text, finish, usage) and ``[DONE]``, with the
+  ``x-ratelimit-*`` headers OpenAI sends;
+* a body containing ``"stream":true`` (or ``"stream": true``): a chunked SSE stream of 7 events;
 * a target containing ``hold=1``: the SSE head and ``message_start``, then nothing until
   ``POST /bench/release`` (which answers with the number of streams it finished) or
   ``--hold-timeout`` seconds;
 * anything else: a non-streaming JSON message.
 
-Every answer carries the ``anthropic-ratelimit-unified-*`` headers a subscription account gets.
+Every Messages answer carries the ``anthropic-ratelimit-unified-*`` headers a subscription account gets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import selectors
 import signal
 import socket
@@ -36,12 +41,15 @@ RECV_BYTES = 65536
 
 class Canned(NamedTuple):
     """Complete response bytes: ``json`` (head and body), ``sse`` (a whole stream), and the same
-    stream cut in two for held streams: ``sse_first`` (head and ``message_start``) and ``sse_rest``."""
+    stream cut in two for held streams: ``sse_first`` (head and ``message_start``) and ``sse_rest``;
+    ``chat_json`` and ``chat_sse``: the Chat Completions answers."""
 
     json: bytes
     sse: bytes
     sse_first: bytes
     sse_rest: bytes
+    chat_json: bytes
+    chat_sse: bytes
 
 
 def canned_responses() -> Canned:
@@ -56,7 +64,30 @@ def canned_responses() -> Canned:
             b"request-id: req_bench\r\n" + limits + b"transfer-encoding: chunked\r\n\r\n")
     first = head + frame_chunk(events[0])
     rest = b"".join(frame_chunk(e) for e in events[1:]) + LAST_CHUNK
-    return Canned(json_resp, first + rest, first, rest)
+    return Canned(json_resp, first + rest, first, rest, *chat_responses())
+
+
+def chat_responses() -> tuple[bytes, bytes]:
+    """A Chat Completions answer (``chat.completion`` JSON) and its stream (chunks, usage chunk, ``[DONE]``),
+    shapes as in https://platform.openai.com/docs/api-reference/chat/object and .../chat/streaming."""
+    limits = (b"x-ratelimit-limit-requests: 5000\r\nx-ratelimit-remaining-requests: 4999\r\n"
+              b"x-ratelimit-reset-requests: 12ms\r\nx-ratelimit-limit-tokens: 2000000\r\n"
+              b"x-ratelimit-remaining-tokens: 1990000\r\nx-ratelimit-reset-tokens: 300ms\r\n")
+    usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+    base = {"id": "chatcmpl-bench", "created": 1, "model": "gpt-bench"}
+    body = json.dumps(dict(base, object="chat.completion", usage=usage, choices=[
+        {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}])).encode()
+    json_resp = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: req_bench\r\n" + limits
+                 + b"content-length: %d\r\n\r\n" % len(body) + body)
+    chunk = dict(base, object="chat.completion.chunk")
+    chunks = [dict(chunk, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]),
+              dict(chunk, choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]),
+              dict(chunk, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+              dict(chunk, choices=[], usage=usage)]
+    events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks] + [b"data: [DONE]\n\n"]
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-request-id: req_bench\r\n" + limits
+            + b"transfer-encoding: chunked\r\n\r\n")
+    return json_resp, head + b"".join(frame_chunk(e) for e in events) + LAST_CHUNK
 
 
 def content_length(head: bytes) -> int:
@@ -121,7 +152,7 @@ class FakeUpstream:
             if len(buf) < end:
                 return
             line = head[:head.find(b"\r\n")] if b"\r\n" in head else head
-            stream = buf.find(b'"stream":true', he + 4, end) >= 0
+            stream = buf.find(b'"stream":true', he + 4, end) >= 0 or buf.find(b'"stream": true', he + 4, end) >= 0
             del buf[:end]
             try:
                 if b"/bench/release" in line:
@@ -133,6 +164,8 @@ class FakeUpstream:
                     s.sendall(self.canned.sse_first)
                     self.held[s] = time.monotonic() + self.hold_timeout_s
                     return
+                elif b"/chat/completions" in line:
+                    s.sendall(self.canned.chat_sse if stream else self.canned.chat_json)
                 else:
                     s.sendall(self.canned.sse if stream else self.canned.json)
             except OSError:

@@ -208,8 +208,19 @@ def closed_loop(port: int, kinds: list[str], conc: int, count: int, duration_s: 
     byte), integer microseconds; ``rps`` over the measured part; ``errors`` (non-200 answers);
     ``request_bytes``.
     """
+    runs = measure(port, kinds, [[request_for(k, port, i, fixture) for k in kinds] for i in range(conc)],
+                   count, duration_s, warmup)
+    return runs[kinds[0]] if len(kinds) == 1 else {"by_kind": runs}
+
+
+def measure(port: int, names: list[str], reqs: list[list[bytes]], count: int, duration_s: float,
+            warmup: int) -> dict[str, dict]:
+    """The closed loop of :func:`closed_loop` with given request bytes: ``reqs[i]`` are connection
+    ``i``'s requests, one per name in ``names``, sent in turn. :returns: name -> its samples (as
+    :func:`closed_loop` describes them)."""
+    kinds, conc = names, len(reqs)
     pump = Pump()
-    conns = [pump.open(port, *(request_for(k, port, i, fixture) for k in kinds)) for i in range(conc)]
+    conns = [pump.open(port, *r) for r in reqs]
     lats: list[list[int]] = [[] for _ in kinds]
     ttfbs: list[list[int]] = [[] for _ in kinds]
     errors = 0
@@ -247,9 +258,8 @@ def closed_loop(port: int, kinds: list[str], conc: int, count: int, duration_s: 
         c.send()
     pump.close()
     elapsed_s = t_end - t_start if lats[0] else 0.0
-    runs = {k: {"lat_us": lats[i], "ttfb_us": ttfbs[i], "rps": len(lats[i]) / elapsed_s if elapsed_s > 0 else 0.0,
+    return {k: {"lat_us": lats[i], "ttfb_us": ttfbs[i], "rps": len(lats[i]) / elapsed_s if elapsed_s > 0 else 0.0,
                 "errors": errors, "request_bytes": len(conns[0].reqs[i])} for i, k in enumerate(kinds)}
-    return runs[kinds[0]] if len(kinds) == 1 else {"by_kind": runs}
 
 
 def held_streams(port: int, n: int, timeout_s: float) -> None:
