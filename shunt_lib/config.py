@@ -372,6 +372,11 @@ class Paths:
         """``state.json`` (runtime state, 0600)."""
         return os.path.join(self.home, "state.json")
 
+    @property
+    def tokens_db(self) -> str:
+        """``tokens.db``: client tokens (only hashes of their secrets) and their budgets' usage (SQLite, 0600)."""
+        return os.path.join(self.home, "tokens.db")
+
     def login_dir(self, name: str) -> str:
         """The CLAUDE_CONFIG_DIR of the Claude Code login that belongs to shunt's account ``name``."""
         return os.path.join(self.home, "logins", name)

@@ -177,7 +177,7 @@ class Finish:
                                 held_s=st.hold.held_s if st.hold is not None else 0.0,
                                 attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
                                 upstream_request_id=upstream_request_id(),
-                                served_model=getattr(st.exchange, "served_model", None))
+                                served_model=getattr(st.exchange, "served_model", None), client=req.client)
         self.pool.record_request(record)
         for listener in self.listeners:
             listener(record)

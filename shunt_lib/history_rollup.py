@@ -18,7 +18,7 @@ MINUTE_S = 60
 #: The raw ``requests`` table's columns, in order: epoch s, account (None: no account answered),
 #: model ('' if unknown), status the client got (499: it left), token counts (``cache_write_tokens``:
 #: every cache write, ``cache_write_1h_tokens``: those of them with the 1-hour TTL, priced higher),
-#: milliseconds, attempts and ``client`` (who sent it; None until a gateway names clients).
+#: milliseconds, attempts and ``client`` (who sent it, :mod:`shunt_lib.clients`; None in rows written before clients were named).
 RAW_COLUMNS = ("ts_s", "account", "model", "status", "input_tokens", "output_tokens", "cache_read_tokens",
                "cache_write_tokens", "cache_write_1h_tokens", "duration_ms", "held_ms", "attempts", "client")
 
@@ -28,11 +28,11 @@ ROLLUP_COUNTERS = ("requests", "errors", "held", "input_tokens", "output_tokens"
                    "cache_write_tokens", "cache_write_1h_tokens", "duration_ms", "held_ms")
 
 
-def raw_row(r: RequestRecord, client: str | None = None) -> tuple:
+def raw_row(r: RequestRecord) -> tuple:
     """The raw row (:data:`RAW_COLUMNS`) of a finished request."""
     return (r["ts_s"], r["account"], r["model"] or "", r["status"], r["input_tokens"], r["output_tokens"],
             r["cache_read_tokens"], r["cache_creation_tokens"], r.get("cache_write_1h_tokens", 0), r["duration_ms"],
-            r["held_ms"], r["attempts"], client)
+            r["held_ms"], r["attempts"], r.get("client"))
 
 
 def minute_of(ts_s: float) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import TypedDict
 
+from .clients import LOCAL, Client
 from .logfmt import ids_text
 from .numbers import count
 from .usage import UsageTap
@@ -23,7 +24,9 @@ class RequestRecord(TypedDict):
     ``attempts``: upstream attempts made; ``broke``: the upstream body broke off after the status
     was relayed (the client got a truncated body or an SSE ``error`` event, whatever ``status`` says);
     ``request_id``: shunt's id for the request (in its log lines); ``upstream_request_id``: the
-    ``request-id`` header of the upstream answer relayed, if any.
+    ``request-id`` header of the upstream answer relayed, if any; ``client``: who sent it (a client
+    token's label, ``local`` or ``admin``, :mod:`shunt_lib.clients`); ``token_id``: its client token's
+    id, or None.
     """
 
     ts_s: int
@@ -44,12 +47,14 @@ class RequestRecord(TypedDict):
     broke: bool
     request_id: str | None
     upstream_request_id: str | None
+    client: str
+    token_id: str | None
 
 
 def request_record(method: str, target: str, body: bytes, account: str | None, status: int, tap: UsageTap | None, *,
                    ts_s: float, duration_s: float, held_s: float, attempts: int, broke: bool = False,
                    request_id: str | None = None, upstream_request_id: str | None = None,
-                   served_model: str | None = None) -> RequestRecord:
+                   served_model: str | None = None, client: Client = LOCAL) -> RequestRecord:
     """The record of a finished request: its usage and model from the answer's ``tap`` (the model from
     the request body when the answer did not say; ``served_model`` before either: the model a translating
     exchange asked the account for, as its answer to the client names the client's), durations in whole milliseconds; ``broke`` as in
@@ -74,6 +79,8 @@ def request_record(method: str, target: str, body: bytes, account: str | None, s
         "broke": broke,
         "request_id": request_id,
         "upstream_request_id": upstream_request_id,
+        "client": client.name,
+        "token_id": client.token_id,
     }
 
 
@@ -123,11 +130,12 @@ def record_from_json(d: object) -> RequestRecord | None:
     account = d.get("account")
     if account is not None and not (isinstance(account, str) and len(account) <= 65536):
         return None
-    later = {k: d.get(k) for k in ("request_id", "upstream_request_id")}  # absent from older state files
+    later = {k: d.get(k) for k in ("request_id", "upstream_request_id", "token_id")}  # absent from older state files
+    later["client"] = d.get("client", "local")
     split = {k: count(d.get(k, 0)) for k in ("cache_write_5m_tokens", "cache_write_1h_tokens")}  # likewise
     if any(v is None for v in split.values()):
         return None
-    if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in later.values()):
+    if not all(v is None or (isinstance(v, str) and len(v) <= 256) for v in later.values()) or later["client"] is None:
         return None
     if not isinstance(d.get("broke", False), bool):
         return None

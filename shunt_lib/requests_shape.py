@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .clients import LOCAL, Client
 from .wire import Headers
 
 
 class ProxyRequest(NamedTuple):
-    """A client request to forward: ``target`` is the path and query string as sent; ``body`` bytes."""
+    """A client request to forward: ``target`` is the path and query string as sent; ``body`` bytes;
+    ``client`` who sent it (:mod:`shunt_lib.clients`)."""
 
     method: str
     target: str
     headers: Headers
     body: bytes
+    client: Client = LOCAL
 
 
 class UpstreamRequest(NamedTuple):

@@ -127,7 +127,7 @@ def test_the_proxy_records_every_finished_request_off_the_request_thread(make_pr
     rows = conn.execute("SELECT account, model, status, input_tokens, output_tokens, cache_read_tokens, "
                         "cache_write_tokens, client FROM requests ORDER BY rowid").fetchall()
     conn.close()
-    assert rows == [("a", "claude-test", 200, 3, 4, 5, 0, None), ("a", "claude-test", 400, 0, 0, 0, 0, None)]
+    assert rows == [("a", "claude-test", 200, 3, 4, 5, 0, "local"), ("a", "claude-test", 400, 0, 0, 0, 0, "local")]  # tokenless loopback: "local"
 
 
 def test_the_history_table_of_config():

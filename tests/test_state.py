@@ -26,7 +26,8 @@ def pool(*names, strategy="fill-first", ttl=600) -> Pool:
 def record(account, **kw):
     r = {"ts_s": int(NOW), "account": account, "method": "POST", "path": "/v1/messages", "model": "m", "status": 200,
          "input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_creation_tokens": 4, "cache_write_5m_tokens": 1,
-         "cache_write_1h_tokens": 3, "duration_ms": 5, "attempts": 1, "held_ms": 0, "broke": False, "request_id": "r1", "upstream_request_id": None}
+         "cache_write_1h_tokens": 3, "duration_ms": 5, "attempts": 1, "held_ms": 0, "broke": False, "request_id": "r1", "upstream_request_id": None,
+         "client": "local", "token_id": None}
     r.update(kw)
     return r
 
