@@ -23,6 +23,8 @@ from .credentials import secret_problem
 from .errors import ConfigError
 from .pricing_config import parse_pricing
 from .fsutil import atomic_write_bytes, mtime_ns
+from . import gateway_config
+from .gateway_config import GatewayConfig, parse_gateway
 from .history_config import HistoryConfig, parse_history, readme_rows, template_lines
 from .model_map import ModelMap, parse_models
 from . import openai_config
@@ -299,6 +301,7 @@ def template() -> str:
     for f in SERVER_KEYS:
         lines += [f"# {f.metadata['help']}{_restart_note(f)}", f"# {f.name} = {_toml_value(f.default)}"]
     lines += template_lines()
+    lines += gateway_config.template_lines()
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
               '# kind = "oauth"      # or "api_key", or "openai" (see the README: OpenAI-compatible providers)', ""]
@@ -313,6 +316,7 @@ def readme_table() -> str:
         default = _toml_value(f.default) if plain else f.default
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += readme_rows()
+    rows += gateway_config.readme_rows()
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth`, `api_key` or `openai` |"]
     rows += openai_config.readme_rows()
@@ -342,6 +346,7 @@ class Config:
     server: ServerConfig
     accounts: tuple[AccountConfig, ...]
     history: HistoryConfig = HistoryConfig()
+    gateway: GatewayConfig = GatewayConfig()
     pricing: dict = dataclasses.field(default_factory=dict)  # {prefix: pricing.Price}, see pricing_config
     models: ModelMap = ModelMap()  # the [models] table, see model_map
 
@@ -403,7 +408,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
     """
-    unknown = set(data) - {"server", "accounts", "history", "pricing", "models"}
+    unknown = set(data) - {"server", "accounts", "history", "pricing", "models", "gateway"}
     if unknown:
         raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
     server_raw = data.get("server", {})
@@ -449,6 +454,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         server=server,
         accounts=tuple(accounts),
         history=parse_history(data.get("history", {})),
+        gateway=parse_gateway(data.get("gateway", {}), secret_problem),
         pricing=parse_pricing(data.get("pricing", {})),
         models=parse_models(data.get("models", {}), seen),
     )
