@@ -24,6 +24,7 @@ import uuid
 from typing import Iterator
 
 from .config import AccountConfig
+from .dialect import Exchange
 from .capabilities import Capabilities
 from .requests_shape import ProxyRequest, UpstreamRequest
 from .errors import UpstreamStreamError
@@ -67,7 +68,7 @@ def _head(head: ResponseHead, content_type: str, extra: list[tuple[str, str]]) -
     return ResponseHead.from_items(head.status, head.reason, items + [("content-type", content_type)] + extra)
 
 
-class ChatExchange:
+class ChatExchange(Exchange):
     """One attempt of an Anthropic Messages request on an ``openai`` account.
 
     :param routed: the request's parsed body and models (:class:`~shunt_lib.model_routing.Routed`).
@@ -158,7 +159,7 @@ class ChatExchange:
         return _head(head, "application/json", self.extra), openai_error_to_anthropic(head.status, raw)
 
 
-class EstimateExchange:
+class EstimateExchange(Exchange):
     """``count_tokens`` on an ``openai`` account: answered locally, no upstream call.
 
     :attr local_answer: ``(head, body)``: 200 ``{"input_tokens": N}`` with ``x-shunt-estimate: true``.

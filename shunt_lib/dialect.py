@@ -11,7 +11,7 @@ account) plugs in by implementing the same hooks, with no change to the relay.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from . import sse
 from .config import AccountConfig
@@ -22,21 +22,43 @@ from .model_map import ModelMap
 from .model_routing import RoutePlan, plan_request, with_model
 
 
-class Exchange(Protocol):
-    """One attempt's translation: ``request`` is what goes up; ``base_url`` the upstream it goes to
-    (None: the server's ``upstream_url``); the hooks turn the account's answer into the client's."""
+class Exchange:
+    """One attempt's translation: ``request`` is what goes up; the hooks turn the account's answer into
+    the client's. The base class of every exchange; it holds the defaults of the optional attributes,
+    which the relay and :mod:`~shunt_lib.finish` read as plain attributes:
+
+    ``base_url``: the upstream the request goes to (None: the server's ``upstream_url``);
+    ``long_head``: whether the head comes only with the whole answer (None: the relay decides from
+    the request, :func:`~shunt_lib.relay.head_comes_late`); ``local_answer``: ``(head, body)`` when
+    shunt answers itself and nothing goes up (None); ``translated``: usage is read from the body the
+    client gets rather than the upstream's (False); ``usage_tap``: the class reading the answer's usage
+    (None: Anthropic's :class:`~shunt_lib.usage.UsageTap`); ``served_model``: the model recorded for
+    the request when it differs from what the client asked (None); ``broken_event``: a method giving
+    the last event of a stream that broke off, from its message (None: the dialect's error event).
+    """
+
+    __slots__ = ()
 
     request: UpstreamRequest
-    base_url: str | None
+    base_url: str | None = None
+    long_head: bool | None = None
+    local_answer: tuple[ResponseHead, bytes] | None = None
+    translated = False
+    usage_tap: type | None = None
+    served_model: str | None = None
+    broken_event: Callable[[str], bytes] | None = None
 
     def client_head(self, head: ResponseHead) -> ResponseHead:
         """The head of a successful answer as the client gets it (its framing is shunt's)."""
+        raise NotImplementedError
 
     def client_body(self, head: ResponseHead, pieces: Iterator[bytes]) -> Iterator[bytes]:
         """The successful answer's body pieces as the client gets them (raw upstream pieces in)."""
+        raise NotImplementedError
 
     def client_error(self, head: ResponseHead, body: bytes) -> tuple[ResponseHead, bytes]:
         """An upstream error answer as the client gets it."""
+        raise NotImplementedError
 
 
 class Dialect(Protocol):
@@ -67,12 +89,10 @@ class Dialect(Protocol):
         """The body of an error shunt answers itself, in the client's API shape."""
 
 
-class PassThrough:
+class PassThrough(Exchange):
     """An exchange that sends ``request`` and gives the client the answer unchanged (``extra``: response
-    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite; ``long_head``: whether the head
-    comes only with the whole answer, None = the relay decides from the request,
-    :func:`~shunt_lib.relay.head_comes_late`; ``usage_tap``: the class reading the answer's usage, None
-    = Anthropic's :class:`~shunt_lib.usage.UsageTap`)."""
+    headers added, e.g. ``x-shunt-model`` after a ``[models]`` rewrite; ``base_url``, ``long_head`` and
+    ``usage_tap`` as in :class:`Exchange`, e.g. OpenAI's usage for an ``openai`` account)."""
 
     __slots__ = ("request", "base_url", "extra", "long_head", "usage_tap")
 
@@ -111,6 +131,8 @@ class AnthropicPassthrough:
     ping = sse.PING
 
     def plan(self, request: ProxyRequest, accounts: Sequence[AccountConfig], model_map: ModelMap) -> RoutePlan | None:
+        # None whenever routing_matters is false: the relay, which knows that from its configuration,
+        # then skips this call (the pass-through path of most setups)
         return plan_request(request.method, request.target, request.body, accounts, model_map, dialect=self.name)
 
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str, routed=None) -> Exchange:
@@ -119,15 +141,12 @@ class AnthropicPassthrough:
                 raise ValueError("an openai account takes only requests routed to it by model")
             from . import anthropic_on_openai  # imported on first use: the pass-through path does not need it
             return anthropic_on_openai.exchange(request, account, secret, routed)
-        body = request.body if request.body or request.method != "GET" else None
-        extra = None
-        if routed is not None:
-            extra = routed.headers
-            if routed.upstream_model != routed.model:
-                body = with_model(routed.body, routed.upstream_model)
-        return PassThrough(UpstreamRequest(request.method, request.target,
-                                           upstream_headers(request.headers.items(), account.kind, secret), body),
-                           extra=extra)
+        headers = upstream_headers(request.headers.items(), account.kind, secret)
+        if routed is None:  # the plain pass-through
+            body = request.body if request.body or request.method != "GET" else None
+            return PassThrough(UpstreamRequest(request.method, request.target, headers, body))
+        body = with_model(routed.body, routed.upstream_model) if routed.upstream_model != routed.model else request.body
+        return PassThrough(UpstreamRequest(request.method, request.target, headers, body), extra=routed.headers)
 
     def error_body(self, err: ShuntError) -> bytes:
         return err.body()

@@ -122,10 +122,10 @@ class Finish:
         assert exchange is not None  # an upstream answer comes from an attempt
         # A translating exchange's usage is read from what the client gets (Anthropic's shape); a
         # pass-through's from the upstream's bytes, which are the same.
-        translated = getattr(exchange, "translated", False)
+        translated = exchange.translated
         shown = exchange.client_head(head)
         tapped = shown if translated else head
-        tap_class = getattr(exchange, "usage_tap", None) or UsageTap  # an OpenAI pass-through reads OpenAI's usage
+        tap_class = exchange.usage_tap or UsageTap  # an OpenAI pass-through reads OpenAI's usage
         tap = st.tap = tap_class(tapped.by_name.get("content-type", ""), tapped.by_name.get("content-encoding", ""))
         no_body = st.request.method == "HEAD" or head.status in (204, 304)
         if tap.sse:
@@ -155,7 +155,7 @@ class Finish:
             events_log.warning("upstream stream from %s broke: %s", name, broke,
                                extra={"event": "stream_error", "account": name})
             text = f"upstream stream broke: {broke}"
-            broken_event = getattr(exchange, "broken_event", None)  # a translated stream ends in its own way
+            broken_event = exchange.broken_event  # a translated stream ends in its own way
             client.fail_answer(broken_event(text) if broken_event is not None
                                else sse.event("error", st.dialect.error_body(ShuntError(text))), sse_stream=tap.sse)
             st.active = None
@@ -177,7 +177,8 @@ class Finish:
                                 held_s=st.hold.held_s if st.hold is not None else 0.0,
                                 attempts=st.attempts.count, broke=broke, request_id=current_request_id(),
                                 upstream_request_id=upstream_request_id(),
-                                served_model=getattr(st.exchange, "served_model", None), client=req.client)
+                                served_model=st.exchange.served_model if st.exchange is not None else None,
+                                client=req.client)
         self.pool.record_request(record)
         for listener in self.listeners:
             listener(record)

@@ -18,7 +18,7 @@ from typing import Iterator
 
 from . import __version__
 from .chat_stream import ChatChunksFromAnthropic
-from .dialect import PassThrough, ProxyRequest, UpstreamRequest
+from .dialect import Exchange, PassThrough, ProxyRequest, UpstreamRequest
 from .forwarding import ResponseHead, upstream_headers
 from .from_chat import chat_completion
 from .openai_errors import anthropic_error_to_openai
@@ -73,7 +73,7 @@ def anthropic_request(request: ProxyRequest, body: dict, secret: str) -> Upstrea
     return UpstreamRequest("POST", "/v1/messages", headers, body_bytes(body))
 
 
-class ToAnthropic:
+class ToAnthropic(Exchange):
     """An OpenAI-dialect request on an Anthropic ``api_key`` account (see the module docstring).
 
     :param api: ``chat`` (Chat Completions) or ``responses`` (the Responses API).

@@ -38,7 +38,7 @@ from .errors import (
 from .finish import Finish
 from .hold import Hold
 from .model_map import ModelMap
-from .model_routing import NoAccountForModel
+from .model_routing import NoAccountForModel, routing_matters
 from .openai_ratelimit import classify_openai, parse_openai_rate_limits
 from .logfmt import install_request_context, new_request_id, request_context, set_upstream_request_id
 from .oauth import RefreshStatus, TokenManager
@@ -89,8 +89,9 @@ class Relay:
         #: each account's configuration by name (set by the server on start and reload: see :meth:`set_accounts`)
         self.accounts: dict[str, AccountConfig] = {}
         self._account_list: tuple[AccountConfig, ...] = ()  # the same, in config order
-        #: the ``[models]`` table (set by the server on start and reload)
+        #: the ``[models]`` table (set by the server on start and reload: see :meth:`set_models`)
         self.models = ModelMap()
+        self._by_model = False  # whether a request's model can decide its route (see routing_matters)
         self._upstreams: dict[str, Upstream] = {}  # other upstreams than ``upstream``, by base URL; guarded by:
         self._upstreams_lock = threading.Lock()
         self.watch = watch
@@ -109,6 +110,12 @@ class Relay:
         """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
         self.accounts = {a.name: a for a in accounts}
         self._account_list = tuple(accounts)
+        self._by_model = routing_matters(self._account_list, self.models)
+
+    def set_models(self, models: ModelMap) -> None:
+        """Route by this ``[models]`` table from the next request on (the server's start and reloads)."""
+        self.models = models
+        self._by_model = routing_matters(self._account_list, models)
 
     def upstream_for(self, base_url: str | None) -> Upstream:
         """The connection pool for ``base_url`` (None: the server's upstream), made at its first use."""
@@ -150,13 +157,16 @@ class Relay:
             if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
                 self.finish.answer_stopping(st)
                 return
-            try:
-                st.plan = dialect.plan(request, self._account_list, self.models)
-            except NoAccountForModel as err:
-                self.finish.answer_error(st, err)
-                return
-            if st.plan is not None:
-                st.kinds = getattr(dialect, "routed_kinds", dialect.account_kinds)
+            # Without an openai account or a [models] table, an Anthropic client's model decides nothing:
+            # its body is not parsed (another dialect, e.g. the OpenAI door's, has its plan already made).
+            if self._by_model or dialect is not ANTHROPIC:
+                try:
+                    st.plan = dialect.plan(request, self._account_list, self.models)
+                except NoAccountForModel as err:
+                    self.finish.answer_error(st, err)
+                    return
+                if st.plan is not None:
+                    st.kinds = getattr(dialect, "routed_kinds", dialect.account_kinds)
             self._loop(st)
         except ClientGone:
             client.close_after()
@@ -187,8 +197,8 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             now = self.clock.time()
-            plan = st.plan
-            tried = st.attempts.tried | st.dialect.excluded_accounts
+            plan, excluded = st.plan, st.dialect.excluded_accounts
+            tried = (st.attempts.tried | excluded) if excluded else st.attempts.tried
             choice = self.pool.route(st.session, tried, now, kinds=st.kinds,
                                      allowed=plan.primary if plan else None, quota_free=st.quota_free)
             if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
@@ -224,19 +234,18 @@ class Relay:
         else:
             _log_route(name, routed)
             exchange = st.exchange = st.dialect.exchange(st.request, account, cred.secret, routed)
-        local = getattr(exchange, "local_answer", None)  # answered by shunt itself (count_tokens estimate)
-        if local is not None:
-            self.finish.answer_local(st, name, *local)
+        if exchange.local_answer is not None:  # answered by shunt itself (count_tokens estimate)
+            self.finish.answer_local(st, name, *exchange.local_answer)
             return Next.DONE
-        up = exchange.request
-        long_head = getattr(exchange, "long_head", None)
+        up, long_head = exchange.request, exchange.long_head
+        upstream = self.upstream if exchange.base_url is None else self.upstream_for(exchange.base_url)
         set_upstream_request_id(None)
         st.watch_client(self.watch)  # a client that leaves while the head is awaited aborts the attempt
         st.cancel = Cancel()
         try:
-            resp = self.upstream_for(exchange.base_url).send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
-                                      long_head=head_comes_late(up.method, up.target, up.body) if long_head is None
-                                      else long_head)
+            resp = upstream.send(up.method, up.target, up.headers, up.body, cancel=st.cancel,
+                                 long_head=head_comes_late(up.method, up.target, up.body) if long_head is None
+                                 else long_head)
         except UpstreamRequestInvalid:  # its text may quote the header value (a credential): never echoed
             self.finish.answer_error(st, BadRequest("the request cannot be forwarded: a header field name or "
                                                     "value cannot be sent (a control character or a bad name)"))

@@ -85,7 +85,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.paths = paths
         self.pool = pool
         self.relay = relay
-        relay.models = config.models  # the [models] table routes requests by model
+        relay.set_models(config.models)  # the [models] table routes requests by model
         self.tokens = tokens
         self.http = http
         self.clock = clock
@@ -196,7 +196,7 @@ class ShuntServer(ThreadingHTTPServer):
             self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing,
                                               models=config.models)
-            self.relay.models = config.models
+            self.relay.set_models(config.models)
             self.pool.prices = PriceBook(config.pricing)  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
         if live:

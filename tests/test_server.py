@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import os
 import socket
 import threading
 
@@ -67,3 +68,24 @@ def test_status_document_from_a_snapshot_and_the_credentials():
     assert doc["recent_requests"] == [{"status": 200}]
     json.dumps(doc)  # plain JSON types throughout (statuses are str)
     assert type(a["status"]) is str
+
+
+def test_a_reload_that_adds_or_drops_a_models_table_changes_the_next_requests_route(make_proxy, upstream):
+    # the relay parses bodies for routing only while [models] or an openai account exists: a reload
+    # must switch that on and off again
+    p = make_proxy(accounts=[("a", "oauth"), ("b", "oauth")])
+    body = dict(MSG, model="claude-x")
+    status, headers, _ = p.request(body=body)
+    assert status == 200 and "x-shunt-model" not in headers
+    assert json.loads(upstream.received[-1].body)["model"] == "claude-x"
+    home = os.environ["SHUNT_HOME"]
+    write_home(home, upstream.url, [("a", "oauth"), ("b", "oauth")], models={"claude-x": "b:claude-y"})
+    p.srv.reload()
+    status, headers, _ = p.request(body=body)
+    assert status == 200 and headers["x-shunt-model"] == "claude-y" and headers["x-shunt-account"] == "b"
+    assert json.loads(upstream.received[-1].body)["model"] == "claude-y"
+    write_home(home, upstream.url, [("a", "oauth"), ("b", "oauth")])
+    p.srv.reload()
+    status, headers, _ = p.request(body=body)
+    assert status == 200 and "x-shunt-model" not in headers
+    assert json.loads(upstream.received[-1].body)["model"] == "claude-x"
