@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from shunt_lib.clients import LOCAL, Client, TokenLimits, TokenRecord  # noqa: E402
 from shunt_lib.config import load_config  # noqa: E402
 from shunt_lib.history import db_path, open_db, write_batch  # noqa: E402
 from shunt_lib.homes import write_home  # noqa: E402
@@ -51,6 +52,19 @@ def past_week(now_s: int, rnd: random.Random) -> list[dict]:
     return records
 
 
+#: The clients the requests come from (the dashboard's clients table), by a demo header in place of client tokens.
+CLIENTS = ("local", "ci-runner", "alice", "ci-runner")
+
+
+def demo_client(handler) -> Client:
+    """The client a request names in ``x-demo-client`` (the screenshot's stand-in for client tokens)."""
+    name = handler.headers.by_name.get("x-demo-client", "local")
+    if name == "local":
+        return LOCAL
+    limits = TokenLimits(rpm=60, monthly_usd=50.0) if name == "ci-runner" else TokenLimits()
+    return Client(name, f"tk_{name}", TokenRecord(f"tk_{name}", name, 0.0, limits=limits))
+
+
 def send(port: int, n: int, rnd: random.Random) -> None:
     """``n`` requests through shunt, each a few turns long so the prompt grows (cache reads)."""
     for i in range(n):
@@ -60,7 +74,8 @@ def send(port: int, n: int, rnd: random.Random) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:
             conn.request("POST", "/v1/messages", body=body, headers={"content-type": "application/json",
-                                                                    "anthropic-version": "2023-06-01"})
+                                                                    "anthropic-version": "2023-06-01",
+                                                                    "x-demo-client": CLIENTS[i % len(CLIENTS)]})
             conn.getresponse().read()
         finally:
             conn.close()
@@ -107,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         write_batch(conn, past_week(now_s, rnd))
         conn.close()
         srv = make_server(load_config(paths), paths, port=0)
+        srv.authenticate = demo_client
         try:
             start_background(srv, refresh=False, recovery=False, usage=False, reload=False)
             serve_in_thread(srv, poll_interval_s=0.05)

@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("usage", help="requests, tokens and cost recorded in usage.db (works with shunt stopped)")
     s.add_argument("--since", default="24h", help="how far back: 24h, 7d, 30d ... (default 24h)")
-    s.add_argument("--by", choices=("account", "model", "day"), default="account")
+    s.add_argument("--by", choices=("account", "model", "client", "day"), default="account")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_usage)
 

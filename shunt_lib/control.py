@@ -163,7 +163,7 @@ HISTORY_DEFAULT_STEP_S = 3600
 
 
 def history(server: "ControlServer", query: Mapping[str, str]) -> bytes:
-    """``GET /history?since_s=&until_s=&step_s=&by=account|model``: usage totals per bucket and key
+    """``GET /history?since_s=&until_s=&step_s=&by=account|model|client``: usage totals per bucket and key
     from ``usage.db`` (:func:`~shunt_lib.history_query.buckets`). Defaults: the last 24 h (``until_s``
     now), ``step_s`` 3600, ``by`` account; times are epoch seconds, ``since_s`` rounded down to a minute.
 

@@ -22,6 +22,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from . import __version__, control, cors, dashboard, guard, openai_front, paths_policy, pool_models, wire
+from .clients import LOCAL, Client
 from .connections import GuardedHandler, linger
 from .dialect import ProxyRequest
 from .errors import (
@@ -129,11 +130,12 @@ class Handler(GuardedHandler):
                 raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
             body_unread = False
             body = self._read_body()
-            if route in FRONT_DOOR_ROUTES and self._front_door(route, body):
+            client = self.server.authenticate(self)
+            if route in FRONT_DOOR_ROUTES and self._front_door(route, body, client):
                 return
             if route.startswith("/v1/"):
-                with self.server.request_in_flight():
-                    self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body))
+                with self.server.request_in_flight(), self.server.client_usage.in_flight(client):
+                    self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body, client))
                 return
             reply = control.answer(self.server, self.command, route, self.headers.by_name, body,
                                    self.path.partition("?")[2])
@@ -155,7 +157,7 @@ class Handler(GuardedHandler):
         finally:
             self.wfile = out
 
-    def _front_door(self, route: str, body: bytes) -> bool:
+    def _front_door(self, route: str, body: bytes, client: Client = LOCAL) -> bool:
         """Serve an OpenAI-dialect request (:mod:`shunt_lib.openai_front`) or a ``GET /v1/models`` shunt
         answers itself (:mod:`shunt_lib.pool_models`); False if ``route`` is neither."""
         config = self.server.config
@@ -167,14 +169,14 @@ class Handler(GuardedHandler):
         api = openai_front.api_for(self.command, route)
         if api is None:
             return False
-        request = ProxyRequest(self.command, self.path, self.headers, body)
+        request = ProxyRequest(self.command, self.path, self.headers, body, client)
         try:
             dialect = openai_front.prepare(api, request, config.accounts, config.models,
                                            self.server.relay.clock.time())
         except ShuntError as err:  # bad input or no account for it: OpenAI's envelope, the connection kept
             self._send_json(err.status, openai_front.front_error_body(err), err.headers)
             return True
-        with self.server.request_in_flight():
+        with self.server.request_in_flight(), self.server.client_usage.in_flight(client):
             self.server.relay.handle(self, request, dialect)
         return True
 

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable
 
-from .history_rollup import RAW_COLUMNS, ROLLUP_COUNTERS, cutoffs, raw_row, rollup
+from .history_rollup import RAW_COLUMNS, ROLLUP_COUNTERS, UNNAMED_CLIENT, cutoffs, raw_row, rollup
 from .loop import Loop
 from .record import RequestRecord
 
@@ -38,15 +38,17 @@ CREATE TABLE IF NOT EXISTS requests (
     cache_write_tokens INTEGER NOT NULL, cache_write_1h_tokens INTEGER NOT NULL, duration_ms INTEGER NOT NULL, held_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL, client TEXT);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_s);
+"""
+_ROLLUP_TABLE = f"""
 CREATE TABLE IF NOT EXISTS rollup_minute (
-    minute_s INTEGER NOT NULL, account TEXT NOT NULL, model TEXT NOT NULL,
+    minute_s INTEGER NOT NULL, account TEXT NOT NULL, model TEXT NOT NULL, client TEXT NOT NULL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in ROLLUP_COUNTERS)},
-    PRIMARY KEY (minute_s, account, model)) WITHOUT ROWID;
+    PRIMARY KEY (minute_s, account, model, client)) WITHOUT ROWID;
 """
 _INSERT_RAW = f"INSERT INTO requests ({', '.join(RAW_COLUMNS)}) VALUES ({', '.join('?' * len(RAW_COLUMNS))})"
-_UPSERT_ROLLUP = (f"INSERT INTO rollup_minute (minute_s, account, model, {', '.join(ROLLUP_COUNTERS)}) "
-                  f"VALUES (?, ?, ?, {', '.join('?' * len(ROLLUP_COUNTERS))}) "
-                  f"ON CONFLICT (minute_s, account, model) DO UPDATE SET "
+_UPSERT_ROLLUP = (f"INSERT INTO rollup_minute (minute_s, account, model, client, {', '.join(ROLLUP_COUNTERS)}) "
+                  f"VALUES (?, ?, ?, ?, {', '.join('?' * len(ROLLUP_COUNTERS))}) "
+                  f"ON CONFLICT (minute_s, account, model, client) DO UPDATE SET "
                   + ", ".join(f"{c} = {c} + excluded.{c}" for c in ROLLUP_COUNTERS))
 
 
@@ -83,6 +85,8 @@ def _open(path: str) -> sqlite3.Connection:
             raise sqlite3.DatabaseError(f"database disk image is malformed ({row[0] if row else 'no answer'})")
         conn.executescript(_SCHEMA)
         _add_missing_columns(conn)
+        _key_rollups_by_client(conn)
+        conn.executescript(_ROLLUP_TABLE)
     except BaseException:
         conn.close()
         raise
@@ -94,8 +98,27 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     for table, columns in (("requests", RAW_COLUMNS), ("rollup_minute", ROLLUP_COUNTERS)):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for column in columns:
-            if column not in have and column.endswith("_tokens"):
+            if have and column not in have and column.endswith("_tokens"):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+
+
+def _key_rollups_by_client(conn: sqlite3.Connection) -> None:
+    """Rebuild the minute rollups of a database made before they were kept per client (a primary key
+    cannot be altered in place): in one transaction, every old row becomes its own row of client
+    ``local`` (:data:`~shunt_lib.history_rollup.UNNAMED_CLIENT`: shunt served only its user's own
+    clients then)."""
+    have = [row[1] for row in conn.execute("PRAGMA table_info(rollup_minute)")]
+    if not have or "client" in have:
+        return
+    counters = ", ".join(ROLLUP_COUNTERS)
+    with conn:
+        conn.execute("BEGIN")
+        conn.execute("ALTER TABLE rollup_minute RENAME TO rollup_minute_old")
+        conn.execute(_ROLLUP_TABLE)
+        conn.execute(f"INSERT INTO rollup_minute (minute_s, account, model, client, {counters}) "
+                     f"SELECT minute_s, account, model, ?, {counters} FROM rollup_minute_old", (UNNAMED_CLIENT,))
+        conn.execute("DROP TABLE rollup_minute_old")
+    log.info("usage history: minute rollups now kept per client (older ones counted as %s)", UNNAMED_CLIENT)
 
 
 def write_batch(conn: sqlite3.Connection, records: list[RequestRecord]) -> None:

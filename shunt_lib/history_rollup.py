@@ -1,8 +1,9 @@
 """Usage history, the pure part: the rows a finished request becomes, minute rollups, pruning cut-offs,
 and the ``--since`` durations. No I/O; time is always an argument.
 
-A request is one raw row (:data:`RAW_COLUMNS`) and counts into the minute rollup of its account and
-model (:data:`ROLLUP_COUNTERS`). A request answered by no account is rolled up under account ``""``.
+A request is one raw row (:data:`RAW_COLUMNS`) and counts into the minute rollup of its account,
+model and client (:data:`ROLLUP_COUNTERS`). A request answered by no account is rolled up under
+account ``""``; a raw row without a client (written before clients were named) under client ``local``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Iterable
 from .record import RequestRecord
 
 DAY_S = 86400
+#: The client of rollups of requests whose client was never named (rows from before shunt named
+#: clients, when every request was its user's own): counted as ``local``.
+UNNAMED_CLIENT = "local"
 MINUTE_S = 60
 
 #: The raw ``requests`` table's columns, in order: epoch s, account (None: no account answered),
@@ -40,12 +44,12 @@ def minute_of(ts_s: float) -> int:
     return int(ts_s) // MINUTE_S * MINUTE_S
 
 
-def rollup(rows: Iterable[tuple]) -> dict[tuple[int, str, str], list[int]]:
-    """Minute rollups of raw rows: ``(minute_s, account or "", model)`` → counters in
+def rollup(rows: Iterable[tuple]) -> dict[tuple[int, str, str, str], list[int]]:
+    """Minute rollups of raw rows: ``(minute_s, account or "", model, client)`` → counters in
     :data:`ROLLUP_COUNTERS` order (to be added to any already stored)."""
-    out: dict[tuple[int, str, str], list[int]] = {}
-    for ts, account, model, status, i, o, cr, cw, cw1h, dur, held_ms, _attempts, _client in rows:
-        c = out.setdefault((minute_of(ts), account or "", model), [0] * len(ROLLUP_COUNTERS))
+    out: dict[tuple[int, str, str, str], list[int]] = {}
+    for ts, account, model, status, i, o, cr, cw, cw1h, dur, held_ms, _attempts, client in rows:
+        c = out.setdefault((minute_of(ts), account or "", model, client or UNNAMED_CLIENT), [0] * len(ROLLUP_COUNTERS))
         for k, v in enumerate((1, int(status >= 400), int(held_ms > 0), i, o, cr, cw, cw1h, dur, held_ms)):
             c[k] += v
     return out

@@ -21,8 +21,9 @@ import logging
 import random
 import time
 
-#: The ids of the request this thread serves: ``[request_id, upstream_request_id]``, one list per
-#: request (one context variable to set and reset, and the upstream id filled in place).
+#: The ids of the request this thread serves: ``[request_id, upstream_request_id, client]``, one list
+#: per request (one context variable to set and reset, and the upstream id filled in place); ``client``
+#: is who sent it (:mod:`shunt_lib.clients`: a client token's label, ``local`` or ``admin``).
 _IDS: contextvars.ContextVar[list | None] = contextvars.ContextVar("shunt_request_ids", default=None)
 
 #: The loggers whose records carry the request's ids (events, access lines, and the relay's and token
@@ -37,18 +38,20 @@ def new_request_id() -> str:
 
 
 class request_context:  # noqa: N801 - used like a function: ``with request_context(rid):``
-    """Within the block, records of :data:`CONTEXT_LOGGERS` logged by this thread carry ``request_id``.
+    """Within the block, records of :data:`CONTEXT_LOGGERS` logged by this thread carry ``request_id``
+    (and ``client``, the name of who sent the request, when given).
 
     A class rather than a ``contextlib.contextmanager``: it is entered once per proxied request, and a
     generator-based manager costs a few microseconds more."""
 
-    __slots__ = ("request_id", "_token")
+    __slots__ = ("request_id", "client", "_token")
 
-    def __init__(self, request_id: str):
+    def __init__(self, request_id: str, client: str | None = None):
         self.request_id = request_id
+        self.client = client
 
     def __enter__(self) -> None:
-        self._token = _IDS.set([self.request_id, None])
+        self._token = _IDS.set([self.request_id, None, self.client])
 
     def __exit__(self, *exc) -> None:
         _IDS.reset(self._token)
@@ -75,15 +78,18 @@ def upstream_request_id() -> str | None:
 
 
 class RequestContextFilter(logging.Filter):
-    """Adds ``request_id`` and ``upstream_request_id`` (None outside a request) to every record it sees;
-    values a caller passed in ``extra`` are kept. Never drops a record."""
+    """Adds ``request_id`` and ``upstream_request_id`` (None outside a request) to every record it sees,
+    and ``client`` inside a request whose client was named; values a caller passed in ``extra`` are
+    kept. Never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ids = _IDS.get() or (None, None)
+        ids = _IDS.get() or (None, None, None)
         if getattr(record, "request_id", None) is None:
             record.request_id = ids[0]
         if getattr(record, "upstream_request_id", None) is None:
             record.upstream_request_id = ids[1]
+        if ids[2] is not None and getattr(record, "client", None) is None:
+            record.client = ids[2]
         return True
 
 
@@ -121,7 +127,7 @@ class LogFormatter(logging.Formatter):
 
     Every line starts with the full local date and time (a log is read after the day it was written).
     A record that carries request ids and does not show them in its message (events; the access line
-    already does) gets them appended in brackets.
+    already does) gets them appended in brackets, with the request's client (``client=NAME``) if known.
 
     :param journal: the line goes to the systemd journal, which stamps it itself: no date and time,
         and a ``<N>`` syslog priority prefix instead, which the journal turns into the entry's priority
@@ -137,6 +143,9 @@ class LogFormatter(logging.Formatter):
         line = super().format(record)
         if getattr(record, "event", None) != "request":
             ids = ids_text(getattr(record, "request_id", None), getattr(record, "upstream_request_id", None))
+            client = getattr(record, "client", None)
+            if ids and client:
+                ids += f" client={client}"
             if ids:
                 line += f" [{ids}]"
         if self.journal:  # each line of a traceback is an entry of its own
@@ -148,7 +157,7 @@ class LogFormatter(logging.Formatter):
 #: Attributes every LogRecord has (and the two its formatting adds): the rest came from ``extra``.
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 #: Attributes :class:`JsonFormatter` writes itself or leaves out (``ts_s`` duplicates ``ts``).
-_OWN_ATTRS = _STANDARD_ATTRS | {"event", "request_record", "request_id", "upstream_request_id", "ts_s"}
+_OWN_ATTRS = _STANDARD_ATTRS | {"event", "request_record", "request_id", "upstream_request_id", "client", "ts_s"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -159,9 +168,10 @@ class JsonFormatter(logging.Formatter):
     ``reason``, ``until_s``, ...); for a request's access line (``event`` = ``"request"``) the fields
     of its :class:`~shunt_lib.record.RequestRecord` (``account``, ``model``, ``status``,
     ``input_tokens``, ``output_tokens``, ``cache_read_tokens``, ``cache_creation_tokens``,
-    ``duration_ms``, ``attempts``, ``held_ms``, ``broke``, ``method``, ``path``); then
-    ``request_id`` and ``upstream_request_id`` (the upstream's ``request-id`` header, what Anthropic
-    support asks for) when there are, and ``exc`` with a traceback. Values JSON cannot hold are
+    ``duration_ms``, ``attempts``, ``held_ms``, ``broke``, ``method``, ``path``, ``token_id``); then
+    ``request_id``, ``upstream_request_id`` (the upstream's ``request-id`` header, what Anthropic
+    support asks for) and ``client`` (who sent the request: a client token's label, ``local`` or
+    ``admin``) when there are, and ``exc`` with a traceback. Values JSON cannot hold are
     written as their ``str()``. Nothing shunt logs holds a token or key, and neither does this.
 
     :param journal: as for :class:`LogFormatter`: a ``<N>`` priority prefix, which the journal strips.
@@ -179,7 +189,7 @@ class JsonFormatter(logging.Formatter):
         if request is not None:
             out.update((k, v) for k, v in request.items() if k not in _OWN_ATTRS)
         out.update((k, v) for k, v in fields.items() if k not in _OWN_ATTRS)
-        for key in ("request_id", "upstream_request_id"):
+        for key in ("request_id", "upstream_request_id", "client"):
             value = fields.get(key) or (request.get(key) if request is not None else None)
             if value:
                 out[key] = value

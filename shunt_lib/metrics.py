@@ -3,7 +3,7 @@
 A :class:`Metrics` is fed by three small hooks, never by the request path calling it directly:
 
 * :meth:`Metrics.add_request`, a :attr:`Finish.listeners <shunt_lib.finish.Finish.listeners>`
-  listener: every finished request's count and tokens (by account, model and status), whether it was
+  listener: every finished request's count and tokens (by account, model, status and client), whether it was
   held and for how long, and how long its upstream took;
 * :meth:`Metrics.add_failover`, a :attr:`Relay.failover_listeners
   <shunt_lib.relay.Relay.failover_listeners>` listener: why a request moved to another account;
@@ -38,6 +38,8 @@ TOKEN_KINDS = (("input", "input_tokens"), ("output", "output_tokens"), ("cache_r
 NO_ACCOUNT = "-"  # the account label of a request no account answered (shunt's own error, a client gone early)
 MAX_MODELS = 100  # distinct model labels kept; later ones are counted as OTHER_MODEL (clients choose the name)
 OTHER_MODEL = "other"
+MAX_CLIENTS = 100  # distinct client labels kept (one per client token in use); later ones are counted as OTHER_CLIENT
+OTHER_CLIENT = "other"
 UNKNOWN_MODEL = "unknown"  # a request whose model is not known
 
 
@@ -77,14 +79,14 @@ class Histogram:
 class Counts(NamedTuple):
     """Everything :class:`Metrics` counted, copied at one instant (labels → value).
 
-    ``requests``: ``(account, model, status)`` → requests; ``tokens``: ``(account, model, kind)`` →
-    tokens; ``failovers``: reason → moves; ``refreshes``: ``(account, result)`` → token endpoint calls;
+    ``requests``: ``(account, model, status, client)`` → requests; ``tokens``: ``(account, model, kind,
+    client)`` → tokens; ``failovers``: reason → moves; ``refreshes``: ``(account, result)`` → token endpoint calls;
     ``holds``: held requests; ``held``: their time held; ``upstream``: the time requests an account
     answered took, less the time held.
     """
 
-    requests: dict[tuple[str, str, str], int]
-    tokens: dict[tuple[str, str, str], int]
+    requests: dict[tuple[str, str, str, str], int]
+    tokens: dict[tuple[str, str, str, str], int]
     failovers: dict[str, int]
     refreshes: dict[tuple[str, str], int]
     holds: int
@@ -97,8 +99,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, int], int] = {}  # (account, model, status) → requests
-        self._tokens: dict[tuple[str, str], list[int]] = {}  # (account, model) → tokens in TOKEN_KINDS order
+        self._requests: dict[tuple[str, str, int, str], int] = {}  # (account, model, status, client) → requests
+        self._tokens: dict[tuple[str, str, str], list[int]] = {}  # (account, model, client) → tokens in TOKEN_KINDS order
+        self._clients: set[str] = set()
         self._failovers: dict[str, int] = {}
         self._refreshes: dict[tuple[str, str], int] = {}
         self._models: set[str] = set()
@@ -120,11 +123,12 @@ class Metrics:
         held_s = record["held_ms"] / 1000
         with self._lock:
             model = self._model_label(record["model"])
-            key = (account, model, record["status"])
+            client = self._client_label(record.get("client") or "local")
+            key = (account, model, record["status"], client)
             self._requests[key] = self._requests.get(key, 0) + 1
-            tokens = self._tokens.get((account, model))
+            tokens = self._tokens.get((account, model, client))
             if tokens is None:
-                tokens = self._tokens[(account, model)] = [0, 0, 0, 0]
+                tokens = self._tokens[(account, model, client)] = [0, 0, 0, 0]
             tokens[0] += record["input_tokens"]
             tokens[1] += record["output_tokens"]
             tokens[2] += record["cache_read_tokens"]
@@ -147,6 +151,15 @@ class Metrics:
         self._models.add(model)
         return model
 
+    def _client_label(self, client: str) -> str:
+        """The label for ``client``: itself, ``other`` past :data:`MAX_CLIENTS` distinct ones (call under the lock)."""
+        if client in self._clients:
+            return client
+        if len(self._clients) >= MAX_CLIENTS:
+            return OTHER_CLIENT
+        self._clients.add(client)
+        return client
+
     def add_failover(self, reason: str) -> None:
         """Count one request moving to another account because of ``reason`` (what the account it left
         did: an :class:`~shunt_lib.outcome.Action` value such as ``exhausted``, or ``connect_error``)."""
@@ -163,8 +176,8 @@ class Metrics:
     def counts(self) -> Counts:
         """A copy of every counter and histogram, taken under the lock."""
         with self._lock:
-            requests = {(a, m, str(status)): n for (a, m, status), n in self._requests.items()}
-            tokens = {(a, m, kind): n for (a, m), counts in self._tokens.items()
+            requests = {(a, m, str(status), c): n for (a, m, status, c), n in self._requests.items()}
+            tokens = {(a, m, kind, c): n for (a, m, c), counts in self._tokens.items()
                       for (kind, _), n in zip(TOKEN_KINDS, counts)}
             return Counts(requests, tokens, dict(self._failovers), dict(self._refreshes), self._holds,
                           self._held.counts(), self._upstream.counts())

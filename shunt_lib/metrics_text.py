@@ -91,10 +91,12 @@ def request_families(c: Counts) -> list[Family]:
     """The families counted by :class:`~shunt_lib.metrics.Metrics` since shunt started."""
     return [
         Family("shunt_requests_total", "counter", "Finished requests by the account that answered (- for none), "
-               "model and the status the client got (499: it left first).",
-               _labelled(("account", "model", "status"), c.requests)),
-        Family("shunt_tokens_total", "counter", "Tokens of finished requests by account, model and kind ("
-               + ", ".join(k for k, _ in TOKEN_KINDS) + ").", _labelled(("account", "model", "kind"), c.tokens)),
+               "model, the status the client got (499: it left first) and the client (a client token's label, "
+               "local or admin).",
+               _labelled(("account", "model", "status", "client"), c.requests)),
+        Family("shunt_tokens_total", "counter", "Tokens of finished requests by account, model, kind ("
+               + ", ".join(k for k, _ in TOKEN_KINDS) + ") and client.",
+               _labelled(("account", "model", "kind", "client"), c.tokens)),
         Family("shunt_failovers_total", "counter", "Requests moved to another account, by what the account they "
                "left did (exhausted, throttle, overloaded, server_error, auth, forbidden, connect_error).",
                _labelled(("reason",), c.failovers)),

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import time
 
+from .client_view import client_rows, shows_clients
 from .status_view import duration_text, savings_text, tokens_text, until_text
 
 Segment = tuple[str, str]
@@ -209,8 +210,22 @@ def feed_lines(feed: list[dict], names: list[str], width: int, rows: int) -> lis
             line.append((f" moved ({r.get('attempts')} tries)", "warn"))
         if r.get("broke"):
             line.append((" broken", "bad"))
+        if r.get("client") not in (None, "local"):
+            line.append((f" by {r['client']}", "dim"))
         lines.append(fit(line, width))
     return lines
+
+
+def client_lines(doc: dict, width: int, rows: int) -> list[Line]:
+    """The clients of today (``/status`` ``clients``, most active first): a header and at most ``rows``
+    clients (requests, in flight, tokens, cost, limits); nothing when only ``local`` sent requests."""
+    clients = doc.get("clients") or []
+    if not shows_clients(clients) or rows < 1:
+        return []
+    table = client_rows(clients[:rows])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    return [fit([(text[0], "dim")], width)] + [fit([(t, "")], width) for t in text[1:]]
 
 
 def duration_ms_text(ms) -> str:
@@ -331,7 +346,8 @@ def picker_lines(doc: dict, selected: int, width: int, now_s: float) -> list[Lin
 
 def render(data: MonitorData, width: int, height: int, now_s: float, *, colour: bool = True, unicode: bool = True,
            help: bool = False, picker: int | None = None) -> list[Line]:
-    """The whole frame for a ``width`` × ``height`` terminal: header, accounts, chart and feed (or the
+    """The whole frame for a ``width`` × ``height`` terminal: header, accounts, clients (when more than
+    ``local`` sent requests today: at most 5, and a quarter of the room), chart and feed (or the
     help or the picker instead of chart and feed), and the footer on the last line. The chart takes
     about a quarter of the room left under the accounts (3 to 12 rows; left out when under 8 lines
     are left), the feed the rest, so a taller terminal shows more of both.
@@ -343,6 +359,7 @@ def render(data: MonitorData, width: int, height: int, now_s: float, *, colour: 
     doc = data.status or {}
     names = [a["name"] for a in doc.get("accounts", [])]
     top = header_lines(data, width) + account_lines(doc, width, now_s, unicode)
+    top += client_lines(doc, width, min(5, (height - len(top) - 1) // 4))
     room = height - len(top) - 1
     if help:
         body = help_lines(width)

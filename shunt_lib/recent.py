@@ -14,7 +14,7 @@ from .record import RequestRecord
 
 #: The fields of a request record a view shows (no request body, no header, nothing secret).
 FEED_FIELDS = ("ts_s", "account", "model", "status", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_creation_tokens", "duration_ms", "held_ms", "attempts", "broke", "request_id")
+               "cache_creation_tokens", "duration_ms", "held_ms", "attempts", "broke", "request_id", "client")
 
 
 class RecentRequests:
@@ -38,7 +38,8 @@ class RecentRequests:
 
         :returns: ``{"last_seq": int, "requests": [{"seq", "ts_s", "account", "model", "status",
             "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens", "duration_ms",
-            "held_ms", "attempts", "broke", "request_id", "held", "moved"}, ...]}``; ``held``: it waited
+            "held_ms", "attempts", "broke", "request_id", "client", "held", "moved"}, ...]}``; ``client``: who
+            sent it (a client token's label, ``local`` or ``admin``); ``held``: it waited
             for an account; ``moved``: it took more than one upstream attempt (failover).
         """
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TypedDict
 
@@ -91,14 +92,20 @@ def model_of_request(body: bytes) -> str:
 
 
 def access_line(r: RequestRecord) -> str:
-    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, then
-    ``attempts=N`` if more than one, ``stream=broken`` if the upstream body broke off, and the ids."""
+    """The access log's line for ``r``: method, path, account, model, status, tokens, duration, the
+    client (``client=NAME``: a client token's label, ``local`` or ``admin``), then ``attempts=N`` if
+    more than one, ``stream=broken`` if the upstream body broke off, and the ids."""
     ids = ids_text(r.get("request_id"), r.get("upstream_request_id"))
     return (f"{r['method']} {r['path']} account={r['account'] or '-'} model={r['model'] or '-'} status={r['status']} "
             f"in={r['input_tokens']} out={r['output_tokens']} cache_read={r['cache_read_tokens']} "
-            f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms"
+            f"cache_write={r['cache_creation_tokens']} {r['duration_ms']}ms client={_token(r.get('client') or 'local')}"
             + (f" attempts={r['attempts']}" if r["attempts"] > 1 else "") + (" stream=broken" if r.get("broke") else "")
             + (f" {ids}" if ids else ""))
+
+
+def _token(text: str) -> str:
+    """``text`` as one whitespace-free token of a log line (a client token's label is the user's text)."""
+    return text if text.isprintable() and " " not in text else json.dumps(text)
 
 
 class AccessLine:

@@ -145,7 +145,7 @@ class Relay:
         Never raises for upstream trouble or a client that hung up; a bug costs this request (a JSON
         500 if nothing was written yet) and closes the connection, never the thread.
         """
-        with request_context(new_request_id()):
+        with request_context(new_request_id(), request.client.name):
             self._handle(conn, request, dialect)
 
     def _handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect) -> None:

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Callable
 from http.server import ThreadingHTTPServer
 
 import requests
@@ -44,6 +45,8 @@ from .history import HistoryWriter, db_path
 from .recent import RecentRequests
 from .limits import Admission, Limits
 from .metrics import Metrics
+from .client_usage import ClientUsage
+from .clients import LOCAL, Client
 from .pricing import PriceBook
 from .loop import Loop
 from .oauth import TokenManager
@@ -59,6 +62,12 @@ events_log = logging.getLogger("shunt.events")
 
 STOP_GRACE_S = 5.0  # after the drain, how long interrupted requests may take to end and record their usage
 JOIN_TIMEOUT_S = 5.0  # then how long closed connections' threads may take to end
+
+
+def _local_client(handler: object) -> Client:
+    """Who sent a request when nothing tells them apart: the user's own machine (:data:`~shunt_lib.clients.LOCAL`).
+    ``ShuntServer.authenticate`` is this until client tokens replace it."""
+    return LOCAL
 
 
 class ShuntServer(ThreadingHTTPServer):
@@ -103,6 +112,9 @@ class ShuntServer(ThreadingHTTPServer):
         self.recent = RecentRequests()  # the last finished requests, for the live views
         relay.finish.listeners.append(self.recent.add)
         self.metrics = Metrics()  # the counters GET /metrics shows
+        self.client_usage = ClientUsage(lambda: pool.prices, clock.time)  # per-client usage today, for /status
+        relay.finish.listeners.append(self.client_usage.add)
+        self.authenticate: Callable[[object], Client] = _local_client  # who sent a request (handler → Client)
         self.metrics.attach(relay, tokens)
         self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
         self.alert_channels = Channels(lambda: self.config.server, http)  # where alerts go (shunt_lib.alert_send)
@@ -133,6 +145,7 @@ class ShuntServer(ThreadingHTTPServer):
         doc = status_document(self.pool.snapshot(now), {n: self.tokens.get(n) for n in self.pool.names()}, now,
                               version=__version__, started_at_s=self.started_at_s, strategy=self.pool.strategy)
         doc["alerts"] = {"muted": self.mute.muted}
+        doc["clients"] = self.client_usage.snapshot()
         return doc
 
     def apply_accounts(self, accounts: tuple[AccountConfig, ...], creds: dict[str, Credential], *,

@@ -7,10 +7,12 @@ imports them).
 
 from __future__ import annotations
 
-from typing import ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 from .alert_mute import MuteFlag
 from .alert_send import Channels
+from .client_usage import ClientUsage
+from .clients import Client
 from .clock import Clock
 from .config import Config, Paths
 from .connections import ConnectionTable
@@ -55,6 +57,8 @@ class HandlerServer(ControlServer, Protocol):
     idle_timeout_s: float
     relay: Relay
     connections: ConnectionTable
+    client_usage: ClientUsage  # per-client usage today (``/status``): counts requests in flight per client
+    authenticate: Callable[[Any], Client]  # who sent the request a handler serves (see shunt_lib.clients)
 
     def request_in_flight(self) -> ContextManager[object]:
         """Counts a proxied request as in flight for the drain while the block runs."""

@@ -53,7 +53,8 @@ def savings_text(savings: dict | None) -> str:
 
 
 def render_status(doc: dict, now_s: float | None = None) -> str:
-    """Return the status table (one line per account) plus a header line."""
+    """Return the status table (one line per account) plus a header line, and the clients of today
+    when some request came from other than ``local`` (:mod:`shunt_lib.client_view`)."""
     now_s = time.time() if now_s is None else now_s
     pin = doc.get("pinned_account")
     lines = [f"shunt {doc.get('version', '?')} · strategy {doc.get('strategy', '?')} · "
@@ -87,4 +88,9 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
             lines.append(f"! {a['name']}: {a['action']}")
         elif a.get("cooldown_reason"):
             lines.append(f"~ {a['name']}: {a['status']} ({a['cooldown_reason']})")
+    from .client_view import clients_lines  # it imports this module's helpers
+
+    clients = clients_lines(doc.get("clients") or [])
+    if clients:
+        lines += ["", "clients today (UTC)", *clients]
     return "\n".join(lines)

@@ -100,3 +100,28 @@ def test_with_a_remote_key_the_page_asks_for_it_once(make_proxy, upstream, drive
     driver.refresh()  # kept for the tab: no second prompt
     wait.until(lambda d: len(d.find_elements(*css(".card"))) == 2)
     assert not driver.find_element(*css("#keyform")).is_displayed()
+
+
+def test_the_page_shows_a_clients_table_once_more_than_local_sent_requests(make_proxy, upstream, driver):
+    from shunt_lib.clients import LOCAL, Client
+
+    p = make_proxy()
+    driver.get(p.url + "/")
+    wait = WebDriverWait(driver, WAIT_S)
+    wait.until(lambda d: len(d.find_elements(*css(".card"))) == 2)
+    assert p.request(body=MSG)[0] == 200
+    wait.until(lambda d: len(d.find_elements(*css("#feed-rows tr"))) == 1)
+    assert not driver.find_element(*css("#clients")).is_displayed()  # only local: no table
+    p.srv.authenticate = lambda h: Client("ci-bot", "tk_ci") if "x-test-client" in h.headers.by_name else LOCAL
+    p.srv.client_usage.limits = lambda token_id: {"rpm": {"limit": 60, "used": 2}}
+    for _ in range(2):
+        assert p.request(body=MSG, headers={"x-test-client": "1"})[0] == 200
+    rows = wait.until(lambda d: len(d.find_elements(*css("#client-rows tr"))) == 2
+                      and d.find_elements(*css("#client-rows tr")))
+    assert driver.find_element(*css("#clients")).is_displayed()
+    cells = [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")]
+    assert cells[:3] == ["ci-bot", "2", "0"] and cells[-1] == "rpm 2/60"
+    assert rows[1].find_elements(By.TAG_NAME, "td")[0].text == "local"
+    wait.until(lambda d: "by ci-bot" in d.find_element(*css("#feed-rows tr")).text)
+    errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

@@ -34,9 +34,9 @@ def test_requests_roll_up_per_minute_account_and_model():
     rows = [raw_row(rec(T0 + 1)), raw_row(rec(T0 + 59, status=499, held=250)), raw_row(rec(T0 + 60)),
             raw_row(rec(T0 + 2, account=None, model="", status=529))]
     got = rollup(rows)
-    assert got[(T0, "a", "claude-x")] == [2, 1, 1, 20, 10, 200, 40, 0, 600, 250]
-    assert got[(T0 + 60, "a", "claude-x")] == [1, 0, 0, 10, 5, 100, 20, 0, 300, 0]
-    assert got[(T0, "", "")][:2] == [1, 1]  # answered by no account: an error under ""
+    assert got[(T0, "a", "claude-x", "local")] == [2, 1, 1, 20, 10, 200, 40, 0, 600, 250]
+    assert got[(T0 + 60, "a", "claude-x", "local")] == [1, 0, 0, 10, 5, 100, 20, 0, 300, 0]
+    assert got[(T0, "", "", "local")][:2] == [1, 1]  # answered by no account: an error under ""
 
 
 def test_rows_and_rollups_are_written_and_added_to(tmp_path):

@@ -60,10 +60,11 @@ def test_requests_tokens_holds_and_durations_are_counted_per_account_model_and_s
     m.add_request(_record(account=None, status=529, model="", input_tokens=0, output_tokens=0, cache_read_tokens=0,
                           cache_creation_tokens=0, duration_ms=3))
     c = m.counts()
-    assert c.requests == {("a", "claude-opus-4-5", "200"): 2, ("-", "unknown", "529"): 1}
-    assert c.tokens[("a", "claude-opus-4-5", "cache_read")] == 200
-    assert c.tokens[("a", "claude-opus-4-5", "cache_write")] == 40
-    assert c.tokens[("a", "claude-opus-4-5", "input")] == 20 and c.tokens[("a", "claude-opus-4-5", "output")] == 10
+    assert c.requests == {("a", "claude-opus-4-5", "200", "local"): 2, ("-", "unknown", "529", "local"): 1}
+    assert c.tokens[("a", "claude-opus-4-5", "cache_read", "local")] == 200
+    assert c.tokens[("a", "claude-opus-4-5", "cache_write", "local")] == 40
+    assert c.tokens[("a", "claude-opus-4-5", "input", "local")] == 20
+    assert c.tokens[("a", "claude-opus-4-5", "output", "local")] == 10
     assert c.holds == 1 and c.held.count == 1 and c.held.sum == 12.0
     # shunt's own answer is no upstream's: two durations, each less the time held (1.5 s both)
     assert c.upstream.count == 2 and c.upstream.sum == pytest.approx(3.0)
@@ -73,9 +74,9 @@ def test_model_labels_are_capped_so_a_client_cannot_grow_the_page_without_bound(
     m = Metrics()
     for i in range(MAX_MODELS + 5):
         m.add_request(_record(model=f"model-{i}"))
-    models = {model for _, model, _ in m.counts().requests}
+    models = {model for _, model, _, _ in m.counts().requests}
     assert len(models) == MAX_MODELS + 1 and "other" in models
-    assert m.counts().requests[("a", "other", "200")] == 5
+    assert m.counts().requests[("a", "other", "200", "local")] == 5
 
 
 def test_failovers_and_token_refreshes_are_counted_by_reason_and_result():
@@ -202,7 +203,8 @@ def test_metrics_of_a_running_proxy_after_a_failover_a_hold_and_a_refresh(make_p
     assert wait_until(lambda: sum(p.srv.metrics.counts().requests.values()) == 3)
 
     fams = _scrape(p)
-    assert _values(fams["shunt_requests"]) == {frozenset({("account", "b"), ("model", model), ("status", "200")}): 3}
+    assert _values(fams["shunt_requests"]) == {frozenset({("account", "b"), ("model", model), ("status", "200"),
+                                                          ("client", "local")}): 3}
     tokens = {s.labels["kind"]: s.value for s in fams["shunt_tokens"].samples if s.labels["account"] == "b"}
     assert tokens == {"input": 36, "output": 21, "cache_read": 9000, "cache_write": 1200}
     assert _values(fams["shunt_failovers"]) == {frozenset({("reason", "exhausted")}): 1}

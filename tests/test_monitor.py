@@ -128,3 +128,21 @@ def test_monitor_on_a_terminal_curses_cannot_drive_prints_the_status_once(make_p
         assert re.search(r"^ACCOUNT\s+PLAN\s+STATUS", screen, re.M) and re.search(r"^a\s", screen, re.M), screen
     finally:
         tmux.kill()
+
+
+def test_monitor_in_tmux_shows_a_clients_block_once_more_than_local_sent_requests(make_proxy, upstream):
+    from shunt_lib.clients import LOCAL, Client
+
+    proxy = make_proxy()
+    proxy.srv.authenticate = lambda h: Client("ci-bot", "tk_ci") if "x-test-client" in h.headers.by_name else LOCAL
+    for headers in ({"x-test-client": "1"}, {"x-test-client": "1"}, None):
+        assert proxy.request(body=MSG, headers=headers)[0] == 200
+    command = f"{sys.executable} {os.path.join(ROOT, 'shunt.py')} monitor --url {proxy.url} -i 0.2"
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
+    tmux = Tmux(command, env)
+    try:
+        screen = tmux.wait_for(lambda s: re.search(r"^ci-bot\s+2\s+0\s", s, re.M) and re.search(r"^local\s+1\s", s, re.M),
+                               "the clients block")
+        assert re.search(r"^CLIENT\s+REQS", screen, re.M) and "by ci-bot" in screen, screen
+    finally:
+        tmux.kill()

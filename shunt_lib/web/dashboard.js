@@ -111,6 +111,26 @@
         state.cards.delete(name);
       }
     }
+    showClients(doc.clients || []);
+  }
+
+  // The clients of today (most active first), shown once some request came from other than `local`.
+  function showClients(clients) {
+    const shown = clients.some((c) => c.name !== "local");
+    $("clients").hidden = !shown;
+    if (!shown) return;
+    const rows = clients.map((c) => {
+      const tr = el("tr");
+      const limits = Object.entries(c.limits || {}).filter(([, v]) => v.limit != null)
+        .map(([k, v]) => (v.used == null ? `${k} ${v.limit}` : `${k} ${v.used}/${v.limit}`)).join(" · ");
+      const cost = usd(c.cost_usd || 0) + (c.unpriced_requests ? ` +${c.unpriced_requests} unpriced` : "");
+      const cells = [[c.name], [String(c.requests || 0), "num"], [String(c.in_flight || 0), "num"],
+        [tokens(c.input_tokens || 0), "num"], [tokens(c.output_tokens || 0), "num"],
+        [tokens(c.cache_read_tokens || 0), "num"], [cost, "num"], [limits || "-"]];
+      for (const [text, cls] of cells) tr.append(el("td", cls, text));
+      return tr;
+    });
+    $("client-rows").replaceChildren(...rows);
   }
 
   function savingsText(s) {
@@ -199,7 +219,7 @@
       const tr = el("tr", r.status >= 400 || r.broke ? "err" : "");
       const when = new Date(r.ts_s * 1000).toLocaleTimeString([], { hour12: false });
       const marks = [r.held ? `held ${((r.held_ms || 0) / 1000).toFixed(1)}s` : "", r.moved ? `moved ×${r.attempts}` : "",
-        r.broke ? "broke" : ""];
+        r.broke ? "broke" : "", r.client && r.client !== "local" ? `by ${r.client}` : ""];
       const cells = [[when], [label(r.account)], [r.model], [String(r.status), "code"],
         [tokens(r.input_tokens || 0), "num"], [tokens(r.output_tokens || 0), "num"],
         [`${tokens(r.cache_read_tokens || 0)}/${tokens(r.cache_creation_tokens || 0)}`, "num"],
