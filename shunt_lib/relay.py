@@ -22,6 +22,8 @@ from typing import Callable
 
 from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
+from . import client_gate
+from .client_meter import ClientLimited, ClientMeter
 from .clock import SYSTEM, Clock
 from .config import AccountConfig
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
@@ -29,6 +31,7 @@ from .drain import Drain
 from .errors import (
     BadRequest,
     ClientGone,
+    PermissionDenied,
     ShuntError,
     UpstreamConnectError,
     UpstreamHeadTimeout,
@@ -104,6 +107,8 @@ class Relay:
         #: called with the reason each time a request moves to another account (what the account it
         #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
         self.failover_listeners: list[Callable[[str], None]] = []
+        #: client tokens' limits and use (:mod:`shunt_lib.client_meter`; the server sets its own, kept on disk)
+        self.meter = ClientMeter()
 
     def set_accounts(self, accounts: tuple[AccountConfig, ...]) -> None:
         """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
@@ -151,8 +156,10 @@ class Relay:
                 self.finish.answer_stopping(st)
                 return
             try:
+                client_gate.check_model(request.client, request.body)  # a client token's models: 403
                 st.plan = dialect.plan(request, self._account_list, self.models)
-            except NoAccountForModel as err:
+                client_gate.admit(self.meter, st, self._account_list)  # its accounts (403), its limits (429)
+            except (NoAccountForModel, PermissionDenied, ClientLimited) as err:
                 self.finish.answer_error(st, err)
                 return
             if st.plan is not None:
@@ -176,6 +183,8 @@ class Relay:
                 resp.abort()  # never back into the pool half-read
             if not st.recorded:
                 self.finish.record(st, st.account, 499)
+            if st.ticket is not None:
+                st.ticket.release()  # its client token's concurrency slot, once, however it ended
 
     def _loop(self, st: RequestState) -> None:
         """Route and attempt until a step says the request is done."""
@@ -190,9 +199,9 @@ class Relay:
             plan = st.plan
             tried = st.attempts.tried | st.dialect.excluded_accounts
             choice = self.pool.route(st.session, tried, now, kinds=st.kinds,
-                                     allowed=plan.primary if plan else None, quota_free=st.quota_free)
+                                     allowed=st.allowed(plan.primary if plan else None), quota_free=st.quota_free)
             if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
-                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=plan.fallback,
+                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=st.allowed(plan.fallback),
                                          quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
@@ -329,7 +338,7 @@ class Relay:
     def _nothing_usable(self, st: RequestState, now: float) -> Next:
         """No untried account can take the request now: hold it until one recovers within the
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
-        kinds, allowed = st.kinds, st.plan.every if st.plan is not None else None
+        kinds, allowed = st.kinds, st.allowed(st.plan.every if st.plan is not None else None)
         recovery = self.pool.soonest_recovery(now, kinds=kinds, allowed=allowed)
         # A quota-free request was offered every account whose credential works: waiting adds nothing.
         if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:
