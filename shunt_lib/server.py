@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 import sqlite3
 import sys
@@ -486,6 +487,8 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
 def _load_token_usage(meter: ClientMeter, path: str, now_s: float) -> None:
     """Seed ``meter`` with today's and this month's use of every client token from ``tokens.db`` (a file
     that cannot be read is logged: budgets then count from 0 until it can be written again)."""
+    if not os.path.exists(path):
+        return  # nothing spent yet
     try:
         conn = open_tokens_db(path)
         try:
