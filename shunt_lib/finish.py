@@ -80,7 +80,7 @@ class Finish:
             cls = UpstreamTimeout if failure.timed_out else UpstreamUnreachable
             self.answer_error(st, cls("shunt got no answer from the upstream API: " + failure.message))
         else:
-            views = self.pool.views(now, kinds=st.kinds, allowed=st.plan.every if st.plan is not None else None)
+            views = self.pool.views(now, kinds=st.kinds, allowed=st.allowed(st.plan.every if st.plan is not None else None))
             self.answer_error(st, pool_unavailable_error(views, now, recovery))
 
     def answer_local(self, st: RequestState, name: str, head: ResponseHead, body: bytes) -> None:
@@ -179,6 +179,8 @@ class Finish:
                                 upstream_request_id=upstream_request_id(),
                                 served_model=st.exchange.served_model if st.exchange is not None else None,
                                 client=req.client)
+        if st.ticket is not None:
+            st.ticket.finish(record)  # charged to its client token, its slot freed
         self.pool.record_request(record)
         for listener in self.listeners:
             listener(record)

@@ -36,6 +36,7 @@ from .errors import (
     error_body,
 )
 from .forwarding import json_head
+from .inflight_gate import GatewayBusy
 
 if TYPE_CHECKING:
     from .serving import HandlerServer
@@ -134,7 +135,8 @@ class Handler(GuardedHandler):
             if route in FRONT_DOOR_ROUTES and self._front_door(route, body, client):
                 return
             if route.startswith("/v1/"):
-                with self.server.request_in_flight(), self.server.client_usage.in_flight(client):
+                with self.server.request_in_flight(), self.server.relay_gate, \
+                        self.server.client_usage.in_flight(client):  # relay_gate: [gateway] max_inflight (429)
                     self.server.relay.handle(self, ProxyRequest(self.command, self.path, self.headers, body, client))
                 return
             reply = control.answer(self.server, self.command, route, self.headers.by_name, body,
@@ -176,8 +178,11 @@ class Handler(GuardedHandler):
         except ShuntError as err:  # bad input or no account for it: OpenAI's envelope, the connection kept
             self._send_json(err.status, openai_front.front_error_body(err), err.headers)
             return True
-        with self.server.request_in_flight(), self.server.client_usage.in_flight(client):
-            self.server.relay.handle(self, request, dialect)
+        try:
+            with self.server.request_in_flight(), self.server.relay_gate, self.server.client_usage.in_flight(client):
+                self.server.relay.handle(self, request, dialect)
+        except GatewayBusy as err:  # [gateway] max_inflight full for max_queue_s: OpenAI's envelope
+            self._send_json(err.status, openai_front.front_error_body(err), err.headers)
         return True
 
     def _refused_body_plan(self, *, keep: bool = True) -> bool:

@@ -6,6 +6,10 @@
   ``stream_options.include_usage``; a stream without it carries no usage and counts 0;
   https://platform.openai.com/docs/api-reference/chat-streaming).
 
+A stream that ends without a usage chunk (cut off, or without ``include_usage``) reports at least one
+output token per 4 characters of the content and tool-argument deltas it carried, as
+:class:`~shunt_lib.usage.UsageTap` does for a cut Anthropic stream.
+
 Counted as Anthropic's usage with cached prompt tokens once (``input = prompt_tokens − cached``,
 ``cache_read = cached``; :func:`~shunt_lib.openai_answer.anthropic_usage`), so that ``/status``, the
 history and the savings count them like any other answer.
@@ -14,12 +18,15 @@ history and the savings count them like any other answer.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 from .openai_answer import anthropic_usage
 from .usage import JSON_TAP_LIMIT, UsageTap
 
 _USAGE_MARK = b'"prompt_tokens"'  # only a chunk with a usage object is parsed
+# The streamed text of a chunk's delta: its content, reasoning or a tool call's arguments.
+_DELTA_TEXT = re.compile(rb'"(?:content|reasoning_content|arguments)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 class OpenAIUsageTap(UsageTap):
@@ -43,8 +50,12 @@ class OpenAIUsageTap(UsageTap):
         while (nl := data.find(b"\n", start)) >= 0:
             line = data[start:nl]
             start = nl + 1
-            if line.startswith(b"data:") and _USAGE_MARK in line:
-                self._chunk(line[5:])
+            if line.startswith(b"data:"):
+                if _USAGE_MARK in line:
+                    self._chunk(line[5:])
+                elif b'"delta"' in line:
+                    for m in _DELTA_TEXT.finditer(line):
+                        self.streamed_chars += len(m.group(1))
         self._buf = data[start:]
         if len(self._buf) > JSON_TAP_LIMIT:
             self._buf, self._overflow = b"", True
@@ -63,6 +74,7 @@ class OpenAIUsageTap(UsageTap):
         usage = answer.get("usage")
         if isinstance(usage, dict):
             self._take(anthropic_usage(usage))
+            self.final = True
 
     def finish(self) -> None:
         """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""

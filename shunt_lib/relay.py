@@ -22,6 +22,8 @@ from typing import Callable
 
 from .attempts import ConnectFailure, Step, UpstreamAnswer
 from .client import ClientConnection, ClientStream
+from . import client_gate
+from .client_meter import ClientLimited, ClientMeter
 from .clock import SYSTEM, Clock
 from .config import AccountConfig
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
@@ -29,6 +31,7 @@ from .drain import Drain
 from .errors import (
     BadRequest,
     ClientGone,
+    PermissionDenied,
     ShuntError,
     UpstreamConnectError,
     UpstreamHeadTimeout,
@@ -105,6 +108,8 @@ class Relay:
         #: called with the reason each time a request moves to another account (what the account it
         #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
         self.failover_listeners: list[Callable[[str], None]] = []
+        #: client tokens' limits and use (:mod:`shunt_lib.client_meter`; the server sets its own, kept on disk)
+        self.meter = ClientMeter()
 
     def set_accounts(self, accounts: tuple[AccountConfig, ...]) -> None:
         """Use these accounts' configuration from the next attempt on (the server's start and reloads)."""
@@ -157,16 +162,18 @@ class Relay:
             if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
                 self.finish.answer_stopping(st)
                 return
-            # Without an openai account or a [models] table, an Anthropic client's model decides nothing:
-            # its body is not parsed (another dialect, e.g. the OpenAI door's, has its plan already made).
-            if self._by_model or dialect is not ANTHROPIC:
-                try:
+            try:
+                client_gate.check_model(request.client, request.body)  # a client token's models: 403
+                # Without an openai account or a [models] table, an Anthropic client's model decides nothing:
+                # its body is not parsed (another dialect, e.g. the OpenAI door's, has its plan already made).
+                if self._by_model or dialect is not ANTHROPIC:
                     st.plan = dialect.plan(request, self._account_list, self.models)
-                except NoAccountForModel as err:
-                    self.finish.answer_error(st, err)
-                    return
-                if st.plan is not None:
-                    st.kinds = getattr(dialect, "routed_kinds", dialect.account_kinds)
+                    if st.plan is not None:
+                        st.kinds = getattr(dialect, "routed_kinds", dialect.account_kinds)
+                client_gate.admit(self.meter, st, self._account_list)  # its accounts (403), its limits (429)
+            except (NoAccountForModel, PermissionDenied, ClientLimited) as err:
+                self.finish.answer_error(st, err)
+                return
             self._loop(st)
         except ClientGone:
             client.close_after()
@@ -186,6 +193,8 @@ class Relay:
                 resp.abort()  # never back into the pool half-read
             if not st.recorded:
                 self.finish.record(st, st.account, 499)
+            if st.ticket is not None:
+                st.ticket.release()  # its client token's concurrency slot, once, however it ended
 
     def _loop(self, st: RequestState) -> None:
         """Route and attempt until a step says the request is done."""
@@ -200,9 +209,9 @@ class Relay:
             plan, excluded = st.plan, st.dialect.excluded_accounts
             tried = (st.attempts.tried | excluded) if excluded else st.attempts.tried
             choice = self.pool.route(st.session, tried, now, kinds=st.kinds,
-                                     allowed=plan.primary if plan else None, quota_free=st.quota_free)
+                                     allowed=st.allowed(plan.primary if plan else None), quota_free=st.quota_free)
             if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
-                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=plan.fallback,
+                choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=st.allowed(plan.fallback),
                                          quota_free=st.quota_free)
             if choice is None:
                 step = self._nothing_usable(st, now)
@@ -338,7 +347,7 @@ class Relay:
     def _nothing_usable(self, st: RequestState, now: float) -> Next:
         """No untried account can take the request now: hold it until one recovers within the
         deadline, or answer with the last failure, or with shunt's own 429 / 401."""
-        kinds, allowed = st.kinds, st.plan.every if st.plan is not None else None
+        kinds, allowed = st.kinds, st.allowed(st.plan.every if st.plan is not None else None)
         recovery = self.pool.soonest_recovery(now, kinds=kinds, allowed=allowed)
         # A quota-free request was offered every account whose credential works: waiting adds nothing.
         if recovery is not None and recovery[0] <= st.deadline_s and not st.quota_free:

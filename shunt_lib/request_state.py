@@ -30,7 +30,7 @@ class RequestState:
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
                  "account", "tap", "recorded", "cancel", "quota_free", "left",
-                 "exchange", "plan", "kinds")
+                 "exchange", "plan", "kinds", "bound", "ticket")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -56,6 +56,16 @@ class RequestState:
         self.plan: RoutePlan | None = None
         #: the account kinds that may serve it: the dialect's ``account_kinds``, or its ``routed_kinds`` once a plan routes it
         self.kinds: frozenset[str] | None = dialect.account_kinds
+        #: the only accounts its client token may reach (:mod:`~shunt_lib.client_gate`), or None: any
+        self.bound: frozenset[str] | None = None
+        #: its place under its client token's limits (:class:`~shunt_lib.client_meter.Ticket`), or None
+        self.ticket = None
+
+    def allowed(self, names: frozenset[str] | None) -> frozenset[str] | None:
+        """``names`` (None: any account) narrowed to the accounts the request's client token may reach."""
+        if self.bound is None:
+            return names
+        return self.bound if names is None else names & self.bound
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

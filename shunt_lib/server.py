@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -42,6 +44,9 @@ from .alert_mute import MuteFlag, mute_path
 from .alert_send import AlertSender, Channels
 from .alert_watch import AlertWatcher
 from .history import HistoryWriter, db_path
+from .client_meter import ClientMeter
+from .inflight_gate import InflightGate
+from .token_usage import UsageWriter, load_totals, open_db as open_tokens_db
 from .recent import RecentRequests
 from .limits import Admission, Limits
 from .metrics import Metrics
@@ -122,6 +127,10 @@ class ShuntServer(ThreadingHTTPServer):
         self._upstream = upstream
         self._reload_lock = threading.Lock()  # one reload at a time
         self._inflight = InFlight()
+        #: [gateway] max_inflight: places for requests relayed at once, waited for up to max_queue_s
+        self.relay_gate = InflightGate(config.gateway.max_inflight, config.gateway.max_queue_s)
+        self.meter: ClientMeter = relay.meter  #: client tokens' limits and use (make_server gives it tokens.db)
+        self.usage_writer: UsageWriter | None = None  #: the writer of client tokens' use to tokens.db
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
         self._held: HeadWait | None = None  # connections past the cap waiting for their head; guarded by the lock too
@@ -360,6 +369,8 @@ class ShuntServer(ThreadingHTTPServer):
         self._writer.stop()
         if self.history is not None:
             self.history.stop()  # after the drain: the requests it ended are recorded too
+        if self.usage_writer is not None:
+            self.usage_writer.stop()  # likewise: their charges are written
         self._watch.close()
         self._upstream.close()
         self.relay.close_upstreams()
@@ -463,6 +474,9 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     history = HistoryWriter(db_path(paths.home), raw_days=config.history.raw_days,
                             rollup_days=config.history.rollup_days, clock=clock.time)
     relay.finish.listeners.append(history.add)
+    usage_writer = UsageWriter(paths.tokens_db)
+    relay.meter = ClientMeter(prices=lambda: pool.prices, sink=usage_writer.add, clock=clock.time)
+    _load_token_usage(relay.meter, paths.tokens_db, clock.time())
     srv = None
     try:
         srv = ShuntServer((server_cfg.host, server_cfg.port), config=config, paths=paths, pool=pool, relay=relay,
@@ -476,9 +490,26 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         upstream.close()
         http.close()
         raise
+    srv.usage_writer = usage_writer
     writer.start()
     history.start()
+    usage_writer.start()
     return srv
+
+
+def _load_token_usage(meter: ClientMeter, path: str, now_s: float) -> None:
+    """Seed ``meter`` with today's and this month's use of every client token from ``tokens.db`` (a file
+    that cannot be read is logged: budgets then count from 0 until it can be written again)."""
+    if not os.path.exists(path):
+        return  # nothing spent yet
+    try:
+        conn = open_tokens_db(path)
+        try:
+            meter.load(load_totals(conn, now_s), now_s)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("cannot read client token usage from %s: %s (budgets count from 0)", path, exc)
 
 
 def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool = True, usage: bool = True,

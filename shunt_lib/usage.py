@@ -10,6 +10,12 @@ TTL in ``usage.cache_creation`` (``ephemeral_5m_input_tokens``, ``ephemeral_1h_i
 docs/protocol.md §5.2), per TTL too, so that they can be priced apart (:mod:`shunt_lib.pricing`).
 An answer without the split leaves both at 0; pricing then takes the total as 5-minute writes.
 
+A stream that ends before its final ``message_delta`` (the client left, the upstream broke off, shunt
+stopped) has only ``message_start``'s usage, whose output count is a placeholder. The tap therefore
+counts the characters of the text, thinking and tool-input deltas it saw, and :attr:`UsageTap.usage`
+then reports at least one output token per 4 of them (rounded up: the rule of
+:mod:`shunt_lib.token_estimate`), so a cancelled stream is charged for what it actually streamed.
+
 Bodies compressed with ``gzip`` or ``deflate`` (the only encodings shunt lets upstream use, since the
 standard library decodes them) are decoded on a copy; the client gets the original bytes.
 """
@@ -17,6 +23,7 @@ standard library decodes them) are decoded on a copy; the client gets the origin
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 from .numbers import count
@@ -32,6 +39,9 @@ CACHE_CREATION_KEYS = {
     "ephemeral_1h_input_tokens": "cache_write_1h_tokens",
 }
 JSON_TAP_LIMIT = 8 << 20  # bytes of a non-streaming body kept for usage parsing
+CHARS_PER_TOKEN = 4  # the estimate of a cut stream's output (shunt_lib.token_estimate.BYTES_PER_TOKEN)
+# The streamed text of a content_block_delta: text, thinking or a tool's partial JSON (escapes counted as written).
+_DELTA_TEXT = re.compile(rb'"(?:text|thinking|partial_json)"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def make_decoder(content_encoding: str):
@@ -67,9 +77,11 @@ class UsageTap:
 
     def __init__(self, content_type: str, content_encoding: str = ""):
         self.sse = "text/event-stream" in (content_type or "")
-        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0,
+        self._usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_creation_tokens": 0,
                       "cache_write_5m_tokens": 0, "cache_write_1h_tokens": 0}
         self.model = ""
+        self.streamed_chars = 0  # characters of text / thinking / tool input deltas seen (SSE)
+        self.final = False  # the stream's final usage (message_delta) was seen
         self._decoder = make_decoder(content_encoding)
         self._buf = b""  # SSE: the unfinished line; JSON: the body so far
         self._overflow = False
@@ -98,8 +110,13 @@ class UsageTap:
                 break
             line = data[start:nl]
             start = nl + 1
-            if line.startswith(b"data:") and (b"message_start" in line or b"message_delta" in line):
-                self._on_data(line[5:])
+            if line.startswith(b"data:"):
+                if b"content_block_delta" in line:
+                    m = _DELTA_TEXT.search(line)
+                    if m is not None:
+                        self.streamed_chars += len(m.group(1))
+                elif b"message_start" in line or b"message_delta" in line:
+                    self._on_data(line[5:])
         self._buf = data[start:]
         if len(self._buf) > JSON_TAP_LIMIT:
             self._buf, self._overflow = b"", True
@@ -118,19 +135,31 @@ class UsageTap:
             self._take(msg.get("usage"))
         elif kind == "message_delta":
             self._take(event.get("usage"))
+            if isinstance(event.get("usage"), dict):
+                self.final = True
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """The answer's usage so far (token counts by name). A stream without its final usage reports
+        at least the output tokens estimated from the characters it streamed (see the module docstring)."""
+        if self.sse and not self.final and self.streamed_chars:
+            estimate = -(-self.streamed_chars // CHARS_PER_TOKEN)
+            if estimate > self._usage["output_tokens"]:
+                return {**self._usage, "output_tokens": estimate}
+        return self._usage
 
     def _take(self, usage: object) -> None:
         if isinstance(usage, dict):
             for src, dst in USAGE_KEYS.items():
                 v = count(usage.get(src))  # a negative, huge or non-integer count is ignored
                 if v is not None:
-                    self.usage[dst] = v
+                    self._usage[dst] = v
             split = usage.get("cache_creation")
             if isinstance(split, dict):
                 for src, dst in CACHE_CREATION_KEYS.items():
                     v = count(split.get(src))
                     if v is not None:
-                        self.usage[dst] = v
+                        self._usage[dst] = v
 
     def finish(self) -> None:
         """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""
