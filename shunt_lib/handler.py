@@ -35,6 +35,7 @@ from .errors import (
     error_body,
 )
 from .forwarding import json_head
+from .overrides import override_header
 
 if TYPE_CHECKING:
     from .serving import HandlerServer
@@ -168,14 +169,16 @@ class Handler(GuardedHandler):
         if api is None:
             return False
         request = ProxyRequest(self.command, self.path, self.headers, body)
+        request, applied = self.server.relay.overrides.apply(request, api)  # before the body is read
         try:
             dialect = openai_front.prepare(api, request, config.accounts, config.models,
                                            self.server.relay.clock.time())
         except ShuntError as err:  # bad input or no account for it: OpenAI's envelope, the connection kept
-            self._send_json(err.status, openai_front.front_error_body(err), err.headers)
+            self._send_json(err.status, openai_front.front_error_body(err),
+                            dict(err.headers or {}, **override_header(applied)))
             return True
         with self.server.request_in_flight():
-            self.server.relay.handle(self, request, dialect)
+            self.server.relay.handle(self, request, dialect, applied)
         return True
 
     def _refused_body_plan(self, *, keep: bool = True) -> bool:

@@ -30,7 +30,7 @@ class RequestState:
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
                  "account", "tap", "recorded", "cancel", "quota_free", "left",
-                 "exchange", "plan", "kinds")
+                 "exchange", "plan", "kinds", "override")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -56,6 +56,8 @@ class RequestState:
         self.plan: RoutePlan | None = None
         #: the account kinds that may serve it: the dialect's ``account_kinds``, or its ``routed_kinds`` once a plan routes it
         self.kinds: frozenset[str] | None = dialect.account_kinds
+        #: what the runtime overrides did to it (:class:`~shunt_lib.overrides.Applied`), or None
+        self.override = None
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body
