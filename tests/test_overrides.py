@@ -11,7 +11,7 @@ import pytest
 
 from shunt_lib.cli import main
 from shunt_lib.clients import LOCAL, Client
-from shunt_lib.config import AccountConfig, Paths, load_config
+from shunt_lib.config import AccountConfig, load_config
 from shunt_lib.errors import BadRequest
 from shunt_lib.monitor_view import MonitorData, header_lines, line_text, overrides_text
 from shunt_lib.overrides import Override, Overrides, overrides_path
