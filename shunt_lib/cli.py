@@ -16,8 +16,8 @@ from typing import Callable
 
 from . import __version__
 from .config import Paths, load_config, shunt_home
-from .control_client import control_request
-from .errors import ConfigError
+from .control_client import Unreachable, control_request
+from .errors import ConfigError, ShuntError
 from .guard import authority
 from .instance import HomeBusy, ServeLock, is_addr_in_use, port_in_use_message, wait_healthy
 from .logsetup import log_file_path, setup_logging
@@ -168,6 +168,45 @@ def cmd_reset(args) -> int:
         cleared, where = None, f"in the saved state ({exc})"
     what = "every account" if name is None else repr(name)
     print(f"reset {what} {where}" + (f": cleared {', '.join(cleared)}" if cleared else ""))
+    return 0
+
+
+def cmd_override(args) -> int:
+    """``shunt override [show] | model MODEL|clear | fallback MODEL|off|clear | effort LEVEL|clear
+    [--token ID]``: the runtime overrides (:mod:`shunt_lib.overrides`), in the running proxy, or in
+    ``overrides.json`` (read at the next start) when it is not running."""
+    from .overrides import Overrides, describe, overrides_path
+
+    if args.field in (None, "show"):
+        if args.value is not None:
+            raise ConfigError("`shunt override show` takes no value")
+        try:
+            doc, where = _control("GET", "/overrides", url=args.url), "in the running proxy"
+        except Unreachable:
+            doc, where = Overrides(overrides_path(_paths().home)).doc(), "saved; shunt is not running"
+    else:
+        if args.value is None:
+            raise ConfigError(f"say the value: `shunt override {args.field} VALUE|clear`")
+        body = {args.field: None if args.value == "clear" else args.value}
+        if args.token:
+            body["token"] = args.token
+        try:
+            doc, where = _control("POST", "/overrides", body, url=args.url), "in the running proxy"
+        except Unreachable:  # not running: the file is what the next start reads
+            store = Overrides(overrides_path(_paths().home))
+            try:
+                doc = store.set({args.field: body[args.field]}, args.token)
+            except ShuntError as exc:
+                raise ConfigError(exc.message) from None
+            where = "saved; shunt is not running, they apply when it starts"
+        who = f"token {args.token}" if args.token else "every request"
+        value = body[args.field]
+        print(f"{args.field} override for {who}: " + (value if value is not None else "cleared") + f" ({where})")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    lines = describe(doc)
+    print("\n".join(lines) if lines else f"no overrides ({where})")
     return 0
 
 
@@ -384,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("account", metavar="NAME|auto")
     s.add_argument("--url", help=URL_HELP)
     s.set_defaults(func=cmd_use)
+
+    s = sub.add_parser("override", help="override the model, fallback model or effort of every request (or one "
+                                        "client token's), at runtime; alone: show them")
+    s.add_argument("field", nargs="?", choices=["show", "model", "fallback", "effort"])
+    s.add_argument("value", nargs="?", metavar="VALUE|clear",
+                   help="model: a model id; fallback: a model id or off; effort: low, medium, high, xhigh or max")
+    s.add_argument("--token", metavar="ID", help="only for requests made with this client token (wins over the global one)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--url", help=URL_HELP)
+    s.set_defaults(func=cmd_override)
 
     s = sub.add_parser("alerts", help="mute or unmute alerts, or send a test alert to every channel")
     s.add_argument("action", choices=["mute", "unmute", "test"])

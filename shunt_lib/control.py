@@ -1,5 +1,5 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
-``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``POST /alerts/test``, ``GET /history``,
+``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``POST /alerts/test``, ``GET``/``POST /overrides``, ``GET /history``,
 ``GET /recent``, ``GET /metrics``.
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
@@ -138,6 +138,26 @@ def alerts(server: "ControlServer", body: bytes) -> bytes:
     return json.dumps({"muted": muted}).encode()
 
 
+def overrides_get(server: "ControlServer", body: bytes) -> bytes:
+    """``GET /overrides``: ``{"global": {field: value}, "tokens": {id: {field: value}}}`` (only what is set)."""
+    return json.dumps(server.overrides.doc()).encode()
+
+
+def overrides_set(server: "ControlServer", body: bytes) -> bytes:
+    """``POST /overrides`` ``{"model"?, "fallback"?, "effort"?, "token"?}``: set the fields given (null
+    or ``"clear"``: clear; ``fallback`` ``"off"``: none), globally or for the client token ``token``;
+    kept in ``overrides.json`` (see :mod:`shunt_lib.overrides`). :returns: the ``GET /overrides`` document."""
+    data = _json_object(body, '{"model"?, "fallback"?, "effort"?, "token"?}')
+    fields = {k: v for k, v in data.items() if k != "token"}
+    if not fields:
+        raise BadRequest('body must name an override: {"model" | "fallback" | "effort": VALUE | null, "token"?: ID}')
+    try:
+        doc = server.overrides.set(fields, data.get("token"))
+    except OSError as exc:
+        raise BadRequest(f"cannot save the overrides in {server.overrides.path}, nothing changed: {exc}") from None
+    return json.dumps(doc).encode()
+
+
 def alerts_test(server: "ControlServer", body: bytes) -> bytes:
     """Send a test alert through every channel now, even when muted (so the set-up can be checked),
     and wait for the results (each channel times out after a few seconds).
@@ -212,6 +232,8 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes | Answer]
     ("POST", "/strategy"): strategy,
     ("POST", "/alerts"): alerts,
     ("POST", "/alerts/test"): alerts_test,
+    ("GET", "/overrides"): overrides_get,
+    ("POST", "/overrides"): overrides_set,
     ("GET", "/metrics"): metrics,  # without the key when server.metrics_public (see Handler._dispatch)
 }
 

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .forwarding import json_head
 from .inflight_gate import GatewayBusy
+from .overrides import override_header
 
 if TYPE_CHECKING:
     from .serving import HandlerServer
@@ -172,15 +173,17 @@ class Handler(GuardedHandler):
         if api is None:
             return False
         request = ProxyRequest(self.command, self.path, self.headers, body, client)
+        request, applied = self.server.relay.overrides.apply(request, api)  # before the body is read
         try:
             dialect = openai_front.prepare(api, request, config.accounts, config.models,
                                            self.server.relay.clock.time())
         except ShuntError as err:  # bad input or no account for it: OpenAI's envelope, the connection kept
-            self._send_json(err.status, openai_front.front_error_body(err), err.headers)
+            self._send_json(err.status, openai_front.front_error_body(err),
+                            dict(err.headers or {}, **override_header(applied)))
             return True
         try:
             with self.server.request_in_flight(), self.server.relay_gate, self.server.client_usage.in_flight(client):
-                self.server.relay.handle(self, request, dialect)
+                self.server.relay.handle(self, request, dialect, applied)
         except GatewayBusy as err:  # [gateway] max_inflight full for max_queue_s: OpenAI's envelope
             self._send_json(err.status, openai_front.front_error_body(err), err.headers)
         return True

@@ -141,9 +141,24 @@ def header_lines(data: MonitorData, width: int) -> list[Line]:
         second = fit([(data.error, "bad")], width)
     else:
         text = savings_text(doc.get("savings")) or "no savings yet"
-        second = _widest_fitting([[(text, "dim")], [(text.replace("saved (API list prices) ", "saved "), "dim")]],
-                                 width)
+        short = text.replace("saved (API list prices) ", "saved ")
+        ov = overrides_text(doc.get("overrides") or {})
+        if ov:  # the overrides first: they change what is sent
+            second = _widest_fitting([[(ov, "warn"), (" · " + text, "dim")], [(ov, "warn"), (" · " + short, "dim")],
+                                      [(ov, "warn")]], width)
+        else:
+            second = _widest_fitting([[(text, "dim")], [(short, "dim")]], width)
     return [first, second]
+
+
+def overrides_text(doc: dict) -> str:
+    """The runtime overrides in a few words (``/status`` ``overrides``): the global ones, and how many
+    client tokens have their own; '' when none is set."""
+    parts = [f"{f}={v}" for f, v in (doc.get("global") or {}).items()]
+    n = len(doc.get("tokens") or {})
+    if n:
+        parts.append(f"{n} token{'s' if n > 1 else ''} with their own")
+    return ("override " + " ".join(parts)) if parts else ""
 
 
 def _name_width(names: list[str]) -> int:

@@ -148,6 +148,11 @@ class OpenAIDialect:
         """The plan :func:`prepare` made (its arguments are those of :meth:`~shunt_lib.dialect.Dialect.plan`)."""
         return self.route
 
+    def for_request(self, request: ProxyRequest, accounts: Sequence[AccountConfig], model_map: ModelMap) -> "OpenAIDialect":
+        """The dialect of ``request`` (this one's body with another model: the fallback override), made
+        as :func:`prepare` makes it. :raises ShuntError: no account may serve it."""
+        return prepare(self.api, request, accounts, model_map, self.created_s)
+
     def exchange(self, request: ProxyRequest, account: AccountConfig, secret: str,
                  routed: Routed | None = None) -> Exchange:
         routed = routed or self.route.routes[account.name]

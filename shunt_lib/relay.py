@@ -27,6 +27,7 @@ from .client_meter import ClientLimited, ClientMeter
 from .clock import SYSTEM, Clock
 from .config import AccountConfig
 from .dialect import ANTHROPIC, Dialect, ProxyRequest
+from . import json_edit
 from .drain import Drain
 from .errors import (
     BadRequest,
@@ -46,6 +47,7 @@ from .openai_ratelimit import classify_openai, parse_openai_rate_limits
 from .logfmt import install_request_context, new_request_id, request_context, set_upstream_request_id
 from .oauth import RefreshStatus, TokenManager
 from .outcome import Action, classify
+from .overrides import Applied, HeadField, Overrides
 from .ratelimit import RateLimitInfo, parse_rate_limits
 from .request_state import RequestState
 from .sessions import session_key
@@ -105,6 +107,8 @@ class Relay:
         install_request_context()  # events and access lines carry the request's ids
         self.drain = Drain()  # the server's stop: begin() when it drains, stop() when the time is up
         self.finish = Finish(pool, clock, self.drain.stopping, watch)  # every request's ending
+        #: the runtime overrides (:mod:`shunt_lib.overrides`; the server gives it the saved ones)
+        self.overrides = Overrides()
         #: called with the reason each time a request moves to another account (what the account it
         #: left did: an :class:`~shunt_lib.outcome.Action` value, or ``connect_error``); quick, no I/O.
         self.failover_listeners: list[Callable[[str], None]] = []
@@ -144,19 +148,34 @@ class Relay:
             self._upstreams.clear()
 
     # -- entry point ---------------------------------------------------------------------------
-    def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC) -> None:
+    def handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect = ANTHROPIC,
+               applied: Applied | None = None) -> None:
         """Serve one proxied request end to end, writing the whole response to ``conn``.
+
+        The runtime overrides (:mod:`shunt_lib.overrides`) are applied here to an Anthropic-dialect
+        request; another dialect's door applies them before it reads the body and passes ``applied``.
 
         Never raises for upstream trouble or a client that hung up; a bug costs this request (a JSON
         500 if nothing was written yet) and closes the connection, never the thread.
         """
         with request_context(new_request_id(), request.client.name):
-            self._handle(conn, request, dialect)
+            if dialect.name == "anthropic":
+                request, applied = self.overrides.apply(request)
+            if applied is None:
+                self._handle(conn, request, dialect, None)
+                return
+            out = conn.wfile
+            conn.wfile = HeadField(out, applied)  # x-shunt-override on whatever answer goes out
+            try:
+                self._handle(conn, request, dialect, applied)
+            finally:
+                conn.wfile = out
 
-    def _handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect) -> None:
+    def _handle(self, conn: ClientConnection, request: ProxyRequest, dialect: Dialect, applied: Applied | None) -> None:
         client = ClientStream(conn)
         st = RequestState(request, dialect, client, session_key(request.headers.by_name, request.body),
                           self.clock.time() + self.max_wait_s, self.clock.monotonic())
+        st.override = applied
         token = self.drain.enter(st.interrupt)
         try:
             if self.drain.draining.is_set():  # a new request on a kept-alive connection while shunt stops
@@ -213,6 +232,8 @@ class Relay:
             if choice is None and plan is not None and plan.fallback:  # only once no primary account can take it
                 choice = self.pool.route(st.session, tried, now, kinds=st.kinds, allowed=st.allowed(plan.fallback),
                                          quota_free=st.quota_free)
+            if choice is None and st.override is not None and st.override.fallback and self._fall_back(st, now):
+                continue  # the fallback model's accounts can take it: route again
             if choice is None:
                 step = self._nothing_usable(st, now)
             else:
@@ -342,6 +363,40 @@ class Relay:
             events_log.warning("%s answered %d; trying another account", name, head.status,
                                extra={"event": "server_error", "account": name})
         return Next.ROUTE
+
+    # -- the fallback override -------------------------------------------------------------------
+    def _fall_back(self, st: RequestState, now: float) -> bool:
+        """No account able to serve the requested model can take the request now: send it with the
+        fallback model instead (:mod:`shunt_lib.overrides`), re-planned for that model, every account
+        untried, if an account can take that model now. Once per request, and only while nothing was
+        written to the client (the header names the fallback). :returns: whether it was taken."""
+        fallback, st.override.fallback = st.override.fallback, None  # once per request
+        request = st.request
+        model = json_edit.get_member(request.body, "model")
+        if not isinstance(model, str) or model == fallback or st.client.wrote:
+            return False
+        try:
+            moved = request._replace(body=json_edit.set_member(request.body, "model", fallback))
+            refit = getattr(st.dialect, "for_request", None)  # a dialect whose plan is made from the body
+            dialect = refit(moved, self._account_list, self.models) if refit is not None else st.dialect
+            plan = dialect.plan(moved, self._account_list, self.models)
+        except (json_edit.NotAnObject, ShuntError) as exc:
+            events_log.info("no fallback from %s to %s: %s", model, fallback, getattr(exc, "message", exc),
+                            extra={"event": "fallback_model_unusable", "model": model, "upstream_model": fallback})
+            return False
+        kinds = getattr(dialect, "routed_kinds", dialect.account_kinds) if plan is not None else dialect.account_kinds
+        if not self.pool.any_usable(now, dialect.excluded_accounts, kinds=kinds,
+                                    allowed=plan.every if plan is not None else None):
+            events_log.info("no fallback from %s to %s: no account can take %s now either", model, fallback, fallback,
+                            extra={"event": "fallback_model_unusable", "model": model, "upstream_model": fallback})
+            return False
+        events_log.info("request for %s sent as %s: no account for %s can take it now (fallback override)",
+                        model, fallback, model,
+                        extra={"event": "fallback_model", "model": model, "upstream_model": fallback})
+        st.request, st.dialect, st.plan, st.kinds = moved, dialect, plan, kinds
+        st.attempts = st.attempts.after_hold()
+        st.override.changes.append(("fallback", fallback))
+        return True
 
     # -- nothing usable: hold or answer ------------------------------------------------------------
     def _nothing_usable(self, st: RequestState, now: float) -> Next:

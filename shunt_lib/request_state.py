@@ -30,7 +30,7 @@ class RequestState:
 
     __slots__ = ("request", "dialect", "client", "session", "attempts", "deadline_s", "started", "hold", "active",
                  "account", "tap", "recorded", "cancel", "quota_free", "left",
-                 "exchange", "plan", "kinds", "bound", "ticket")
+                 "exchange", "plan", "kinds", "bound", "ticket", "override")
 
     def __init__(self, request: ProxyRequest, dialect: Dialect, client: ClientStream, session: str | None,
                  deadline_s: float, started: float):
@@ -66,6 +66,8 @@ class RequestState:
         if self.bound is None:
             return names
         return self.bound if names is None else names & self.bound
+        #: what the runtime overrides did to it (:class:`~shunt_lib.overrides.Applied`), or None
+        self.override = None
 
     def interrupt(self) -> None:
         """Unblock this request's thread if it waits on the upstream (for the head, or for body

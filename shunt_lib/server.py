@@ -41,6 +41,7 @@ from .handler import Handler
 from .httpclient import new_session
 from .head_wait import HEAD_GRACE_S, HeadWait, head_complete, peek
 from .alert_mute import MuteFlag, mute_path
+from .overrides import Overrides, overrides_path
 from .alert_send import AlertSender, Channels
 from .alert_watch import AlertWatcher
 from .history import HistoryWriter, db_path
@@ -121,6 +122,7 @@ class ShuntServer(ThreadingHTTPServer):
         relay.finish.listeners.append(self.client_usage.add)
         self.authenticate: Callable[[object], Client] = _local_client  # who sent a request (handler → Client)
         self.metrics.attach(relay, tokens)
+        self.overrides = relay.overrides  # the runtime overrides (``/overrides``, shunt_lib.overrides)
         self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
         self.alert_channels = Channels(lambda: self.config.server, http)  # where alerts go (shunt_lib.alert_send)
         self._watch = watch
@@ -155,6 +157,7 @@ class ShuntServer(ThreadingHTTPServer):
                               version=__version__, started_at_s=self.started_at_s, strategy=self.pool.strategy)
         doc["alerts"] = {"muted": self.mute.muted}
         doc["clients"] = self.client_usage.snapshot()
+        doc["overrides"] = self.overrides.doc()
         return doc
 
     def apply_accounts(self, accounts: tuple[AccountConfig, ...], creds: dict[str, Credential], *,
@@ -470,6 +473,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
     watch = ClientWatch()
     relay = Relay(server_cfg.max_wait_s, pool, tokens, upstream, watch, clock=clock, hold_first_ping_s=hold_first_ping_s,
                   hold_ping_interval_s=hold_ping_interval_s, overload_backoff_s=overload_backoff_s)
+    relay.overrides = Overrides(overrides_path(paths.home))  # the runtime overrides, kept across restarts
     writer = StateWriter(pool, paths.state, clock=clock)
     history = HistoryWriter(db_path(paths.home), raw_days=config.history.raw_days,
                             rollup_days=config.history.rollup_days, clock=clock.time)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager, Protocol
 
 from .alert_mute import MuteFlag
+from .overrides import Overrides
 from .alert_send import Channels
 from .client_usage import ClientUsage
 from .clients import Client
@@ -33,6 +34,7 @@ class ControlServer(Protocol):
     clock: Clock
     recent: RecentRequests  # the last finished requests (``/recent``)
     mute: MuteFlag  # whether alerts are muted (``/alerts``)
+    overrides: Overrides  # the runtime overrides (``/overrides``)
     metrics: Metrics  # the counters ``/metrics`` shows
     alert_channels: Channels  # where alerts go (``/alerts/test``)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from .overrides import describe as describe_overrides
+
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v * 100:.0f}%"
@@ -61,6 +63,7 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
              + (f"pinned to {pin}" if pin else "routing automatically")]
     if doc.get("savings"):
         lines.append(savings_text(doc["savings"]))
+    lines += [f"override: {line}" for line in describe_overrides(doc.get("overrides") or {})]
     header = ("ACCOUNT", "PLAN", "STATUS", "5H", "RESET", "7D", "RESET", "COOLDOWN", "TOKEN", "REQS", "IN", "OUT",
               "CACHE R/W", "SAVED 30D", "SESSIONS")
     rows = [header]

@@ -87,6 +87,16 @@
     return e;
   }
 
+  // The runtime overrides (`shunt override`): the global ones, then each client token's own.
+  function overridesText(doc) {
+    if (!doc) return "";
+    const fields = (o) => Object.entries(o).map(([f, v]) => `${f} ${v}`).join(", ");
+    const parts = [];
+    if (doc.global && Object.keys(doc.global).length) parts.push(`every request: ${fields(doc.global)}`);
+    for (const [token, o] of Object.entries(doc.tokens || {})) parts.push(`token ${token}: ${fields(o)}`);
+    return parts.length ? `Overrides — ${parts.join("; ")}` : "";
+  }
+
   // -- status: header, savings, cards ---------------------------------------------------------------
   async function loadStatus() {
     const doc = await api("GET", "/status");
@@ -100,6 +110,9 @@
     $("mute").setAttribute("aria-pressed", String(muted));
     $("mute").textContent = muted ? "Alerts muted" : "Mute alerts";
     $("savings").textContent = savingsText(doc.savings);
+    const ov = overridesText(doc.overrides);
+    $("overrides").hidden = !ov;
+    $("overrides").textContent = ov;
     const seen = new Set();
     for (const a of doc.accounts) {
       seen.add(a.name);

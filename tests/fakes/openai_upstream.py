@@ -46,6 +46,7 @@ class Received:
     path: str
     headers: dict  # lower-case names
     body: dict
+    raw: bytes = b""  # the body as it arrived
 
 
 def quota_429() -> RawReply:
@@ -146,7 +147,7 @@ class FakeOpenAI:
         except ValueError:
             body = {}
         with self._cond:
-            self.received.append(Received(h.path, {k.lower(): v for k, v in h.headers.items()}, body))
+            self.received.append(Received(h.path, {k.lower(): v for k, v in h.headers.items()}, body, raw))
             reply = self._scripts.popleft() if self._scripts else ChatReply()
             self._cond.notify_all()
         if h.path != "/v1/chat/completions":
