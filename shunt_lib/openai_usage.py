@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 
 from .openai_answer import anthropic_usage
-from .usage import JSON_TAP_LIMIT, UsageTap
+from .usage import UsageTap
 
 _USAGE_MARK = b'"prompt_tokens"'  # only a chunk with a usage object is parsed
 # The streamed text of a chunk's delta: its content, reasoning or a tool call's arguments.
@@ -32,42 +31,19 @@ _DELTA_TEXT = re.compile(rb'"(?:content|reasoning_content|arguments)"\s*:\s*"((?
 class OpenAIUsageTap(UsageTap):
     """:class:`~shunt_lib.usage.UsageTap` for Chat Completions answers (same interface and fields)."""
 
-    def feed(self, piece: bytes) -> None:
-        """Take the next raw body piece (any size, split anywhere)."""
-        if not self.sse:
-            super().feed(piece)
-            return
-        if self._decoder is not None:
-            try:
-                piece = self._decoder.decompress(piece)
-            except zlib.error:
-                self._decoder, self._overflow = None, True
-                return
-        if self._overflow:
-            return
-        data = self._buf + piece
-        start = 0
-        while (nl := data.find(b"\n", start)) >= 0:
-            line = data[start:nl]
-            start = nl + 1
-            if line.startswith(b"data:"):
-                if _USAGE_MARK in line:
-                    self._chunk(line[5:])
-                elif b'"delta"' in line:
-                    for m in _DELTA_TEXT.finditer(line):
-                        self.streamed_chars += len(m.group(1))
-        self._buf = data[start:]
-        if len(self._buf) > JSON_TAP_LIMIT:
-            self._buf, self._overflow = b"", True
+    def _line(self, line: bytes) -> None:
+        if line.startswith(b"data:"):
+            if _USAGE_MARK in line:
+                try:
+                    chunk = json.loads(line[5:])
+                except ValueError:
+                    return
+                self._whole(chunk)
+            elif b'"delta"' in line:
+                for m in _DELTA_TEXT.finditer(line):
+                    self.streamed_chars += len(m.group(1))
 
-    def _chunk(self, payload: bytes) -> None:
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            return
-        self._answer(chunk)
-
-    def _answer(self, answer: object) -> None:
+    def _whole(self, answer: object) -> None:
         if not isinstance(answer, dict):
             return
         self.model = str(answer.get("model") or self.model)
@@ -75,15 +51,3 @@ class OpenAIUsageTap(UsageTap):
         if isinstance(usage, dict):
             self._take(anthropic_usage(usage))
             self.final = True
-
-    def finish(self) -> None:
-        """Parse a buffered JSON body (call once, after the last :meth:`feed`)."""
-        if self.sse or self._overflow or not self._buf:
-            return
-        try:
-            answer = json.loads(self._buf)
-        except ValueError:
-            return
-        finally:
-            self._buf = b""
-        self._answer(answer)

@@ -71,8 +71,8 @@ class UsageTap:
     :param content_type: the response's ``content-type``.
     :param content_encoding: the response's ``content-encoding`` (gzip/deflate decoded on a copy).
 
-    Subclasses reading another answer shape (:class:`~shunt_lib.openai_usage.OpenAIUsageTap`) use
-    ``_decoder``, ``_buf``, ``_overflow`` and ``_take`` as this class does.
+    Subclasses reading another answer shape (:class:`~shunt_lib.openai_usage.OpenAIUsageTap`) override
+    ``_line`` (one SSE line) and ``_whole`` (a parsed JSON body), and record usage with ``_take``.
     """
 
     def __init__(self, content_type: str, content_encoding: str = ""):
@@ -104,22 +104,22 @@ class UsageTap:
             return
         data = self._buf + piece
         start = 0
-        while True:
-            nl = data.find(b"\n", start)
-            if nl < 0:
-                break
-            line = data[start:nl]
+        while (nl := data.find(b"\n", start)) >= 0:
+            self._line(data[start:nl])
             start = nl + 1
-            if line.startswith(b"data:"):
-                if b"content_block_delta" in line:
-                    m = _DELTA_TEXT.search(line)
-                    if m is not None:
-                        self.streamed_chars += len(m.group(1))
-                elif b"message_start" in line or b"message_delta" in line:
-                    self._on_data(line[5:])
         self._buf = data[start:]
         if len(self._buf) > JSON_TAP_LIMIT:
             self._buf, self._overflow = b"", True
+
+    def _line(self, line: bytes) -> None:
+        """One whole SSE line of the stream (without its newline)."""
+        if line.startswith(b"data:"):
+            if b"content_block_delta" in line:
+                m = _DELTA_TEXT.search(line)
+                if m is not None:
+                    self.streamed_chars += len(m.group(1))
+            elif b"message_start" in line or b"message_delta" in line:
+                self._on_data(line[5:])
 
     def _on_data(self, payload: bytes) -> None:
         try:
@@ -171,6 +171,10 @@ class UsageTap:
             return
         finally:
             self._buf = b""
+        self._whole(msg)
+
+    def _whole(self, msg: object) -> None:
+        """The parsed JSON body of a whole (non-streaming) answer."""
         if isinstance(msg, dict):
             self.model = str(msg.get("model") or self.model)
             self._take(msg.get("usage"))
