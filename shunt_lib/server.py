@@ -51,6 +51,7 @@ from .relay import Relay
 from .state import Pool
 from .state_file import StateWriter, load_state
 from .status import status_document
+from .token_index import ClientTokens, TokenWatcher
 from .upstream import Upstream
 from .watch import ClientWatch
 
@@ -116,6 +117,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET  # "::1" is an IPv6 bind
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
+        self.client_tokens = ClientTokens(paths.tokens_db)  # the client tokens' index (shunt_lib.token_index)
 
     def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
         return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
@@ -190,12 +192,12 @@ class ShuntServer(ThreadingHTTPServer):
             live, restart = server_changes(self._file_server, config.server)
             new_values = {k: getattr(config.server, k) for k in live}
             server_cfg = dataclasses.replace(self.config.server, **new_values)
-            check_bind(server_cfg)  # remote_key may not go while bound beyond loopback
+            check_bind(server_cfg, config.gateway.admin_key)  # the admin key may not go while bound beyond loopback
             change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing,
-                                              models=config.models)
+                                              models=config.models, gateway=config.gateway)
             self.relay.models = config.models
             self.pool.prices = PriceBook(config.pricing)  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
@@ -351,6 +353,7 @@ class ShuntServer(ThreadingHTTPServer):
         self._upstream.close()
         self.relay.close_upstreams()
         self.tokens.close()
+        self.client_tokens.close()
         self.http.close()
         self.server_close()
 
@@ -430,7 +433,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
                                          port=port if port is not None else server_cfg.port)
         config = dataclasses.replace(config, server=server_cfg)
-    check_bind(server_cfg)
+    check_bind(server_cfg, config.gateway.admin_key)
     paths.ensure()
     store = CredentialStore(paths.credentials)
     creds = store.load()
@@ -456,6 +459,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
                           tokens=tokens, writer=writer, watch=watch, upstream=upstream, http=http, clock=clock,
                           idle_timeout_s=idle_timeout_s, file_server=file_server, history=history)
         srv.apply_accounts(config.accounts, creds, initial=True)
+        srv.client_tokens.poll()  # the client tokens as they are now; TokenWatcher keeps them fresh
     except BaseException:
         if srv is not None:
             srv.server_close()
@@ -477,7 +481,7 @@ def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool =
     :returns: the threads started.
     """
     cfg = srv.config.server
-    threads: list[Loop] = [CooldownWatcher(srv.pool, clock=srv.clock.time)]
+    threads: list[Loop] = [CooldownWatcher(srv.pool, clock=srv.clock.time), TokenWatcher(srv.client_tokens)]
     if refresh:
         threads.append(TokenRefresher(srv.pool, srv.tokens, clock=srv.clock.time))
     if recovery:

@@ -20,6 +20,7 @@ from .oauth import TokenManager
 from .recent import RecentRequests
 from .relay import Relay
 from .state import Pool
+from .token_index import ClientTokens
 
 
 class ControlServer(Protocol):
@@ -33,6 +34,7 @@ class ControlServer(Protocol):
     mute: MuteFlag  # whether alerts are muted (``/alerts``)
     metrics: Metrics  # the counters ``/metrics`` shows
     alert_channels: Channels  # where alerts go (``/alerts/test``)
+    client_tokens: ClientTokens  # the client tokens' index (authentication, ``/admin/tokens``)
 
     def status(self) -> dict:
         """The ``/status`` document."""
