@@ -16,6 +16,7 @@ from typing import Callable
 
 from . import __version__
 from .config import Paths, load_config, shunt_home
+from .cli_tokens import add_parser as add_token_parser
 from .control_client import Unreachable, control_request
 from .errors import ConfigError, ShuntError
 from .guard import authority
@@ -418,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--by", choices=("account", "model", "client", "day"), default="account")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_usage)
+
+    add_token_parser(sub)
 
     s = sub.add_parser("use", help="pin all traffic to one account, or `auto` to route")
     s.add_argument("account", metavar="NAME|auto")

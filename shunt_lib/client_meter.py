@@ -203,3 +203,12 @@ class ClientMeter:
                                            t.window_tokens, t.inflight)
             return out
 
+    def used(self, token_id: str, now_s: float | None = None) -> dict[str, float]:
+        """How much of each limit ``token_id`` uses now, by the limit's name in
+        :class:`~shunt_lib.clients.TokenLimits` (requests and tokens in the last minute, tokens today,
+        USD this month, requests in flight); {} for a token not seen since shunt started."""
+        u = self.usage(now_s).get(token_id)
+        if u is None:
+            return {}
+        return {"rpm": u.minute_requests, "tpm": u.minute_tokens, "daily_tokens": u.day_tokens,
+                "monthly_usd": round(u.month_cost_usd, 6), "max_concurrent": u.inflight}

@@ -12,7 +12,7 @@ start again at UTC midnight; in-flight counts carry over.
 Memory is bounded: at most :data:`MAX_CLIENTS` names a day; the requests of any later name are
 counted under :data:`OTHER`. :meth:`ClientUsage.snapshot` lists at most ``limit`` clients, most
 active first. A client token's limits and its budget's usage come from whoever enforces them (the
-``limits`` hook: token id → ``{name: {"limit": L, "used": U}}``); where there is no such hook the
+``limits`` hook: token id → ``{name: used}``); where there is no such hook the
 configured limits of the token record are shown alone.
 """
 
@@ -31,9 +31,9 @@ OTHER = "other"
 STATUS_LIMIT = 20  #: clients listed in ``/status`` (the most active)
 DAY_S = 86400
 
-#: token id → ``{limit name: {"limit": number, "used": number}}`` (a client token's limits and how much
-#: of each is used now), or None: nothing to show. Filled by the limits' enforcement (issue 11's helper B).
-LimitsHook = Callable[[str], "Mapping[str, Mapping[str, float]] | None"]
+#: token id → ``{limit name: used}`` (how much of each of a client token's limits is used now; the
+#: limits themselves come from its record), from the limits' enforcement (:meth:`~shunt_lib.client_meter.ClientMeter.used`).
+LimitsHook = Callable[[str], "Mapping[str, float] | None"]
 
 _FIELDS = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
@@ -157,8 +157,9 @@ class ClientUsage:
             hook = self.limits
             if hook is not None and r["token_id"] is not None:
                 try:
-                    for k, v in (hook(r["token_id"]) or {}).items():
-                        limits[k] = {"limit": v.get("limit"), "used": v.get("used")}
+                    for k, used in (hook(r["token_id"]) or {}).items():
+                        if k in limits:
+                            limits[k]["used"] = used
                 except Exception:  # noqa: BLE001 - another module's hook never breaks /status
                     pass
             if limits:

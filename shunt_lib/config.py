@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import logging
 import os
 import re
 import tomllib
@@ -188,7 +189,7 @@ def _key(default: Any, conv: Callable[[Any], Any], help_text: str, *, live: bool
 class ServerConfig:
     """The ``[server]`` table: one field per key, each with its default, converter and help."""
 
-    host: str = _key("127.0.0.1", _bind_host, "bind address (IPv4 or IPv6, e.g. `::1`); a non-loopback address needs `remote_key` or shunt refuses to start")
+    host: str = _key("127.0.0.1", _bind_host, "bind address (IPv4 or IPv6, e.g. `::1`); a non-loopback address needs `gateway.admin_key` or shunt refuses to start")
     port: int = _key(8082, _int_range(0, 65535), "the one TCP port for the API and the control endpoints")
     upstream_url: str = _key("https://api.anthropic.com", _url, "where requests go")
     oauth_token_url: str = _key("https://platform.claude.com/v1/oauth/token", _url,
@@ -203,9 +204,10 @@ class ServerConfig:
                            "longest a request is held while every account cools, seconds (0: answer 429 at once)", live=True)
     max_body_bytes: int = _key(32 * 1024 * 1024, _int_range(1024, 1 << 31),
                                "largest request body, bytes; larger ones get 413 `request_too_large`", live=True)
-    remote_key: str = _key("", _remote_key, "if set, every endpoint but `/health` (and `/metrics` with "
-                                            "`metrics_public`) requires it as `x-api-key` or `Authorization: Bearer` "
-                                            "(checked in constant time); at least 16 visible ASCII characters, no "
+    remote_key: str = _key("", _remote_key, "deprecated: read as `gateway.admin_key`, with `gateway.require_token` "
+                                            "`always` unless set (every endpoint but `/health`, and `/metrics` with "
+                                            "`metrics_public`, then requires it or a client token, as `x-api-key` or "
+                                            "`Authorization: Bearer`); at least 16 visible ASCII characters, no "
                                             "spaces", live=True, secret=True)
     metrics_public: bool = _key(False, _bool, "serve `GET /metrics` (Prometheus) without `remote_key`; the `Host` "
                                 "check still applies", live=True)
@@ -454,10 +456,36 @@ def parse_config(data: dict[str, Any]) -> Config:
         server=server,
         accounts=tuple(accounts),
         history=parse_history(data.get("history", {})),
-        gateway=parse_gateway(data.get("gateway", {}), secret_problem),
+        gateway=_gateway_with_remote_key(data.get("gateway", {}), server.remote_key),
         pricing=parse_pricing(data.get("pricing", {})),
         models=parse_models(data.get("models", {}), seen),
     )
+
+
+_warned_remote_key = False
+
+
+def _gateway_with_remote_key(raw: Any, remote_key: str) -> GatewayConfig:
+    """The ``[gateway]`` table, with the old ``server.remote_key`` read as the admin key (a deprecation
+    warning in the log, once per process). A ``remote_key`` used to guard every request, loopback ones
+    too: unless ``require_token`` is set, it keeps doing so (``always``).
+
+    :raises ConfigError: both ``remote_key`` and a different ``gateway.admin_key``.
+    """
+    global _warned_remote_key
+    gateway = parse_gateway(raw, secret_problem)
+    if not remote_key:
+        return gateway
+    if gateway.admin_key and gateway.admin_key != remote_key:
+        raise ConfigError("config.toml: server.remote_key and gateway.admin_key differ; keep only gateway.admin_key")
+    if not _warned_remote_key:
+        _warned_remote_key = True
+        logging.getLogger("shunt").warning(
+            "config.toml: server.remote_key is deprecated; it is read as gateway.admin_key (move it to [gateway] "
+            "admin_key; with it, set gateway.require_token, which stays \"always\" while remote_key is used)")
+    explicit = isinstance(raw, dict) and "require_token" in raw
+    return dataclasses.replace(gateway, admin_key=remote_key,
+                               require_token=gateway.require_token if explicit else "always")
 
 
 def load_config(paths: Paths, *, create: bool = True) -> Config:
@@ -480,8 +508,9 @@ def load_config(paths: Paths, *, create: bool = True) -> Config:
     return parse_config(data)
 
 
-def check_bind(server: ServerConfig) -> None:
-    """Refuse a non-loopback ``host`` unless ``remote_key`` is set.
+def check_bind(server: ServerConfig, admin_key: str = "") -> None:
+    """Refuse a non-loopback ``host`` unless the admin key (``gateway.admin_key``, formerly
+    ``server.remote_key``) is set.
 
     :raises ConfigError: with the fix in the message.
     """
@@ -492,9 +521,10 @@ def check_bind(server: ServerConfig) -> None:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
-    if not loopback and not server.remote_key:
+    if not loopback and not (admin_key or server.remote_key):
         raise ConfigError(
-            f"refusing to listen on {host!r} without a key: set server.remote_key in config.toml "
+            f"refusing to listen on {host!r} without a key: set gateway.admin_key (formerly server.remote_key) "
+            "in config.toml "
             "(clients then send it as x-api-key or Authorization: Bearer), or bind to 127.0.0.1"
         )
 

@@ -1,6 +1,6 @@
 """The control API on shunt's port: ``GET /health``, ``GET /status``, ``POST /use``, ``POST /reset``,
 ``POST /reload``, ``POST /strategy``, ``POST /alerts``, ``POST /alerts/test``, ``GET``/``POST /overrides``, ``GET /history``,
-``GET /recent``, ``GET /metrics``.
+``GET /recent``, ``GET /metrics``, and ``/admin/tokens`` (:mod:`shunt_lib.control_tokens`).
 
 Each endpoint is a function of the server and the request body that returns the JSON body of its 200
 answer (or an :class:`Answer`: a body of another content type), or raises a
@@ -17,6 +17,7 @@ import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple
 
+from . import control_tokens
 from .alert_rules import trial_alert
 from .config import STRATEGIES
 from .config_edit import set_server_value
@@ -238,6 +239,16 @@ ROUTES: dict[tuple[str, str], Callable[["ControlServer", bytes], bytes | Answer]
 }
 
 
+#: The control paths: a client token may not use them (the admin key, or a tokenless request from
+#: loopback under ``require_token`` ``remote`` / ``never``, may). ``/health`` is open to all.
+CONTROL_PATHS = frozenset(path for _, path in [*ROUTES, *QUERY_ROUTES]) - {"/health"}
+
+
+def is_control_path(route: str) -> bool:
+    """Whether ``route`` belongs to the control API (see :data:`CONTROL_PATHS`, and ``/admin/...``)."""
+    return route in CONTROL_PATHS or route == "/admin" or route.startswith("/admin/")
+
+
 def answer(server: "ControlServer", method: str, route: str, headers: Mapping[str, str], body: bytes,
            query: str = "") -> bytes | Answer:
     """The JSON body of the 200 answer to a control request, or an :class:`Answer` of another type.
@@ -249,6 +260,10 @@ def answer(server: "ControlServer", method: str, route: str, headers: Mapping[st
     :raises BadRequest: the endpoint's own refusals.
     """
     key = ("GET" if method == "HEAD" else method, route)
+    if control_tokens.is_tokens_path(route):
+        if method == "POST":
+            require_json(method, route, headers)
+        return control_tokens.answer(server, method, route, body)
     if key in QUERY_ROUTES:
         return QUERY_ROUTES[key](server, dict(urllib.parse.parse_qsl(query)))
     endpoint = ROUTES.get(key)

@@ -22,9 +22,9 @@ class Unreachable(ConfigError):
 
 
 def remote_key(config: Config) -> str:
-    """The key sent as ``x-api-key``: ``$SHUNT_REMOTE_KEY`` (for a remote shunt), else the home's
-    ``server.remote_key`` ('' for none)."""
-    return os.environ.get("SHUNT_REMOTE_KEY") or config.server.remote_key
+    """The key sent as ``x-api-key``: ``$SHUNT_REMOTE_KEY`` (for a remote shunt), else the home's admin
+    key (``gateway.admin_key``, or the old ``server.remote_key``; '' for none)."""
+    return os.environ.get("SHUNT_REMOTE_KEY") or config.gateway.admin_key or config.server.remote_key
 
 
 def call(base_url: str, key: str, method: str, path: str, body: dict | None = None, timeout: float = 10) -> dict:

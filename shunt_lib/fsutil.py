@@ -80,3 +80,23 @@ def mtime_ns(path: str) -> int:
         return os.stat(path).st_mtime_ns
     except OSError:
         return 0
+
+
+def create_private(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist yet, so that an SQLite database made
+    there (and its ``-wal`` and ``-shm`` files, which SQLite gives the database's mode) is private.
+
+    An existing file is left unopened: closing any descriptor of a file drops every POSIX lock the
+    process holds on it, those of its open SQLite connections included, which corrupts the database
+    (https://www.sqlite.org/howtocorrupt.html, section 2.2).
+
+    :raises OSError: if the directory is not writable.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+    finally:
+        os.close(fd)

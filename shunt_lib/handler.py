@@ -2,27 +2,27 @@
 
 :class:`Handler` serves one connection (keep-alive: many requests): it parses each request (by
 :mod:`shunt_lib.wire`), guards it (Host and Origin by :mod:`shunt_lib.guard`, the path by
-:mod:`shunt_lib.paths_policy`, the shunt key), and dispatches it: ``OPTIONS`` is answered here
+:mod:`shunt_lib.paths_policy`, who sent it by :mod:`shunt_lib.auth`: the admin key, a client token or
+a tokenless local request), and dispatches it: ``OPTIONS`` is answered here
 (:mod:`shunt_lib.cors`), ``GET /health`` here too, the dashboard's files (``GET /``) by :mod:`shunt_lib.dashboard`,
 the OpenAI front door (``POST /v1/chat/completions``, ``POST /v1/responses``, also without ``/v1``) to the
 relay in the dialect :mod:`shunt_lib.openai_front` prepares, ``GET /v1/models`` answered here when
 :mod:`shunt_lib.pool_models` says so, every other path under ``/v1/`` to
 :class:`~shunt_lib.relay.Relay`, and the control paths (``GET /status``, ``POST /use``, ``POST /reset``,
 ``POST /reload``, ``GET /metrics``, ...) to :mod:`shunt_lib.control`; other paths get an
-Anthropic-shaped 404. Every refusal it writes is Anthropic-shaped JSON, including the answers to malformed HTTP; a refused request's body is
+Anthropic-shaped 404. Every refusal it writes is Anthropic-shaped JSON (a 401 on an OpenAI route: OpenAI's), including the answers to malformed HTTP; a refused request's body is
 read and dropped, or the connection closes with a lingering close. The server it belongs to is
 :class:`~shunt_lib.serving.HandlerServer` (the server, as the handler sees it).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 from typing import TYPE_CHECKING
 
-from . import __version__, control, cors, dashboard, guard, openai_front, paths_policy, pool_models, wire
-from .clients import LOCAL, Client
+from . import __version__, auth, control, cors, dashboard, guard, openai_front, paths_policy, pool_models, wire
+from .clients import ADMIN, LOCAL, Client
 from .connections import GuardedHandler, linger
 from .dialect import ProxyRequest
 from .errors import (
@@ -31,7 +31,6 @@ from .errors import (
     BodyTooLarge,
     RequestTimeout,
     ShuntError,
-    Unauthorized,
     UnsupportedCoding,
     error_body,
 )
@@ -44,6 +43,8 @@ if TYPE_CHECKING:
 
 #: The paths :meth:`Handler._front_door` may serve (one set lookup keeps them off the pass-through path).
 FRONT_DOOR_ROUTES = openai_front.CHAT_ROUTES | openai_front.RESPONSES_ROUTES | pool_models.MODELS_ROUTES
+#: The paths whose refusals are in OpenAI's error envelope.
+OPENAI_ROUTES = openai_front.CHAT_ROUTES | openai_front.RESPONSES_ROUTES
 
 log = logging.getLogger("shunt.server")  # the name the server's lines have always had
 DISCARD_MAX_BYTES = 4 << 20  # a refused request's body up to this size is read and dropped, the connection kept
@@ -115,9 +116,9 @@ class Handler(GuardedHandler):
             if dashboard.is_asset(self.command, route):  # public files, no data: before the key and guard
                 body_unread = False
                 return self._asset(route)
-            authorized = self._authorized()
+            who = self._authenticate()
             origin = guard.check_request(self.server.guard, self.headers.by_name, check_host=route != "/health",
-                                         carries_key=authorized and bool(self.server.config.server.remote_key))
+                                         carries_key=who.client is ADMIN)
             if self.command == "OPTIONS":
                 body_unread = False
                 return self._options(origin)
@@ -126,13 +127,11 @@ class Handler(GuardedHandler):
             if route == "/health" and self.command in ("GET", "HEAD"):
                 return self._send_json(200, b'{"status":"ok"}')
             paths_policy.check_path(route)
-            if not authorized and not (route == "/metrics" and self.server.config.server.metrics_public):
-                log.warning("refused %s %s from %s: %s shunt key", self.command, route, self.client_address[0],
-                            "a wrong" if self._offers_key() else "no")  # never the key given
-                raise Unauthorized("missing or wrong shunt key (send it as x-api-key or Authorization: Bearer)")
+            if not (route == "/metrics" and self.server.config.server.metrics_public):
+                self._admit(who, route)
             body_unread = False
             body = self._read_body()
-            client = self.server.authenticate(self)
+            client = who.client
             if route in FRONT_DOOR_ROUTES and self._front_door(route, body, client):
                 return
             if route.startswith("/v1/"):
@@ -258,16 +257,24 @@ class Handler(GuardedHandler):
         finally:
             self.body_read()
 
-    def _authorized(self) -> bool:
-        key = self.server.config.server.remote_key
-        if not key:
-            return True
-        given = self.headers.by_name.get("x-api-key") or ""
-        auth = self.headers.by_name.get("authorization") or ""
-        if not given and auth[:7].lower() == "bearer ":
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), key.encode())
+    def _authenticate(self) -> auth.Decision:
+        """Who sent the request (:func:`shunt_lib.auth.decide`): the admin, a client token, or local."""
+        gateway = self.server.config.gateway
+        return auth.decide(auth.credential(self.headers.by_name), auth.is_loopback_peer(self.client_address[0]),
+                           gateway.require_token, gateway.admin_key, self.server.client_tokens.check,
+                           self.server.clock.time())
 
-    def _offers_key(self) -> bool:
-        """Whether the request sent a key at all (x-api-key or Authorization)."""
-        return bool(self.headers.by_name.get("x-api-key") or self.headers.by_name.get("authorization"))
+    def _admit(self, who: auth.Decision, route: str) -> None:
+        """Let the request through, or raise: 401 (in the endpoint's dialect) when refused, 403 for a
+        control path without the right to it (logged; never the credential, at most a token's public id).
+
+        :raises Unauthorized: / :raises PermissionDenied:
+        """
+        if who.reason is not None:
+            log.warning("refused %s %s from %s: %s%s", self.command, route, self.client_address[0],
+                        auth.LOG_WORDS[who.reason], f" (id {who.token_id})" if who.token_id else "")
+            raise auth.refusal(who.reason, openai=route in OPENAI_ROUTES)
+        if not who.control and control.is_control_path(route):
+            log.warning("refused %s %s from %s: client %s may not use the control API", self.command, route,
+                        self.client_address[0], who.client.name if who.client else "?")
+            raise auth.control_refused()

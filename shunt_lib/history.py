@@ -22,6 +22,7 @@ from typing import Callable
 from .history_rollup import RAW_COLUMNS, ROLLUP_COUNTERS, UNNAMED_CLIENT, cutoffs, raw_row, rollup
 from .loop import Loop
 from .record import RequestRecord
+from .fsutil import create_private
 
 log = logging.getLogger("shunt.history")
 
@@ -74,7 +75,7 @@ def open_db(path: str, now_s: float) -> sqlite3.Connection:
 
 
 def _open(path: str) -> sqlite3.Connection:
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal and -shm the same mode
+    create_private(path)  # never opens an existing database: that would drop its connections' locks
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

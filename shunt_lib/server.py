@@ -25,7 +25,6 @@ import sqlite3
 import sys
 import threading
 import time
-from typing import Callable
 from http.server import ThreadingHTTPServer
 
 import requests
@@ -52,7 +51,6 @@ from .recent import RecentRequests
 from .limits import Admission, Limits
 from .metrics import Metrics
 from .client_usage import ClientUsage
-from .clients import LOCAL, Client
 from .pricing import PriceBook
 from .loop import Loop
 from .oauth import TokenManager
@@ -60,6 +58,7 @@ from .relay import Relay
 from .state import Pool
 from .state_file import StateWriter, load_state
 from .status import status_document
+from .token_index import ClientTokens, TokenWatcher
 from .upstream import Upstream
 from .watch import ClientWatch
 
@@ -68,12 +67,6 @@ events_log = logging.getLogger("shunt.events")
 
 STOP_GRACE_S = 5.0  # after the drain, how long interrupted requests may take to end and record their usage
 JOIN_TIMEOUT_S = 5.0  # then how long closed connections' threads may take to end
-
-
-def _local_client(handler: object) -> Client:
-    """Who sent a request when nothing tells them apart: the user's own machine (:data:`~shunt_lib.clients.LOCAL`).
-    ``ShuntServer.authenticate`` is this until client tokens replace it."""
-    return LOCAL
 
 
 class ShuntServer(ThreadingHTTPServer):
@@ -120,7 +113,6 @@ class ShuntServer(ThreadingHTTPServer):
         self.metrics = Metrics()  # the counters GET /metrics shows
         self.client_usage = ClientUsage(lambda: pool.prices, clock.time)  # per-client usage today, for /status
         relay.finish.listeners.append(self.client_usage.add)
-        self.authenticate: Callable[[object], Client] = _local_client  # who sent a request (handler → Client)
         self.metrics.attach(relay, tokens)
         self.overrides = relay.overrides  # the runtime overrides (``/overrides``, shunt_lib.overrides)
         self.mute = MuteFlag(mute_path(paths.home))  # alerts muted? (alerts.json, kept across restarts)
@@ -132,6 +124,7 @@ class ShuntServer(ThreadingHTTPServer):
         #: [gateway] max_inflight: places for requests relayed at once, waited for up to max_queue_s
         self.relay_gate = InflightGate(config.gateway.max_inflight, config.gateway.max_queue_s)
         self.meter: ClientMeter = relay.meter  #: client tokens' limits and use (make_server gives it tokens.db)
+        self.client_usage.limits = self.meter.used  # /status shows how much of each limit a token uses
         self.usage_writer: UsageWriter | None = None  #: the writer of client tokens' use to tokens.db
         self._connections: dict[socket.socket, threading.Thread] = {}  # open client connections; guarded by:
         self._connections_lock = threading.Lock()
@@ -139,6 +132,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET  # "::1" is an IPv6 bind
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
+        self.client_tokens = ClientTokens(paths.tokens_db)  # the client tokens' index (shunt_lib.token_index)
 
     def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
         return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
@@ -215,12 +209,12 @@ class ShuntServer(ThreadingHTTPServer):
             live, restart = server_changes(self._file_server, config.server)
             new_values = {k: getattr(config.server, k) for k in live}
             server_cfg = dataclasses.replace(self.config.server, **new_values)
-            check_bind(server_cfg)  # remote_key may not go while bound beyond loopback
+            check_bind(server_cfg, config.gateway.admin_key)  # the admin key may not go while bound beyond loopback
             change: dict[str, list[str]] = self.apply_accounts(config.accounts, self.tokens.store.load())
             self._file_server = dataclasses.replace(self._file_server, **new_values)
             self._apply_server(server_cfg)
             self.config = dataclasses.replace(self.config, accounts=config.accounts, pricing=config.pricing,
-                                              models=config.models)
+                                              models=config.models, gateway=config.gateway)
             self.relay.set_models(config.models)
             self.pool.prices = PriceBook(config.pricing)  # the next request is priced with them
         change.update(server_applied=live, restart_required=restart)
@@ -378,6 +372,7 @@ class ShuntServer(ThreadingHTTPServer):
         self._upstream.close()
         self.relay.close_upstreams()
         self.tokens.close()
+        self.client_tokens.close()
         self.http.close()
         self.server_close()
 
@@ -457,7 +452,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         server_cfg = dataclasses.replace(server_cfg, host=host if host is not None else server_cfg.host,
                                          port=port if port is not None else server_cfg.port)
         config = dataclasses.replace(config, server=server_cfg)
-    check_bind(server_cfg)
+    check_bind(server_cfg, config.gateway.admin_key)
     paths.ensure()
     store = CredentialStore(paths.credentials)
     creds = store.load()
@@ -487,6 +482,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
                           tokens=tokens, writer=writer, watch=watch, upstream=upstream, http=http, clock=clock,
                           idle_timeout_s=idle_timeout_s, file_server=file_server, history=history)
         srv.apply_accounts(config.accounts, creds, initial=True)
+        srv.client_tokens.poll()  # the client tokens as they are now; TokenWatcher keeps them fresh
     except BaseException:
         if srv is not None:
             srv.server_close()
@@ -525,7 +521,7 @@ def start_background(srv: ShuntServer, *, refresh: bool = True, recovery: bool =
     :returns: the threads started.
     """
     cfg = srv.config.server
-    threads: list[Loop] = [CooldownWatcher(srv.pool, clock=srv.clock.time)]
+    threads: list[Loop] = [CooldownWatcher(srv.pool, clock=srv.clock.time), TokenWatcher(srv.client_tokens)]
     if refresh:
         threads.append(TokenRefresher(srv.pool, srv.tokens, clock=srv.clock.time))
     if recovery:

@@ -7,13 +7,12 @@ imports them).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, Protocol
+from typing import ContextManager, Protocol
 
 from .alert_mute import MuteFlag
 from .overrides import Overrides
 from .alert_send import Channels
 from .client_usage import ClientUsage
-from .clients import Client
 from .clock import Clock
 from .config import Config, Paths
 from .connections import ConnectionTable
@@ -23,6 +22,7 @@ from .oauth import TokenManager
 from .recent import RecentRequests
 from .relay import Relay
 from .state import Pool
+from .token_index import ClientTokens
 
 
 class ControlServer(Protocol):
@@ -37,6 +37,7 @@ class ControlServer(Protocol):
     overrides: Overrides  # the runtime overrides (``/overrides``)
     metrics: Metrics  # the counters ``/metrics`` shows
     alert_channels: Channels  # where alerts go (``/alerts/test``)
+    client_tokens: ClientTokens  # the client tokens' index (authentication, ``/admin/tokens``)
 
     def status(self) -> dict:
         """The ``/status`` document."""
@@ -60,7 +61,6 @@ class HandlerServer(ControlServer, Protocol):
     relay: Relay
     connections: ConnectionTable
     client_usage: ClientUsage  # per-client usage today (``/status``): counts requests in flight per client
-    authenticate: Callable[[Any], Client]  # who sent the request a handler serves (see shunt_lib.clients)
 
     def request_in_flight(self) -> ContextManager[object]:
         """Counts a proxied request as in flight for the drain while the block runs."""

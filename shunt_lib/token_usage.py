@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 from .client_limits import day_key, month_key
 from .loop import Loop
+from .fsutil import create_private
 
 log = logging.getLogger("shunt.limits")
 
@@ -85,7 +86,7 @@ def open_db(path: str) -> sqlite3.Connection:
 
     :raises sqlite3.Error: / :raises OSError:
     """
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # SQLite gives -wal and -shm the same mode
+    create_private(path)  # never opens an existing database: that would drop its connections' locks
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")

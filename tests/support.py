@@ -216,3 +216,12 @@ def headless_chromium(tmp_dir: str, *args: str, options=None):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=tmp_dir)))
+
+
+def client_token(proxy, label: str, **fields) -> tuple[str, str]:
+    """A new client token ``label`` (with ``fields``: limits, binding, ttl) made through the running
+    proxy's ``POST /admin/tokens`` from loopback. :returns: (the token, its id)."""
+    status, _, body = proxy.request("POST", "/admin/tokens", body={"label": label, **fields})
+    assert status == 200, body
+    doc = json.loads(body)
+    return doc["token"], doc["id"]

@@ -1,10 +1,7 @@
 """Per-client visibility (issue 11): who sent each request shows in the usage history (``/history?by=client``,
 ``shunt usage --by client``, an older usage.db migrated), the access line and the events, ``/status``'s
-clients (with a client token's limits and their usage from the limits' hook), ``/metrics``' ``client``
-label (capped), ``/recent``, ``shunt status`` and the monitor.
-
-The requests' clients come through the server's seam ``ShuntServer.authenticate(handler) -> Client``
-(what client tokens fill in): here a stand-in reads a test header.
+clients (with a client token's limits and how much of each it uses), ``/metrics``' ``client`` label (capped),
+``/recent``, ``shunt status`` and the monitor. The running proxy's clients send real client tokens.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shunt_lib import history
 from shunt_lib.client_usage import ClientUsage
 from shunt_lib.client_view import clients_lines, limits_text, shows_clients
-from shunt_lib.clients import LOCAL, Client, TokenLimits, TokenRecord
+from shunt_lib.clients import Client
 from shunt_lib.history import open_db, write_batch
 from shunt_lib.history_query import buckets, totals
 from shunt_lib.logfmt import JsonFormatter, LogFormatter
@@ -27,11 +24,9 @@ from shunt_lib.metrics import MAX_CLIENTS, Metrics
 from shunt_lib.monitor_view import MonitorData, line_text, render
 from shunt_lib.status_view import render_status
 from tests.fakes.upstream import Reply, error_json, message_json
-from tests.support import MSG, wait_until
+from tests.support import MSG, client_token, wait_until
 
 T0 = 1_700_000_040  # a minute boundary
-CI = Client("ci-bot", "tk_ci", TokenRecord("tk_ci", "ci-bot", 0.0, limits=TokenLimits(rpm=60, monthly_usd=50.0)))
-ALICE = Client("alice", "tk_alice", TokenRecord("tk_alice", "alice", 0.0))
 
 
 def rec(ts_s, client="local", model="claude-sonnet-4-5", account="a", status=200, i=1000, o=100, cr=5000, cw=0,
@@ -41,11 +36,6 @@ def rec(ts_s, client="local", model="claude-sonnet-4-5", account="a", status=200
             "cache_creation_tokens": cw, "cache_write_5m_tokens": cw, "cache_write_1h_tokens": 0,
             "duration_ms": 100, "attempts": 1, "held_ms": 0, "broke": False, "request_id": None,
             "upstream_request_id": None, "client": client, "token_id": token_id}
-
-
-def by_header(handler) -> Client:
-    """The stand-in for client tokens: the client named by the test header ``x-test-client``."""
-    return {"ci-bot": CI, "alice": ALICE}.get(handler.headers.by_name.get("x-test-client", ""), LOCAL)
 
 
 # -- the usage history ------------------------------------------------------------------------------
@@ -127,14 +117,14 @@ def test_a_running_proxy_shows_each_client_everywhere(make_proxy, upstream, even
     from shunt_lib.cli import main
 
     p = make_proxy(strategy="fill-first")
-    p.srv.authenticate = by_header
-    p.srv.client_usage.limits = lambda token_id: {"rpm": {"limit": 60, "used": 2}} if token_id == "tk_ci" else None
+    ci_token, ci_id = client_token(p, "ci-bot", rpm=60, monthly_usd=50)
+    alice_token, _ = client_token(p, "alice")
     upstream.script("tok-a", Reply(status=429, body=error_json("rate_limit_error", "slow down"),
                                    headers={"retry-after": "7"}))
     upstream.script("tok-b", Reply(body=message_json(model="claude-sonnet-4-5", input_tokens=1000, output_tokens=100)))
-    assert p.request(body=MSG, headers={"x-test-client": "ci-bot"})[0] == 200  # a: 429, moved to b
-    assert p.request(body=MSG, headers={"x-test-client": "ci-bot"})[0] == 200
-    assert p.request(body=MSG, headers={"x-test-client": "alice"})[0] == 200
+    assert p.request(body=MSG, headers={"x-api-key": ci_token})[0] == 200  # a: 429, moved to b
+    assert p.request(body=MSG, headers={"authorization": "Bearer " + ci_token})[0] == 200
+    assert p.request(body=MSG, headers={"x-api-key": alice_token})[0] == 200
     assert p.request(body=MSG)[0] == 200
     assert events.wait_for("request", count=4)
 
@@ -143,20 +133,21 @@ def test_a_running_proxy_shows_each_client_everywhere(make_proxy, upstream, even
     assert [r.request_record["client"] for r in access] == ["ci-bot", "ci-bot", "alice", "local"]
     assert " client=ci-bot" in access[0].getMessage() and " client=local" in access[3].getMessage()
     as_json = json.loads(JsonFormatter().format(access[0]))
-    assert as_json["client"] == "ci-bot" and as_json["token_id"] == "tk_ci"
+    assert as_json["client"] == "ci-bot" and as_json["token_id"] == ci_id
     moved = [r for r in events.records if getattr(r, "event", None) in ("cooling", "failover")]
     assert moved and all(r.client == "ci-bot" for r in moved)
     assert LogFormatter().format(moved[0]).endswith(f"[id={moved[0].request_id} client=ci-bot]")
 
-    # /status: clients today, most active first, with the token's limits and the limits' hook's usage.
+    # /status: clients today, most active first, with the token's limits and how much of each it uses.
     doc = json.loads(p.request("GET", "/status")[2])
     clients = {c["name"]: c for c in doc["clients"]}
     assert [c["name"] for c in doc["clients"]] == ["ci-bot", "alice", "local"]
     ci = clients["ci-bot"]
-    assert (ci["token_id"], ci["requests"], ci["in_flight"], ci["errors"]) == ("tk_ci", 2, 0, 0)
+    assert (ci["token_id"], ci["requests"], ci["in_flight"], ci["errors"]) == (ci_id, 2, 0, 0)
     assert (ci["input_tokens"], ci["output_tokens"], ci["unpriced_requests"]) == (1010, 105, 1)  # claude-test: unpriced
     assert ci["cost_usd"] == pytest.approx((1000 * 3 + 100 * 15) / 1e6)  # Sonnet 4.5 at list prices
-    assert ci["limits"] == {"rpm": {"limit": 60, "used": 2}, "monthly_usd": {"limit": 50.0, "used": None}}
+    assert ci["limits"] == {"rpm": {"limit": 60, "used": 2},
+                            "monthly_usd": {"limit": 50.0, "used": pytest.approx(ci["cost_usd"])}}
     assert clients["local"]["token_id"] is None and "limits" not in clients["local"]
     assert "limits" not in clients["alice"]  # a token without limits
 
@@ -188,14 +179,14 @@ def test_a_running_proxy_shows_each_client_everywhere(make_proxy, upstream, even
     text = render_status(doc)
     assert "clients today (UTC)" in text
     ci_line = next(line for line in text.splitlines() if line.startswith("ci-bot"))
-    assert ci_line.split()[:3] == ["ci-bot", "2", "0"] and "rpm 2/60" in ci_line and "monthly_usd 50" in ci_line
+    assert ci_line.split()[:3] == ["ci-bot", "2", "0"] and "rpm 2/60" in ci_line and "monthly_usd 0.00/50" in ci_line
 
 
 def test_requests_in_flight_are_counted_per_client(make_proxy, upstream):
     import threading
 
     p = make_proxy()
-    p.srv.authenticate = by_header
+    alice_token, _ = client_token(p, "alice")
     gate = threading.Event()
     upstream.script("tok-a", Reply(body=message_json(), release=gate))
     seen = []
@@ -205,7 +196,7 @@ def test_requests_in_flight_are_counted_per_client(make_proxy, upstream):
         seen.append(request.client)
         return original(conn, request, *rest)
     p.srv.relay.handle = spy
-    t = threading.Thread(target=p.request, kwargs={"body": MSG, "headers": {"x-test-client": "alice"}})
+    t = threading.Thread(target=p.request, kwargs={"body": MSG, "headers": {"x-api-key": alice_token}})
     t.start()
     try:
         assert wait_until(lambda: any(c["name"] == "alice" and c["in_flight"] == 1
@@ -213,7 +204,7 @@ def test_requests_in_flight_are_counted_per_client(make_proxy, upstream):
     finally:
         gate.set()
         t.join()
-    assert seen == [ALICE]
+    assert [(c.name, c.token.label) for c in seen] == [("alice", "alice")]
     alice = next(c for c in json.loads(p.request("GET", "/status")[2])["clients"] if c["name"] == "alice")
     assert (alice["in_flight"], alice["requests"]) == (0, 1)
 

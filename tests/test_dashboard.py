@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.support import CHROMEDRIVER, CHROMIUM, MSG, headless_chromium, wait_until
+from tests.support import CHROMEDRIVER, CHROMIUM, MSG, client_token, headless_chromium, wait_until
 
 webdriver = pytest.importorskip("selenium.webdriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver")
@@ -109,8 +109,6 @@ def test_with_a_remote_key_the_page_asks_for_it_once(make_proxy, upstream, drive
 
 
 def test_the_page_shows_a_clients_table_once_more_than_local_sent_requests(make_proxy, upstream, driver):
-    from shunt_lib.clients import LOCAL, Client
-
     p = make_proxy()
     driver.get(p.url + "/")
     wait = WebDriverWait(driver, WAIT_S)
@@ -118,10 +116,9 @@ def test_the_page_shows_a_clients_table_once_more_than_local_sent_requests(make_
     assert p.request(body=MSG)[0] == 200
     wait.until(lambda d: len(d.find_elements(*css("#feed-rows tr"))) == 1)
     assert not driver.find_element(*css("#clients")).is_displayed()  # only local: no table
-    p.srv.authenticate = lambda h: Client("ci-bot", "tk_ci") if "x-test-client" in h.headers.by_name else LOCAL
-    p.srv.client_usage.limits = lambda token_id: {"rpm": {"limit": 60, "used": 2}}
+    ci_token, _ = client_token(p, "ci-bot", rpm=60)
     for _ in range(2):
-        assert p.request(body=MSG, headers={"x-test-client": "1"})[0] == 200
+        assert p.request(body=MSG, headers={"x-api-key": ci_token})[0] == 200
     rows = wait.until(lambda d: len(d.find_elements(*css("#client-rows tr"))) == 2
                       and d.find_elements(*css("#client-rows tr")))
     assert driver.find_element(*css("#clients")).is_displayed()

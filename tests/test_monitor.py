@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.fakes.upstream import Reply, message_json, unified_headers
-from tests.support import MSG, ROOT, wait_until
+from tests.support import MSG, ROOT, client_token, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="tmux is not installed (Debian: apt-get install tmux); "
@@ -131,11 +131,9 @@ def test_monitor_on_a_terminal_curses_cannot_drive_prints_the_status_once(make_p
 
 
 def test_monitor_in_tmux_shows_a_clients_block_once_more_than_local_sent_requests(make_proxy, upstream):
-    from shunt_lib.clients import LOCAL, Client
-
     proxy = make_proxy()
-    proxy.srv.authenticate = lambda h: Client("ci-bot", "tk_ci") if "x-test-client" in h.headers.by_name else LOCAL
-    for headers in ({"x-test-client": "1"}, {"x-test-client": "1"}, None):
+    ci_token, _ = client_token(proxy, "ci-bot")
+    for headers in ({"x-api-key": ci_token}, {"x-api-key": ci_token}, None):
         assert proxy.request(body=MSG, headers=headers)[0] == 200
     command = f"{sys.executable} {os.path.join(ROOT, 'shunt.py')} monitor --url {proxy.url} -i 0.2"
     env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", TERM="xterm-256color")
