@@ -19,6 +19,7 @@ from .errors import ConfigError
 from .token_format import valid_id
 from .token_input import spec_from_fields
 from .token_store import TokenError, TokenStore, record_doc
+from .token_usage import read_usage
 
 
 def _paths() -> Paths:
@@ -26,9 +27,14 @@ def _paths() -> Paths:
 
 
 def token_usage(paths: Paths, token_ids: list[str]) -> dict[str, dict]:
-    """Usage per token for ``shunt token list`` (id → ``{"column": value}``): the seam the limits'
-    usage plugs into (their table in ``tokens.db``). Here: none yet, so no usage columns are shown."""
-    return {}
+    """Usage per token for ``shunt token list`` (id → ``{"column": value}``): today's (UTC) requests,
+    tokens (input + output + cache writes), cache reads and API-equivalent USD, and this month's USD,
+    from ``tokens.db``'s ``token_usage`` table (:func:`~shunt_lib.token_usage.read_usage`; what a
+    running serve charged up to a quarter of a second ago). Tokens that never ran are left out."""
+    used = read_usage(paths.tokens_db, time.time())
+    return {i: {"requests_today": u.day_requests, "tokens_today": u.day_tokens,
+                "cache_read_today": u.day_cache_read_tokens, "usd_today": round(u.day_cost_usd, 4),
+                "usd_month": round(u.month_cost_usd, 4)} for i, u in used.items() if i in token_ids}
 
 
 def _when(epoch_s: float | None, now_s: float) -> str:

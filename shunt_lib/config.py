@@ -473,7 +473,7 @@ def _gateway_with_remote_key(raw: Any, remote_key: str) -> GatewayConfig:
     :raises ConfigError: both ``remote_key`` and a different ``gateway.admin_key``.
     """
     global _warned_remote_key
-    gateway = parse_gateway(raw, secret_problem)
+    gateway = parse_gateway(raw, _remote_key)
     if not remote_key:
         return gateway
     if gateway.admin_key and gateway.admin_key != remote_key:

@@ -3,7 +3,8 @@
 * ``POST /admin/tokens`` with the fields of :mod:`shunt_lib.token_input` (``{"label": "ci", "ttl": "30d",
   "rpm": 60, "models": ["claude-sonnet-*"]}``): creates a token and answers it once, ``{"token":
   "shunt_...", "id", "label", ...}``;
-* ``GET /admin/tokens``: ``{"tokens": [...]}``, every token without its secret (:func:`~shunt_lib.token_store.record_doc`);
+* ``GET /admin/tokens``: ``{"tokens": [...]}``, every token without its secret (:func:`~shunt_lib.token_store.record_doc`)
+  with its ``usage`` (:meth:`~shunt_lib.token_usage.TokenUsage.as_dict`; None before its first request since shunt started);
 * ``DELETE /admin/tokens/ID``: revokes it, ``{"revoked": {...}}``;
 * ``POST /admin/tokens/ID/rotate``: a new secret for the same id, answered once; the old one stops at once.
 
@@ -57,7 +58,9 @@ def answer(server: "ControlServer", method: str, route: str, body: bytes) -> byt
                 return b'{"tokens": []}'
             server.client_tokens.flush_used()
             with TokenStore(path) as store:
-                return json.dumps({"tokens": [record_doc(r, now) for r in store.list()]}).encode()
+                used = server.meter.usage(now)  # today, this month, the last minute, in flight
+                return json.dumps({"tokens": [dict(record_doc(r, now), usage=used[r.id].as_dict() if r.id in used else None)
+                                              for r in store.list()]}).encode()
         if method != "POST":
             raise MethodNotAllowed(f"{PREFIX} answers GET, HEAD, POST, not {method}", headers={"allow": "GET, HEAD, POST"})
         try:

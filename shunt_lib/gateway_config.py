@@ -45,18 +45,13 @@ HELP = {
 _SECRET = frozenset({"admin_key"})
 
 
-def _check(key: str, v: Any, secret_problem) -> Any:
+def _check(key: str, v: Any, key_check) -> Any:
     if key == "require_token":
         if v not in REQUIRE_TOKEN:
             raise ValueError("must be one of " + ", ".join(f"{s!r}" for s in REQUIRE_TOKEN))
         return v
     if key == "admin_key":
-        if not isinstance(v, str):
-            raise ValueError("must be a string")
-        problem = secret_problem(v) if v else None
-        if problem is not None:
-            raise ValueError(problem + " (clients send it in a header: visible ASCII only, no spaces)")
-        return v
+        return key_check(v)
     if key == "max_inflight":
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_INFLIGHT:
             raise ValueError(f"must be a whole number between 0 and {MAX_INFLIGHT}")
@@ -66,8 +61,9 @@ def _check(key: str, v: Any, secret_problem) -> Any:
     return float(v)
 
 
-def parse_gateway(raw: Any, secret_problem) -> GatewayConfig:
-    """Validate the ``[gateway]`` table; ``secret_problem(value) -> str | None`` judges a key's strength.
+def parse_gateway(raw: Any, key_check) -> GatewayConfig:
+    """Validate the ``[gateway]`` table; ``key_check(value) -> str`` validates the admin key (raising
+    ValueError without quoting it), as ``server.remote_key`` is validated.
 
     :raises ConfigError: not a table, an unknown key, or a bad value (never quoting ``admin_key``).
     """
@@ -78,7 +74,7 @@ def parse_gateway(raw: Any, secret_problem) -> GatewayConfig:
         if key not in HELP:
             raise ConfigError(f"config.toml: unknown key gateway.{key}")
         try:
-            values[key] = _check(key, v, secret_problem)
+            values[key] = _check(key, v, key_check)
         except ValueError as exc:
             got = "" if key in _SECRET else f" (got {v!r})"
             raise ConfigError(f"config.toml: gateway.{key} {exc}{got}") from None

@@ -483,6 +483,7 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
                           idle_timeout_s=idle_timeout_s, file_server=file_server, history=history)
         srv.apply_accounts(config.accounts, creds, initial=True)
         srv.client_tokens.poll()  # the client tokens as they are now; TokenWatcher keeps them fresh
+        relay.overrides.known_token = srv.client_tokens.known  # a per-token override names a token that exists
     except BaseException:
         if srv is not None:
             srv.server_close()

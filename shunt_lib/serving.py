@@ -12,6 +12,7 @@ from typing import ContextManager, Protocol
 from .alert_mute import MuteFlag
 from .overrides import Overrides
 from .alert_send import Channels
+from .client_meter import ClientMeter
 from .client_usage import ClientUsage
 from .clock import Clock
 from .config import Config, Paths
@@ -38,6 +39,7 @@ class ControlServer(Protocol):
     metrics: Metrics  # the counters ``/metrics`` shows
     alert_channels: Channels  # where alerts go (``/alerts/test``)
     client_tokens: ClientTokens  # the client tokens' index (authentication, ``/admin/tokens``)
+    meter: ClientMeter  # the client tokens' use against their limits (``/admin/tokens``)
 
     def status(self) -> dict:
         """The ``/status`` document."""

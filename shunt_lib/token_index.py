@@ -72,6 +72,10 @@ class ClientTokens:
         """Every token the index holds (live, expired, revoked)."""
         return [r for r, _ in self._index.values()]
 
+    def known(self, token_id: str) -> bool:
+        """Whether a token with this id is in the index (live, expired or revoked)."""
+        return token_id in self._index
+
     def __len__(self) -> int:
         return len(self._index)
 

@@ -145,3 +145,10 @@ def test_the_template_and_the_readme_table_come_from_the_one_table():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
     assert readme_table() in readme, ("README.md's config table differs from shunt_lib.config; regenerate it with "
                                       "python -c 'from shunt_lib.config import readme_table; print(readme_table())'")
+
+
+@pytest.mark.parametrize("key, needle", [("short-key", "too short"), ("has space in it 12345", "whitespace")])
+def test_the_admin_key_is_held_to_the_rules_of_the_old_remote_key_and_never_quoted(tmp_path, key, needle):
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"gateway": {"admin_key": key}})
+    assert needle in str(exc.value) and key not in str(exc.value)

@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -22,6 +23,7 @@ from shunt_lib.server import make_server
 from shunt_lib.token_index import ClientTokens, TokenWatcher
 from shunt_lib.token_input import spec_from_fields
 from shunt_lib.token_store import TokenError, TokenStore, UnknownToken
+from tests.fakes.upstream import Reply, message_json
 from tests.support import MSG, ROOT, Proxy, ServeProcess, wait_until, write_home
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -472,6 +474,11 @@ def test_the_control_api_creates_lists_rotates_and_revokes(gateway, upstream):
     assert [t["id"] for t in listed] == [tid] and "token" not in listed[0] and listed[0]["last_used_s"] is not None
     assert token_format.parse(token).secret not in body.decode()
 
+    def usage():  # charged just after the answer is relayed
+        return json.loads(p.request(method="GET", path="/admin/tokens", headers=key)[2])["tokens"][0]["usage"]
+    assert wait_until(lambda: usage() is not None and usage()["today"]["requests"] == 1)
+    assert usage()["today"]["tokens"] == 15 and usage()["last_minute"]["requests"] == 1 and usage()["inflight"] == 0
+
     status, _, body = p.request(path=f"/admin/tokens/{tid}/rotate", body={}, headers=key)
     rotated = json.loads(body)["token"]
     assert status == 200 and rotated != token and token_format.parse(rotated).id == tid
@@ -572,3 +579,51 @@ def test_a_running_serve_sees_the_cli_within_a_second(tmp_path, upstream):
     assert token_format.parse(token).secret not in "".join(serve.log)
     with TokenStore(Paths(home).tokens_db) as store:
         assert store.list()[0].last_used_s is not None  # written at stop
+    (listed,) = json.loads(shunt("token", "list", "--json", home=home).stdout)  # what serve charged, from tokens.db
+    served = listed["usage"]["requests_today"]  # the requests answered 200 before the revocation was seen
+    assert served >= 1 and listed["usage"]["tokens_today"] == 15 * served
+
+
+def test_a_per_token_override_must_name_a_token_that_exists(gateway, upstream):
+    p = gateway()
+    with home_store() as store:
+        record, _ = store.create(spec("ci"), time.time())
+    p.srv.client_tokens.poll()
+    status, _, body = p.request(path="/overrides", body={"token": "0123456789ab", "model": "claude-x"})
+    assert status == 400 and "no client token" in _error(body)["message"]
+    assert p.request(path="/overrides", body={"token": record.id, "model": "claude-x"})[0] == 200
+
+
+def test_fifty_racing_requests_of_one_token_get_exactly_its_rpm_and_its_concurrency(gateway, upstream):
+    p = gateway(require_token="always")
+    with home_store() as store:
+        _, rpm_token = store.create(spec("burst", rpm=10), time.time())
+        _, conc_token = store.create(spec("wide", max_concurrent=3), time.time())
+    p.srv.client_tokens.poll()
+    start = threading.Barrier(50)
+
+    def race(token):
+        statuses = []
+
+        def one():
+            start.wait(10)
+            statuses.append(p.request(body=MSG, headers=bearer(token))[0])
+        threads = [threading.Thread(target=one) for _ in range(50)]
+        for t in threads:
+            t.start()
+        return threads, statuses
+
+    threads, statuses = race(rpm_token)
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [200] * 10 + [429] * 40
+    assert len(upstream.received) == 10  # refusals send nothing upstream
+
+    release = threading.Event()
+    upstream.script("tok-a", *[Reply(body=message_json(), release=release) for _ in range(3)])
+    threads, statuses = race(conc_token)
+    assert wait_until(lambda: len(statuses) == 47)  # three hold their places upstream; the rest are refused
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [200] * 3 + [429] * 47
