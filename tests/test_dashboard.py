@@ -80,9 +80,10 @@ def test_the_page_shows_the_pool_and_its_controls_change_it(make_proxy, upstream
 
     assert not driver.find_element(*css("#overrides")).is_displayed()  # the runtime overrides, once set
     assert p.request("POST", "/overrides", body={"model": "claude-sonnet-4-5", "effort": "high"})[0] == 200
-    assert p.request("POST", "/overrides", body={"fallback": "off", "token": "t1"})[0] == 200
+    _, tid = client_token(p, "ci")
+    assert p.request("POST", "/overrides", body={"fallback": "off", "token": tid})[0] == 200
     wait.until(EC.text_to_be_present_in_element(css("#overrides"), "every request: model claude-sonnet-4-5, effort high"))
-    assert "token t1: fallback off" in driver.find_element(*css("#overrides")).text
+    assert f"token {tid}: fallback off" in driver.find_element(*css("#overrides")).text
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []  # no script error, nothing the Content-Security-Policy refused
 

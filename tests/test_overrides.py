@@ -20,7 +20,7 @@ from shunt_lib.server import make_server
 from shunt_lib.status_view import render_status
 from shunt_lib.wire import Headers
 from tests.fakes.upstream import Reply, error_json, unified_headers
-from tests.support import Proxy, write_home
+from tests.support import Proxy, client_token, write_home
 
 # A body as a client may write it: odd spacing, escapes, a float in exponent form, `model` not first.
 RAW = (b'{\n  "max_tokens" : 1.0E3,\t"messages":[{"role":"user","content":"h\\u00e9llo \\/ \\"q\\""}],\n'
@@ -211,21 +211,11 @@ def test_bad_values_are_refused_and_change_nothing(tmp_path):
 
 
 def test_a_token_override_applies_to_that_tokens_requests_through_the_relay(make_proxy, upstream):
-    """The handler gives each request its client (the token store's work); here a stand-in does."""
     p = make_proxy([("a", "oauth")])
+    token, tid = client_token(p, "ci")
     set_override(p, model="claude-global")
-    set_override(p, model="claude-for-ci", token="t1")
-    relay = p.srv.relay
-    original = relay.handle
-
-    def as_ci(conn, request, *a, **kw):
-        return original(conn, request._replace(client=Client("ci", token_id="t1")), *a, **kw)
-
-    relay.handle = as_ci
-    try:
-        status, h, _ = post(p, RAW)
-    finally:
-        relay.handle = original
+    set_override(p, model="claude-for-ci", token=tid)
+    status, h, _ = post(p, RAW, headers={"x-api-key": token})
     assert h["x-shunt-override"] == "model=claude-for-ci"
     status, h, _ = post(p, RAW)
     assert h["x-shunt-override"] == "model=claude-global"
@@ -234,15 +224,16 @@ def test_a_token_override_applies_to_that_tokens_requests_through_the_relay(make
 # -- control API, persistence, CLI, views ----------------------------------------------------------
 def test_the_control_api_sets_shows_and_refuses(make_proxy, upstream):
     p = make_proxy([("a", "oauth")])
+    _, t1 = client_token(p, "ci")
     code, _, body = p.request("GET", "/overrides")
     assert code == 200 and json.loads(body) == {"global": {}, "tokens": {}}
     doc = set_override(p, model="claude-sonnet-4-5", effort="xhigh")
     assert doc == {"global": {"model": "claude-sonnet-4-5", "effort": "xhigh"}, "tokens": {}}
-    doc = set_override(p, fallback="claude-haiku-4-5", token="t1")
-    assert doc["tokens"] == {"t1": {"fallback": "claude-haiku-4-5"}}
+    doc = set_override(p, fallback="claude-haiku-4-5", token=t1)
+    assert doc["tokens"] == {t1: {"fallback": "claude-haiku-4-5"}}
     doc = set_override(p, effort=None)
     assert doc["global"] == {"model": "claude-sonnet-4-5"}
-    for bad in ({"effort": "extreme"}, {}, {"token": "t1"}, {"colour": "red"}, [1]):
+    for bad in ({"effort": "extreme"}, {}, {"token": t1}, {"colour": "red"}, [1]):
         code, _, body = p.request("POST", "/overrides", body=bad)
         assert code == 400, body
     assert json.loads(p.request("GET", "/status")[2])["overrides"] == doc
@@ -252,15 +243,16 @@ def test_overrides_survive_a_restart_in_their_own_0600_file(upstream):
     paths = write_home(os.environ["SHUNT_HOME"], upstream.url, [("a", "oauth")])
     p = Proxy(make_server(load_config(paths), paths, port=0))
     try:
+        _, t1 = client_token(p, "ci")
         set_override(p, model="claude-sonnet-4-5")
-        set_override(p, effort="high", token="t1")
+        set_override(p, effort="high", token=t1)
     finally:
         p.close()
     path = overrides_path(paths.home)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     p = Proxy(make_server(load_config(paths), paths, port=0))
     try:
-        assert p.srv.status()["overrides"] == {"global": {"model": "claude-sonnet-4-5"}, "tokens": {"t1": {"effort": "high"}}}
+        assert p.srv.status()["overrides"] == {"global": {"model": "claude-sonnet-4-5"}, "tokens": {t1: {"effort": "high"}}}
         assert post(p, RAW)[1]["x-shunt-override"] == "model=claude-sonnet-4-5"
     finally:
         p.close()
@@ -275,26 +267,27 @@ def test_the_cli_with_shunt_running_and_stopped(upstream, capsys):
     assert main(["override", "effort", "extreme"]) == 2 and "effort must be one of" in capsys.readouterr().err
     p = Proxy(make_server(load_config(paths), paths, port=0))
     write_home(paths.home, upstream.url, accounts, {"port": p.port})
+    _, t1 = client_token(p, "ci")
     try:
         assert p.srv.overrides.effective(None).model == "claude-opus-4-1"
-        assert main(["override", "effort", "high", "--token", "t1"]) == 0
-        assert "effort override for token t1: high (in the running proxy)" in capsys.readouterr().out
-        assert p.srv.overrides.effective("t1") == Override("claude-opus-4-1", None, "high")
+        assert main(["override", "effort", "high", "--token", t1]) == 0
+        assert f"effort override for token {t1}: high (in the running proxy)" in capsys.readouterr().out
+        assert p.srv.overrides.effective(t1) == Override("claude-opus-4-1", None, "high")
         assert main(["override", "fallback", "off"]) == 0 and p.srv.overrides.effective(None).fallback == "off"
         capsys.readouterr()
         assert main(["override", "show", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == {
-            "global": {"model": "claude-opus-4-1", "fallback": "off"}, "tokens": {"t1": {"effort": "high"}}}
+            "global": {"model": "claude-opus-4-1", "fallback": "off"}, "tokens": {t1: {"effort": "high"}}}
         assert main(["override", "model", "clear"]) == 0
         assert p.srv.overrides.effective(None).model is None
         assert main(["override", "effort", "bogus"]) == 2 and "effort must be one of" in capsys.readouterr().err
         capsys.readouterr()
         assert main(["status"]) == 0
         out = capsys.readouterr().out
-        assert "override: every request: fallback off" in out and "override: token t1: effort high" in out
+        assert "override: every request: fallback off" in out and f"override: token {t1}: effort high" in out
     finally:
         p.close()
-    assert json.load(open(overrides_path(paths.home))) == {"global": {"fallback": "off"}, "tokens": {"t1": {"effort": "high"}}}
+    assert json.load(open(overrides_path(paths.home))) == {"global": {"fallback": "off"}, "tokens": {t1: {"effort": "high"}}}
 
 
 def test_the_views_show_them():
