@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable
 
-from .client_limits import WINDOW_S, Use, check, day_key
+from .client_limits import WINDOW_S, Use, check, day_key, next_day_s
 from .clients import Client
 from .errors import ShuntError
 from .pool_limit import SHORT_RETRY_S
@@ -46,7 +46,8 @@ class _Token:
     """One token's live use (guarded by the meter's lock)."""
 
     __slots__ = ("admissions", "charges", "window_tokens", "inflight", "day", "month", "day_tokens", "day_cache_read",
-                 "day_usd", "day_requests", "month_tokens", "month_cache_read", "month_usd", "month_requests")
+                 "day_usd", "day_requests", "month_tokens", "month_cache_read", "month_usd", "month_requests",
+                 "day_start_s", "day_end_s")
 
     def __init__(self) -> None:
         self.admissions: collections.deque[float] = collections.deque()
@@ -54,6 +55,7 @@ class _Token:
         self.window_tokens = 0
         self.inflight = 0
         self.day = self.month = ""
+        self.day_start_s = self.day_end_s = 0.0  # the UTC day ``day`` names, epoch s: [start, end)
         self.day_tokens = self.day_cache_read = self.day_requests = 0
         self.month_tokens = self.month_cache_read = self.month_requests = 0
         self.day_usd = self.month_usd = 0.0
@@ -67,6 +69,10 @@ class _Token:
         ch = self.charges
         while ch and ch[0][0] <= since:
             self.window_tokens -= ch.popleft()[1]
+        if self.day_start_s <= now_s < self.day_end_s:
+            return  # the same UTC day: no date to work out
+        self.day_end_s = next_day_s(now_s)
+        self.day_start_s = self.day_end_s - 86400.0
         day = day_key(now_s)
         if day != self.day:
             self.day = day
@@ -173,9 +179,9 @@ class ClientMeter:
         tokens = record["input_tokens"] + record["output_tokens"] + record["cache_creation_tokens"]
         cost = (self.prices().cost_usd(record) or 0.0) if tokens or record["cache_read_tokens"] else 0.0  # unpriced: 0
         now_s = self.clock()
-        charge = Charge(token_id, day_key(now_s), tokens, record["cache_read_tokens"], cost)
         with self._lock:
             tok = self._token(token_id, now_s)
+            charge = Charge(token_id, tok.day, tokens, record["cache_read_tokens"], cost)
             if tokens:
                 tok.charges.append((now_s, tokens))
                 tok.window_tokens += tokens
