@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """What a client token costs a request: its check and its limits' accounting (issue 11).
 
-Two figures, each as the p50 difference between a request with a client token (all five limits and
-a model binding set) and the same request without one (the user's own machine over loopback):
+Two figures, each as the p50 difference between a request with a client token (all five limits set)
+and the same request without one (the user's own machine over loopback):
 
 * in-process, the gateway's work alone, with the real functions on a real ``tokens.db``: who sent
   the request (:func:`shunt_lib.auth.decide` over :class:`shunt_lib.token_index.ClientTokens`), the
-  model binding (:func:`shunt_lib.client_gate.check_model`), admission under the limits
+  model binding's check (:func:`shunt_lib.client_gate.check_model`), admission under the limits
   (:meth:`shunt_lib.client_meter.ClientMeter.admit`) and the charge when it ends
-  (:meth:`~shunt_lib.client_meter.Ticket.finish`, queued for the usage writer);
+  (:meth:`~shunt_lib.client_meter.Ticket.finish` with the cost the pool worked out for every request,
+  queued for the usage writer); and the same for a token that is also bound to model patterns, whose
+  check parses the request body to read its model;
 * wall clock through a running ``shunt serve`` (as ``bench/bench.py`` starts it) in front of
   ``bench/fake_upstream.py``: the small request with and without the token, sent in turn on one
   keep-alive connection at concurrency 1, the order reversed every other round.
@@ -40,8 +42,8 @@ from shunt_lib.token_input import spec_from_fields
 from shunt_lib.token_store import TokenStore
 from shunt_lib.token_usage import UsageWriter
 
-LIMITS = {"rpm": 10 ** 6, "tpm": 10 ** 9, "daily_tokens": 10 ** 12, "monthly_usd": 10 ** 6, "max_concurrent": 1000,
-          "models": ["claude-*"]}
+LIMITS = {"rpm": 10 ** 6, "tpm": 10 ** 9, "daily_tokens": 10 ** 12, "monthly_usd": 10 ** 6, "max_concurrent": 1000}
+MODELS = {"models": ["claude-*"]}  # a binding, measured apart: its check parses the body
 
 
 class _Tap:
@@ -51,12 +53,13 @@ class _Tap:
     model = "claude-sonnet-4-5"
 
 
-def in_process_us(samples: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Per round, the p50 microseconds of the gateway's work for a tokenless request and a token's."""
+def in_process_us(samples: int, rounds: int, fields: dict) -> tuple[list[float], list[float]]:
+    """Per round, the p50 microseconds of the gateway's work for a tokenless request and the request of
+    a token made with ``fields`` (limits, binding)."""
     with tempfile.TemporaryDirectory() as home:
         path = Paths(home).tokens_db
         with TokenStore(path) as store:
-            _, token = store.create(spec_from_fields(dict(label="bench", **LIMITS)), time.time())
+            _, token = store.create(spec_from_fields(dict(label="bench", **fields)), time.time())
         index = ClientTokens(path)
         index.poll()
         writer = UsageWriter(path)  # not started: a charge is only queued, as on the request path
@@ -64,6 +67,7 @@ def in_process_us(samples: int, rounds: int) -> tuple[list[float], list[float]]:
         body = loadgen.SMALL_BODY
         record = request_record("POST", "/v1/messages", body, "a", 200, _Tap(), ts_s=time.time(), duration_s=0.01,
                                 held_s=0.0, attempts=1)
+        cost = meter.prices().cost_usd(record)  # the pool prices every record, token or not
 
         def one(headers: dict) -> float:
             t0 = time.perf_counter()
@@ -73,7 +77,7 @@ def in_process_us(samples: int, rounds: int) -> tuple[list[float], list[float]]:
             client_gate.check_model(client, body)
             if client.token is not None:
                 ticket = meter.admit(client)
-                ticket.finish(record)
+                ticket.finish(record, cost)
                 ticket.release()
             return (time.perf_counter() - t0) * 1e6
 
@@ -140,11 +144,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer rounds and samples")
     args = p.parse_args(argv)
     rounds, samples, warmup = (3, 2000, 20) if args.quick else (5, 20000, 50)
-    plain, tok = in_process_us(samples, rounds)
-    added = [t - q for q, t in zip(plain, tok)]
-    print(f"in-process: tokenless p50 {statistics.median(plain):.1f} us, with a token {statistics.median(tok):.1f} us: "
-          f"added {statistics.median(added):.1f} us (rounds: " + ", ".join(f"{a:.1f}" for a in added)
-          + "; target <= 50 us)")
+    for what, fields in (("a token with five limits", LIMITS), ("with a model binding too", dict(LIMITS, **MODELS))):
+        plain, tok = in_process_us(samples, rounds, fields)
+        added = [t - q for q, t in zip(plain, tok)]
+        print(f"in-process, {what}: tokenless p50 {statistics.median(plain):.1f} us, with the token "
+              f"{statistics.median(tok):.1f} us: added {statistics.median(added):.1f} us (rounds: "
+              + ", ".join(f"{a:.1f}" for a in added) + ")")
     rounds, samples, warmup = (2, 300, 20) if args.quick else (4, 1500, 50)
     runs = wall_clock(rounds, samples, warmup)
     p50 = {k: statistics.median(x for r in runs for x in r[k]["lat_us"]) / 1000 for k in ("plain", "token")}

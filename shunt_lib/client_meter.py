@@ -29,6 +29,10 @@ from .pricing import PriceBook
 from .token_usage import Charge, TokenUsage
 
 
+#: ``cost_usd`` not given: the meter prices the record itself.
+NOT_PRICED: float = -1.0
+
+
 class ClientLimited(ShuntError):
     """A client token is over one of its limits: 429 ``rate_limit_error`` with ``retry-after``."""
 
@@ -96,11 +100,12 @@ class Ticket:
         self.token_id = token_id
         self._released = self._charged = False
 
-    def finish(self, record) -> None:
-        """The request ended with ``record`` (a :class:`~shunt_lib.record.RequestRecord`): charge it, free the slot."""
+    def finish(self, record, cost_usd: float | None = NOT_PRICED) -> None:
+        """The request ended with ``record`` (a :class:`~shunt_lib.record.RequestRecord`): charge it, free
+        the slot. ``cost_usd``: its cost if already worked out (None: an unpriced model)."""
         if not self._charged:
             self._charged = True
-            self.meter.charge(self.token_id, record)
+            self.meter.charge(self.token_id, record, cost_usd)
         self.release()
 
     def release(self) -> None:
@@ -173,11 +178,15 @@ class ClientMeter:
             if tok is not None and tok.inflight > 0:
                 tok.inflight -= 1
 
-    def charge(self, token_id: str, record) -> Charge:
+    def charge(self, token_id: str, record, cost_usd: float | None = NOT_PRICED) -> Charge:
         """Charge a finished request's usage (``record``: a :class:`~shunt_lib.record.RequestRecord`) to
-        ``token_id``: live at once, and to the ``sink``. :returns: the charge."""
+        ``token_id``: live at once, and to the ``sink``. ``cost_usd``: its API-equivalent cost when the
+        caller has it (the pool prices every record), else it is priced here; None or unpriced costs 0.
+        :returns: the charge."""
         tokens = record["input_tokens"] + record["output_tokens"] + record["cache_creation_tokens"]
-        cost = (self.prices().cost_usd(record) or 0.0) if tokens or record["cache_read_tokens"] else 0.0  # unpriced: 0
+        if cost_usd is NOT_PRICED:
+            cost_usd = self.prices().cost_usd(record) if tokens or record["cache_read_tokens"] else 0.0
+        cost = cost_usd or 0.0  # an unpriced model: 0
         now_s = self.clock()
         with self._lock:
             tok = self._token(token_id, now_s)

@@ -179,9 +179,9 @@ class Finish:
                                 upstream_request_id=upstream_request_id(),
                                 served_model=st.exchange.served_model if st.exchange is not None else None,
                                 client=req.client)
+        cost_usd = self.pool.record_request(record)
         if st.ticket is not None:
-            st.ticket.finish(record)  # charged to its client token, its slot freed
-        self.pool.record_request(record)
+            st.ticket.finish(record, cost_usd)  # charged to its client token, its slot freed
         for listener in self.listeners:
             listener(record)
         if access_log.isEnabledFor(logging.INFO):

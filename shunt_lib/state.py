@@ -257,8 +257,9 @@ class Pool:
             events = rec.set_flags(reauth_required, disabled) if rec is not None else []
         _log(*events)
 
-    def record_request(self, record: RequestRecord) -> None:
-        """Count one finished request against its account and keep it among the recent ones."""
+    def record_request(self, record: RequestRecord) -> float | None:
+        """Count one finished request against its account and keep it among the recent ones.
+        :returns: its API-equivalent cost in USD (None: an unpriced model), for others to charge."""
         cost_usd = self.prices.cost_usd(record)  # outside the lock
         with self._lock:
             rec = self._accounts.get(record["account"] or "")
@@ -266,6 +267,7 @@ class Pool:
                 rec.count(record, cost_usd)
             self._recent.append(record)
             self._touch()
+        return cost_usd
 
     def set_pin(self, name: str | None) -> None:
         """Pin all traffic to ``name``, or unpin with None. :raises KeyError: unknown account."""
