@@ -24,7 +24,7 @@ import uuid
 from typing import Iterator
 
 from .config import AccountConfig
-from .dialect import Exchange
+from .requests_shape import Exchange
 from .capabilities import Capabilities
 from .requests_shape import ProxyRequest, UpstreamRequest
 from .errors import UpstreamStreamError

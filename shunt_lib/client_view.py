@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
-from .status_view import tokens_text
+
+def tokens_text(n: int) -> str:
+    """A token count in at most 5 characters: ``950``, ``9999``, ``12k``, ``3.4M``."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    return str(n)
 
 
 def shows_clients(clients: list[dict] | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .client_view import clients_lines, tokens_text  # tokens_text: also the monitor's
 from .overrides import describe as describe_overrides
 
 
@@ -28,15 +29,6 @@ def until_text(at_s: float | None, now_s: float) -> str:
     if not at_s:
         return ""
     return "now" if at_s - now_s < 1 else duration_text(at_s - now_s)
-
-
-def tokens_text(n: int) -> str:
-    """A token count in at most 5 characters: ``950``, ``9999``, ``12k``, ``3.4M``."""
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f}M"
-    if n >= 10_000:
-        return f"{n / 1000:.0f}k"
-    return str(n)
 
 
 def _usd(v) -> str:
@@ -91,7 +83,6 @@ def render_status(doc: dict, now_s: float | None = None) -> str:
             lines.append(f"! {a['name']}: {a['action']}")
         elif a.get("cooldown_reason"):
             lines.append(f"~ {a['name']}: {a['status']} ({a['cooldown_reason']})")
-    from .client_view import clients_lines  # it imports this module's helpers
 
     clients = clients_lines(doc.get("clients") or [])
     if clients:

@@ -8,7 +8,7 @@ import tomllib
 
 from shunt_lib.recent import RecentRequests
 from tests.fakes.upstream import Reply, error_json
-from tests.support import MSG
+from tests.support import MSG, wait_until
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 
@@ -37,7 +37,8 @@ def test_recent_shows_finished_requests_with_the_failover_marker(make_proxy, ups
     proxy = make_proxy(strategy="fill-first")
     upstream.script("tok-a", Reply(status=429, body=error_json("rate_limit_error", QUOTA_MSG)))
     assert proxy.request(body=MSG)[0] == 200
-    status, _, body = proxy.request("GET", "/recent?after=0&limit=10")
+    assert wait_until(lambda: json.loads(proxy.request("GET", "/recent?after=0")[2])["last_seq"] == 1)  # counted
+    status, _, body = proxy.request("GET", "/recent?after=0&limit=10")  # just after the answer is relayed
     doc = json.loads(body)
     assert status == 200 and doc["last_seq"] == 1
     (row,) = doc["requests"]
