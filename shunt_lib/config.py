@@ -24,7 +24,8 @@ from .credentials import secret_problem
 from .errors import ConfigError
 from .pricing_config import parse_pricing
 from .fsutil import atomic_write_bytes, mtime_ns
-from . import gateway_config
+from . import cluster_config, gateway_config
+from .cluster_config import ClusterConfig, parse_cluster
 from .gateway_config import GatewayConfig, parse_gateway
 from .history_config import HistoryConfig, parse_history, readme_rows, template_lines
 from .model_map import ModelMap, parse_models
@@ -304,6 +305,7 @@ def template() -> str:
         lines += [f"# {f.metadata['help']}{_restart_note(f)}", f"# {f.name} = {_toml_value(f.default)}"]
     lines += template_lines()
     lines += gateway_config.template_lines()
+    lines += cluster_config.template_lines()
     lines += ["", "# Accounts are added by `shunt import` and `shunt add-account`; their secrets live in",
               "# credentials.json, never here. Each one is a block like:", "# [[accounts]]", '# name = "work"',
               '# kind = "oauth"      # or "api_key", or "openai" (see the README: OpenAI-compatible providers)', ""]
@@ -319,6 +321,7 @@ def readme_table() -> str:
         rows.append(f"| `server.{f.name}` | `{default}` | {f.metadata['help']}{_restart_note(f)} |")
     rows += readme_rows()
     rows += gateway_config.readme_rows()
+    rows += cluster_config.readme_rows()
     rows += ["| `accounts[].name` | — | unique; letters, digits, `.`, `_`, `-` |",
              "| `accounts[].kind` | `oauth` | `oauth`, `api_key` or `openai` |"]
     rows += openai_config.readme_rows()
@@ -349,6 +352,7 @@ class Config:
     accounts: tuple[AccountConfig, ...]
     history: HistoryConfig = HistoryConfig()
     gateway: GatewayConfig = GatewayConfig()
+    cluster: ClusterConfig = ClusterConfig()  # the [cluster] table: off unless redis_url is set
     pricing: dict = dataclasses.field(default_factory=dict)  # {prefix: pricing.Price}, see pricing_config
     models: ModelMap = ModelMap()  # the [models] table, see model_map
 
@@ -410,7 +414,7 @@ def parse_config(data: dict[str, Any]) -> Config:
 
     :raises ConfigError: naming the offending key, for unknown keys, bad values or duplicate names.
     """
-    unknown = set(data) - {"server", "accounts", "history", "pricing", "models", "gateway"}
+    unknown = set(data) - {"server", "accounts", "history", "pricing", "models", "gateway", "cluster"}
     if unknown:
         raise ConfigError(f"config.toml: unknown top-level key {sorted(unknown)[0]!r}")
     server_raw = data.get("server", {})
@@ -457,6 +461,7 @@ def parse_config(data: dict[str, Any]) -> Config:
         accounts=tuple(accounts),
         history=parse_history(data.get("history", {})),
         gateway=_gateway_with_remote_key(data.get("gateway", {}), server.remote_key),
+        cluster=parse_cluster(data.get("cluster", {})),
         pricing=parse_pricing(data.get("pricing", {})),
         models=parse_models(data.get("models", {}), seen),
     )
@@ -530,14 +535,17 @@ def check_bind(server: ServerConfig, admin_key: str = "") -> None:
 
 
 def write_config(paths: Paths, server: dict[str, Any], accounts: list[AccountConfig],
-                 models: dict[str, Any] | None = None) -> Config:
+                 models: dict[str, Any] | None = None, cluster: dict[str, Any] | None = None) -> Config:
     """Write a whole ``config.toml`` (no comments) from ``[server]`` keys, accounts and a ``[models]``
-    table (``{"MODEL": "ACCOUNT[:MODEL]" | {"to": [...], "fallback": [...]}}``), atomically.
+    table (``{"MODEL": "ACCOUNT[:MODEL]" | {"to": [...], "fallback": [...]}}``) and a
+    ``[cluster]`` table, atomically.
 
     For generated homes (the demo, tests, the benchmark); users' files are edited block by block
     instead, keeping their comments. :raises ConfigError: if the result would not validate (nothing written).
     """
     lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in server.items()]  # JSON str/int are valid TOML
+    if cluster:
+        lines += ["", "[cluster]"] + [f"{k} = {json.dumps(v)}" for k, v in cluster.items()]
     for a in accounts:
         lines += ["", "[[accounts]]", f"name = {json.dumps(a.name)}", f"kind = {json.dumps(a.kind)}"]
         lines += openai_config.toml_lines(a) if a.kind == "openai" else []

@@ -213,7 +213,8 @@ def metrics(server: "ControlServer", body: bytes) -> Answer:
     """``GET /metrics``: Prometheus text format 0.0.4 (:func:`~shunt_lib.metrics_text.render`) from the
     server's counters, one pool snapshot (the pool's lock is held only to copy it) and the requests in flight."""
     now = server.clock.time()
-    page = render_metrics(server.metrics.counts(), server.pool.snapshot(now), now, server.inflight_requests())
+    cluster = server.cluster.status() if server.cluster is not None else None
+    page = render_metrics(server.metrics.counts(), server.pool.snapshot(now), now, server.inflight_requests(), cluster)
     return Answer(page.encode(), METRICS_CONTENT_TYPE)
 
 

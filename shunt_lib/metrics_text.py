@@ -140,14 +140,28 @@ def account_families(pool: PoolSnapshot, now_s: float) -> list[Family]:
     ]
 
 
-def render(counts: Counts, pool: PoolSnapshot, now_s: float, inflight: int) -> str:
+def cluster_families(cluster: dict | None) -> list[Family]:
+    """``shunt_cluster_up`` (1: Redis answers; 0: ``degraded``, this instance serves from its own state)
+    and ``shunt_cluster_instances``, from ``/status``'s ``cluster`` entry; none without a cluster."""
+    if not cluster or cluster.get("state") not in ("ok", "degraded"):
+        return []
+    labels = (("cluster", str(cluster.get("name", ""))),)
+    return [Family("shunt_cluster_up", "gauge", "Whether the cluster's Redis answers (0: degraded).",
+                   [("", labels, 1 if cluster["state"] == "ok" else 0)]),
+            Family("shunt_cluster_instances", "gauge", "Instances of the cluster heard from in the last 30 s.",
+                   [("", labels, cluster.get("instances", 1))])]
+
+
+def render(counts: Counts, pool: PoolSnapshot, now_s: float, inflight: int, cluster: dict | None = None) -> str:
     """The ``GET /metrics`` page.
 
     :param counts: :meth:`Metrics.counts <shunt_lib.metrics.Metrics.counts>`; :param pool: the
-        pool's snapshot at ``now_s`` (epoch s); :param inflight: proxied requests in progress.
+        pool's snapshot at ``now_s`` (epoch s); :param inflight: proxied requests in progress;
+        :param cluster: ``/status``'s ``cluster`` entry (:func:`cluster_families`), or None.
     """
     return exposition([
         *request_families(counts),
         Family("shunt_inflight_requests", "gauge", "Proxied requests in progress.", [("", (), inflight)]),
         *account_families(pool, now_s),
+        *cluster_families(cluster),
     ])

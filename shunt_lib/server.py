@@ -133,6 +133,7 @@ class ShuntServer(ThreadingHTTPServer):
         super().__init__(addr, Handler)
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
         self.client_tokens = ClientTokens(paths.tokens_db)  # the client tokens' index (shunt_lib.token_index)
+        self.cluster = None  # the shared pool (shunt_lib.cluster.Cluster) when [cluster] redis_url is set
 
     def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
         return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,
@@ -152,6 +153,7 @@ class ShuntServer(ThreadingHTTPServer):
         doc["alerts"] = {"muted": self.mute.muted}
         doc["clients"] = self.client_usage.snapshot()
         doc["overrides"] = self.overrides.doc()
+        doc["cluster"] = self.cluster.status() if self.cluster is not None else {"state": "off"}
         return doc
 
     def apply_accounts(self, accounts: tuple[AccountConfig, ...], creds: dict[str, Credential], *,
@@ -363,6 +365,8 @@ class ShuntServer(ThreadingHTTPServer):
         self._close_connections()
         for t in self.background:
             t.stop()
+        if self.cluster is not None:
+            self.cluster.stop()  # after the drain and the background threads: their last writes are sent
         self._writer.stop()
         if self.history is not None:
             self.history.stop()  # after the drain: the requests it ended are recorded too
@@ -435,7 +439,7 @@ class InFlight:
 
 def make_server(config: Config, paths: Paths, *, host: str | None = None, port: int | None = None,
                 clock: Clock = SYSTEM, hold_first_ping_s: float = 5.0, hold_ping_interval_s: float = 15.0,
-                overload_backoff_s: float = 0.5, idle_timeout_s: float = 120.0) -> ShuntServer:
+                overload_backoff_s: float = 0.5, idle_timeout_s: float = 120.0, cluster_client=None) -> ShuntServer:
     """Build the proxy from config and files, bound but not yet serving (the state writer runs).
 
     :param host: / :param port: override ``[server]`` (``port=0`` picks a free port).
@@ -444,7 +448,9 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         :class:`~shunt_lib.relay.Relay` (test seams).
     :param idle_timeout_s: how long a kept-alive connection may wait for its next request, and the
         write timeout, seconds (see :mod:`shunt_lib.limits`).
-    :raises ConfigError: bad credentials or a non-loopback bind without ``remote_key``.
+    :param cluster_client: with ``[cluster]``: a ready Redis client (a test seam for fakeredis).
+    :raises ConfigError: bad credentials, a non-loopback bind without ``remote_key``, or a
+        ``[cluster]`` that cannot be used (no ``redis`` package, a remote Redis without a password).
     :raises OSError: if the address cannot be bound.
     """
     server_cfg = file_server = config.server
@@ -484,8 +490,14 @@ def make_server(config: Config, paths: Paths, *, host: str | None = None, port: 
         srv.apply_accounts(config.accounts, creds, initial=True)
         srv.client_tokens.poll()  # the client tokens as they are now; TokenWatcher keeps them fresh
         relay.overrides.known_token = srv.client_tokens.known  # a per-token override names a token that exists
+        if config.cluster.enabled:
+            from .cluster import attach_cluster  # noqa: PLC0415 - a shunt alone never imports the Redis client
+            srv.cluster = attach_cluster(srv, config.cluster, client=cluster_client)
+            srv.cluster.start()  # joins with the cluster's state (or starts degraded if Redis is down)
     except BaseException:
         if srv is not None:
+            if srv.cluster is not None:
+                srv.cluster.stop()
             srv.server_close()
         watch.close()
         upstream.close()

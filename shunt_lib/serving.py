@@ -7,7 +7,7 @@ imports them).
 
 from __future__ import annotations
 
-from typing import ContextManager, Protocol
+from typing import Any, ContextManager, Protocol
 
 from .alert_mute import MuteFlag
 from .overrides import Overrides
@@ -40,6 +40,7 @@ class ControlServer(Protocol):
     alert_channels: Channels  # where alerts go (``/alerts/test``)
     client_tokens: ClientTokens  # the client tokens' index (authentication, ``/admin/tokens``)
     meter: ClientMeter  # the client tokens' use against their limits (``/admin/tokens``)
+    cluster: Any  # the shared pool (shunt_lib.cluster.Cluster) with [cluster], else None (``/status``, ``/metrics``)
 
     def status(self) -> dict:
         """The ``/status`` document."""

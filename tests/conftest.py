@@ -105,3 +105,18 @@ def events():
     for log, level in zip(logs, old):
         log.removeHandler(c.handler)
         log.setLevel(level)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real ``redis-server`` on a free port (:class:`tests.redis_support.RedisServer`); the test is
+    skipped, saying why, where redis-server or the ``redis`` package cannot be had."""
+    from tests.redis_support import WHY_MISSING, RedisServer
+    if WHY_MISSING:
+        pytest.skip(WHY_MISSING)
+    pytest.importorskip("redis", reason="the redis package is not installed (pip install -e '.[test]')")
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(str(directory))
+    yield server
+    server.stop()

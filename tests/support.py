@@ -25,10 +25,11 @@ STREAM_MSG = dict(MSG, stream=True)
 
 
 def write_home(home: str, upstream_url: str, accounts, server_extra: dict | None = None,
-               expires_at_ms: int | None = None, models: dict | None = None):
+               expires_at_ms: int | None = None, models: dict | None = None, cluster: dict | None = None):
     """A home with ``accounts`` ((name, kind) pairs or AccountConfig values) whose secrets are
-    ``tok-<name>`` / ``ref-<name>``, and an optional ``[models]`` table."""
-    return _write_home(home, upstream_url, accounts, server=server_extra, expires_at_ms=expires_at_ms, models=models)
+    ``tok-<name>`` / ``ref-<name>``, and optional ``[models]`` and ``[cluster]`` tables."""
+    return _write_home(home, upstream_url, accounts, server=server_extra, expires_at_ms=expires_at_ms, models=models,
+                       cluster=cluster)
 
 
 class FakeClock(Clock):

@@ -1,0 +1,95 @@
+"""Several shunts, one pool: what a server shares through Redis when ``[cluster] redis_url`` is set.
+
+:func:`attach_cluster` gives a built :class:`~shunt_lib.server.ShuntServer` its
+:class:`Cluster`: the :class:`~shunt_lib.cluster_link.Link` to Redis and the parts that share one
+item each over it. Each part keeps this instance's memory as the place decisions are read from and
+applies the other instances' changes as their notices arrive; see each module for what it shares,
+which of its writes are synchronous, and how it merges when Redis comes back.
+
+Without ``[cluster]`` nothing here is imported (the server imports this module only when a Redis
+is configured), and shunt runs alone exactly as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .cluster_config import ClusterConfig, check_security
+from .cluster_link import Link
+from .fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .server import ShuntServer
+
+log = logging.getLogger("shunt.cluster")
+
+ID_FILE = "cluster-id"
+
+
+class Part(Protocol):
+    """One shared item's keeper. ``stop()`` is called when the server closes, before the link stops."""
+
+    def stop(self) -> None: ...
+
+
+class Cluster:
+    """A server's membership of a cluster: ``link`` and the ``parts`` sharing items over it."""
+
+    def __init__(self, link: Link, parts: list[Any] | None = None):
+        self.link = link
+        self.parts: list[Any] = list(parts or [])
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Redis answers (False: ``degraded``, each instance serves from its own state)."""
+        return self.link.healthy
+
+    def start(self) -> None:
+        """Connect (waiting briefly, so the instance starts with the cluster's state) and start listening."""
+        self.link.start()
+
+    def stop(self) -> None:
+        """Stop every part, then the link (queued writes are flushed while Redis answers)."""
+        for part in reversed(self.parts):
+            part.stop()
+        self.link.stop()
+
+    def status(self) -> dict:
+        """The ``cluster`` entry of ``/status`` (:meth:`Link.status <shunt_lib.cluster_link.Link.status>`)."""
+        return self.link.status()
+
+
+def instance_id(home: str) -> str:
+    """This home's stable id in the cluster, kept in ``cluster-id`` (created once, mode 0600): the host
+    name and 6 random hex digits. Stable across restarts, so an instance's own fields in shared
+    counters are rewritten, not added to, when it comes back."""
+    path = os.path.join(home, ID_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            got = f.read().strip()
+        if got and len(got) <= 80 and got.isprintable():
+            return got
+    except OSError:
+        pass
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "host"
+    new = f"{host}-{secrets.token_hex(3)}"
+    atomic_write_bytes(path, new.encode() + b"\n", mode=0o600)
+    return new
+
+
+def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cluster:
+    """Make ``srv`` a member of the cluster ``cfg`` names (not started: :meth:`Cluster.start`).
+
+    :param client: a ready Redis client (tests pass fakeredis); None: made from ``cfg``.
+    :raises ConfigError: the ``redis`` package is missing, or a Redis beyond this machine has no password.
+    """
+    for warning in check_security(cfg):
+        log.warning("cluster %s: %s", cfg.cluster_name, warning)
+    link = Link(cfg, instance_id(srv.paths.home), client=client, clock=srv.clock.time,
+                describe=lambda: {"url": f"http://{srv.server_address[0]}:{srv.port}"})
+    cluster = Cluster(link)
+    return cluster

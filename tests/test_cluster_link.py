@@ -1,0 +1,141 @@
+"""The [cluster] table, the Redis link's health and notices, and a shunt alone never importing redis."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from shunt_lib.cluster_config import ClusterConfig, check_security, connection_facts, parse_cluster
+from shunt_lib.cluster_keys import Keys
+from shunt_lib.errors import ConfigError
+from tests.support import ROOT, wait_until
+
+
+def test_cluster_table_is_checked_and_never_quotes_the_url():
+    assert parse_cluster({}) == ClusterConfig()
+    assert not ClusterConfig().enabled
+    cfg = parse_cluster({"redis_url": "rediss://:pw@redis.example:6380/1", "cluster_name": "team-a"})
+    assert cfg.enabled and cfg.cluster_name == "team-a"
+    for raw, needle in (({"redis_url": "http://:sekret-pw@x/"}, "redis://"), ({"cluster_name": "a:b"}, "letters"),
+                        ({"timeout_s": 0}, "between"), ({"bogus": 1}, "unknown key cluster.bogus"),
+                        ({"redis_url": "redis://:sekret-pw@"}, "host")):
+        with pytest.raises(ConfigError) as exc:
+            parse_cluster(raw)
+        assert needle in str(exc.value)
+        assert "sekret" not in str(exc.value)
+
+
+def test_a_remote_redis_needs_a_password_and_is_warned_about_without_tls():
+    remote = ClusterConfig(redis_url="redis://10.1.2.3:6379/0")
+    with pytest.raises(ConfigError) as exc:
+        check_security(remote, env={})
+    assert "10.1.2.3:6379" in str(exc.value) and "REDIS_PASSWORD" in str(exc.value)
+    warnings = check_security(remote, env={"REDIS_PASSWORD": "pw"})
+    assert len(warnings) == 1 and "TLS" in warnings[0]
+    assert check_security(ClusterConfig(redis_url="rediss://:pw@10.1.2.3:6379/0"), env={}) == []
+    assert check_security(ClusterConfig(redis_url="redis://127.0.0.1:6379/0"), env={}) == []
+    assert check_security(ClusterConfig(redis_url="unix:///run/redis.sock"), env={}) == []
+    assert connection_facts("redis://:pw@[::1]:7000/0", env={}) == ("[::1]:7000", True, True, False)
+
+
+def test_keys_carry_the_cluster_name_and_hash_tags():
+    k = Keys("team")
+    assert k.account("work") == "team:{work}:state"
+    assert k.credential("work") == "team:{work}:cred" and k.refresh_lock("work") == "team:{work}:refresh-lock"
+    assert k.token("0123456789ab", "rpm") == "team:{token:0123456789ab}:rpm"
+    assert k.channel == "team:events"
+
+
+def _python(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_shunt_alone_never_imports_redis(tmp_path):
+    env = dict(os.environ, SHUNT_HOME=str(tmp_path / "home"))
+    code = ("import sys\nfrom shunt_lib.config import Paths, load_config\nfrom shunt_lib.server import make_server\n"
+            "paths = Paths(sys.argv[0] if False else __import__('os').environ['SHUNT_HOME'])\n"
+            "srv = make_server(load_config(paths), paths, port=0)\nprint(srv.status()['cluster'])\nsrv.close()\n"
+            "print('redis' in sys.modules)\n")
+    out = _python(code, env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["{'state':", "'off'}", "False"]
+
+
+def test_without_the_redis_package_a_cluster_is_a_clear_start_up_error(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[cluster]\nredis_url = "redis://127.0.0.1:1/0"\n')
+    code = ("import sys\nsys.modules['redis'] = None\nfrom shunt_lib.cli import main\nsys.exit(main(['serve', '--port', '0']))\n")
+    out = _python(code, dict(os.environ, SHUNT_HOME=str(home)))
+    assert out.returncode != 0
+    assert "pip install 'shunt[redis]'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _link(redis_server, name="t", **kw):
+    from shunt_lib.cluster_link import Link
+    cfg = ClusterConfig(redis_url=redis_server.url, cluster_name=name, timeout_s=0.3)
+    return Link(cfg, kw.pop("instance_id", "i"), retry_s=0.05, **kw)
+
+
+def test_notices_reach_the_other_instances_and_not_the_sender(redis_server):
+    a, b = _link(redis_server, instance_id="a"), _link(redis_server, instance_id="b")
+    got_a, got_b, arrived = [], [], threading.Event()
+    a.on("x", got_a.append)
+    b.on("x", lambda m: (got_b.append(m), arrived.set()))
+    a.start(), b.start()
+    try:
+        assert a.healthy and b.healthy and a.status()["state"] == "ok"
+        a.later("k", lambda p: p.set("t:k", "1"))
+        a.later("k", lambda p: p.set("t:k", "2"))  # the queued write of the same key is replaced
+        a.publish("x", {"n": 1})
+        assert arrived.wait(5)
+        assert got_b[0]["n"] == 1 and got_b[0]["from"] == "a" and got_a == []
+        assert a.run(lambda r: r.get("t:k")) == b"2"
+        assert wait_until(lambda: a.run(lambda r: r.hlen("t:instances")) == 2, 5)
+    finally:
+        a.stop(), b.stop()
+
+
+def test_an_outage_degrades_the_link_and_the_return_rejoins(redis_server, caplog):
+    caplog.set_level(logging.INFO, "shunt.cluster")
+    link = _link(redis_server)
+    joins = []
+    link.on_rejoin(lambda: joins.append(1))
+    link.start()
+    try:
+        assert link.healthy and joins == [1]
+        redis_server.stop()
+        assert link.run(lambda r: r.get("x"), default="local") == "local"
+        assert wait_until(lambda: not link.healthy, 5)
+        assert link.status()["state"] == "degraded" and link.status()["reason"]
+        assert link.run(lambda r: r.get("x"), default="local") == "local"  # not even tried while down
+        redis_server.start()
+        assert wait_until(lambda: link.healthy, 10)
+        assert joins == [1, 1]
+        assert [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    finally:
+        link.stop()
+
+
+def test_a_proxy_in_a_cluster_shows_it_in_status_and_metrics(redis_server, tmp_path, upstream):
+    from shunt_lib.config import load_config
+    from shunt_lib.server import make_server
+    from tests.support import Proxy, write_home
+    paths = write_home(str(tmp_path / "h"), upstream.url, [("a", "api_key")],
+                       cluster={"redis_url": redis_server.url, "cluster_name": "p"})
+    proxy = Proxy(make_server(load_config(paths), paths, port=0))
+    try:
+        status = json.loads(proxy.request("GET", "/status")[2])
+        assert status["cluster"]["state"] == "ok" and status["cluster"]["name"] == "p"
+        assert os.stat(os.path.join(paths.home, "cluster-id")).st_mode & 0o777 == 0o600
+        page = proxy.request("GET", "/metrics")[2].decode()
+        assert 'shunt_cluster_up{cluster="p"} 1' in page
+    finally:
+        proxy.close()
