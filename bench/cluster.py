@@ -202,16 +202,13 @@ def ops(redis: RedisServer, n: int) -> None:
 
     accounts = [(f"acct{i}", "oauth") for i in range(max(4, n + 2))]
     issued = collections.Counter()
-    current = {f"tok-{name}": name for name, _ in accounts}  # access token -> account
 
     def token_endpoint(body: dict) -> tuple[int, dict]:
         old = body.get("refresh_token", "")
         issued[old] += 1
         name = old.removeprefix("ref-").split("~")[0]
         n_new = sum(issued.values())
-        access = f"tok-{name}~{n_new}"
-        current[access] = name
-        return 200, {"access_token": access, "refresh_token": f"ref-{name}~{n_new}", "expires_in": 28800}
+        return 200, {"access_token": f"tok-{name}~{n_new}", "refresh_token": f"ref-{name}~{n_new}", "expires_in": 28800}
 
     fake = FakeUpstream().start()
     fake.token_handler = token_endpoint
@@ -231,9 +228,6 @@ def ops(redis: RedisServer, n: int) -> None:
               f"{n} requests of each kind ...", flush=True)
         monitor.start()
         monitor.ready.wait(5)
-
-        def account_of_last() -> str:
-            return current.get(fake.requests_for()[-1].credential, "?")
 
         def measured(kind: str, send, prime=None) -> None:
             total: collections.Counter = collections.Counter()
@@ -279,7 +273,7 @@ def ops(redis: RedisServer, n: int) -> None:
         measured("a 401 that refreshes the account's token",
                  lambda i: _post(t.port, {"x-claude-code-session-id": f"bench-401-{i}"})[0], prime_401)
         print(f"ops: token endpoint calls for those {n} requests: {sum(issued.values()) - before}; "
-              f"last account served: {account_of_last()}; MONITOR saw {monitor.mark()} commands in all "
+              f"MONITOR saw {monitor.mark()} commands in all "
               "(heartbeats and pings included)", flush=True)
     finally:
         if monitor.is_alive():
