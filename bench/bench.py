@@ -171,14 +171,15 @@ class Bench:
         return self.fake
 
     def start_shunt(self, label: str, checkout: str, py_spy: str | None, server: dict | None = None,
-                    accounts: list | None = None, models: dict | None = None) -> Target:
-        """Start ``shunt.py serve`` from ``checkout`` in front of the fake, in a home of its own with
-        ``accounts`` (``write_home``'s; default two OAuth accounts), more ``[server]`` keys and a
-        ``[models]`` table; wait until it answers ``/health``. :returns: its target (not added to
-        :attr:`targets`)."""
+                    accounts: list | None = None, models: dict | None = None, cluster: dict | None = None,
+                    upstream_url: str | None = None) -> Target:
+        """Start ``shunt.py serve`` from ``checkout`` in front of the fake (or ``upstream_url``), in a home
+        of its own with ``accounts`` (``write_home``'s; default two OAuth accounts), more ``[server]``
+        keys, a ``[models]`` and a ``[cluster]`` table; wait until it answers ``/health``. :returns: its
+        target (not added to :attr:`targets`)."""
         home = os.path.join(self.tmp, "home-" + label)
-        write_home(home, f"http://{HOST}:{self.fake.port}", accounts or [("a", "oauth"), ("b", "oauth")],
-                   server={"usage_poll_s": 0, **(server or {})}, models=models)
+        write_home(home, upstream_url or f"http://{HOST}:{self.fake.port}", accounts or [("a", "oauth"), ("b", "oauth")],
+                   server={"usage_poll_s": 0, **(server or {})}, models=models, cluster=cluster)
         cmd = [sys.executable, "shunt.py", "serve", "--port", "0"]
         if py_spy:
             fmt = "flamegraph" if py_spy.endswith(".svg") else "speedscope" if py_spy.endswith(".json") else "raw"

@@ -213,14 +213,16 @@ def closed_loop(port: int, kinds: list[str], conc: int, count: int, duration_s: 
     return runs[kinds[0]] if len(kinds) == 1 else {"by_kind": runs}
 
 
-def measure(port: int, names: list[str], reqs: list[list[bytes]], count: int, duration_s: float,
+def measure(port: int | list[int], names: list[str], reqs: list[list[bytes]], count: int, duration_s: float,
             warmup: int) -> dict[str, dict]:
     """The closed loop of :func:`closed_loop` with given request bytes: ``reqs[i]`` are connection
-    ``i``'s requests, one per name in ``names``, sent in turn. :returns: name -> its samples (as
-    :func:`closed_loop` describes them)."""
+    ``i``'s requests, one per name in ``names``, sent in turn. ``port``: one port, or several, connection
+    ``i`` going to ``port[i % len(port)]`` (a balancer spreading connections round-robin).
+    :returns: name -> its samples (as :func:`closed_loop` describes them)."""
     kinds, conc = names, len(reqs)
+    ports = port if isinstance(port, list) else [port]
     pump = Pump()
-    conns = [pump.open(port, *r) for r in reqs]
+    conns = [pump.open(ports[i % len(ports)], *r) for i, r in enumerate(reqs)]
     lats: list[list[int]] = [[] for _ in kinds]
     ttfbs: list[list[int]] = [[] for _ in kinds]
     errors = 0

@@ -310,13 +310,15 @@ def cmd_setup(args) -> int:
 
 
 def cmd_build_pyz(args) -> int:
-    """``shunt build-pyz``: write the single-file ``shunt.pyz`` (see :mod:`shunt_lib.pyz`)."""
+    """``shunt build-pyz``: write the single-file ``shunt.pyz``, or with ``--with-redis`` ``shunt-redis.pyz``
+    (see :mod:`shunt_lib.pyz`)."""
     from .pyz import PyzError, build_pyz
 
+    output = args.output or os.path.join("dist", "shunt-redis.pyz" if args.with_redis else "shunt.pyz")
     try:
-        built = build_pyz(args.output)
+        built = build_pyz(output, with_redis=args.with_redis)
     except (PyzError, OSError) as exc:
-        print(f"shunt: cannot build {args.output}: {exc}", file=sys.stderr)
+        print(f"shunt: cannot build {output}: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {built.path} ({built.size // 1024} KiB): " + ", ".join(f"{n} {v}" for n, v in built.bundled))
     return 0
@@ -482,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("build-pyz", help="build shunt.pyz: one file that runs shunt on a Python with nothing installed")
-    s.add_argument("--output", default=os.path.join("dist", "shunt.pyz"), help="where to write it (default dist/shunt.pyz)")
+    s.add_argument("--output", help="where to write it (default dist/shunt.pyz, or dist/shunt-redis.pyz with --with-redis)")
+    s.add_argument("--with-redis", action="store_true",
+                   help="also bundle the Redis client a [cluster] needs (default output dist/shunt-redis.pyz)")
     s.set_defaults(func=cmd_build_pyz)
     return p
 

@@ -8,6 +8,11 @@ from it with :mod:`zipimport`, which loads source and bytecode but never a compi
   ``importlib.metadata`` lists them): no pip, no network, and exactly the versions shunt is tested with;
 * only pure Python goes in. A compiled module is left out when its pure-Python source is beside it
   (charset_normalizer's optional mypyc speed-ups); any other compiled module stops the build;
+* ``--with-redis`` builds ``shunt-redis.pyz``: the same plus the Redis client a ``[cluster]`` needs
+  (:data:`REDIS_REQUIREMENTS`, pyproject.toml's ``redis`` extra). ``redis`` needs nothing outside the
+  standard library from Python 3.11.3 on; below that (Debian 12 ships 3.11.2) its asyncio part, which
+  ``import redis`` loads, needs ``async-timeout`` (https://github.com/redis/redis-py/issues/2633), so
+  that goes in too, whatever Python builds the file: see :func:`wanted_names`;
 * certifi's ``cacert.pem`` is read through ``importlib.resources``, which extracts it to a temporary
   file when it sits inside a zip (certifi >= 2022.5.18), so requests still verifies TLS.
 
@@ -32,6 +37,10 @@ from pathlib import Path, PurePosixPath
 
 #: What shunt needs at run time: pyproject.toml's ``dependencies`` (a test keeps them equal).
 RUNTIME_REQUIREMENTS = ("requests", "urllib3")
+#: What ``--with-redis`` adds: pyproject.toml's ``redis`` extra (a test keeps them equal).
+REDIS_REQUIREMENTS = ("redis",)
+#: The oldest Python a pyz runs on (``MAIN_PY`` refuses older ones).
+OLDEST_PYTHON = (3, 11, 0)
 #: 1980-01-01T00:00:00Z: the earliest time a zip entry can hold; used when SOURCE_DATE_EPOCH is unset.
 DEFAULT_EPOCH_S = 315532800
 SHEBANG = b"#!/usr/bin/env python3\n"
@@ -48,6 +57,7 @@ sys.exit(main())
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _LICENSE = re.compile(r"(LICEN[CS]E|COPYING|NOTICE|AUTHORS)", re.IGNORECASE)
 _COMPILED = (".so", ".pyd")
+_PYTHON_BELOW = re.compile(r"""^\s*python_(?:full_)?version\s*(<=?)\s*['"]([0-9.]+)['"]\s*$""")
 
 
 class PyzError(Exception):
@@ -78,15 +88,23 @@ def source_date_epoch(environ: dict[str, str]) -> int:
 def wanted_names(requirements: list[str] | None, installed) -> list[str]:
     """The distribution names a distribution's ``Requires-Dist`` lines bring in at run time.
 
-    A requirement limited to an extra (``; extra == "socks"``) is skipped; one with another marker
-    (``; python_version < "3.12"``) is taken when ``installed(name)`` is true, since the installer
-    already decided it for this Python. :param installed: ``name -> bool``.
+    A requirement limited to an extra (``; extra == "socks"``) is skipped. One for Pythons older than
+    some version (``; python_full_version < '3.11.3'``) is taken when a Python the pyz runs on
+    (>= :data:`OLDEST_PYTHON`) is that old, whatever Python builds it, so the file works on all of
+    them. One with another marker (``; platform_system == "Windows"``) is taken when
+    ``installed(name)`` is true, since the installer already decided it for this machine.
+    :param installed: ``name -> bool``.
     """
     names = []
     for req in requirements or []:
         spec, _, marker = req.partition(";")
         name = _NAME.match(spec.strip())[0]
-        if not marker.strip() or ("extra" not in marker and installed(name)):
+        below = _PYTHON_BELOW.match(marker)
+        if below:
+            bound = tuple(int(p) for p in below[2].split("."))
+            if OLDEST_PYTHON < bound or (below[1] == "<=" and OLDEST_PYTHON[:len(bound)] == bound):
+                names.append(name)
+        elif not marker.strip() or ("extra" not in marker and installed(name)):
             names.append(name)
     return names
 
@@ -118,14 +136,15 @@ def select_files(dist_name: str, names: list[str]) -> list[str]:
     return kept
 
 
-def dependency_files() -> tuple[dict[str, bytes], list[tuple[str, str]]]:
-    """The runtime dependencies as installed here: (zip path -> bytes, [(name, version)]) sorted by name.
+def dependency_files(requirements: tuple[str, ...] = RUNTIME_REQUIREMENTS) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+    """``requirements`` and what they need, as installed here: (zip path -> bytes, [(name, version)])
+    sorted by name.
 
     :raises PyzError: a dependency not installed, without a file list, or not pure Python.
     """
     files: dict[str, bytes] = {}
     seen: dict[str, tuple[str, str]] = {}
-    todo = list(RUNTIME_REQUIREMENTS)
+    todo = list(requirements)
     while todo:
         name = todo.pop()
         key = re.sub(r"[-_.]+", "-", name).lower()
@@ -134,8 +153,7 @@ def dependency_files() -> tuple[dict[str, bytes], list[tuple[str, str]]]:
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
-            raise PyzError(f"{name} is not installed here; install shunt's dependencies "
-                           f"(pip install requests urllib3) and build again") from None
+            raise PyzError(f"{name} is not installed here; install it (pip install {name}) and build again") from None
         seen[key] = (dist.metadata["Name"], dist.version)
         records = dist.files
         if records is None:
@@ -200,17 +218,18 @@ def write_pyz(files: dict[str, bytes], target: str, epoch_s: int) -> None:
         raise
 
 
-def build_pyz(target: str, environ: dict[str, str] | None = None) -> Built:
+def build_pyz(target: str, environ: dict[str, str] | None = None, *, with_redis: bool = False) -> Built:
     """Build ``shunt.pyz`` at ``target`` from this shunt and the dependencies installed here.
 
     :param environ: where ``SOURCE_DATE_EPOCH`` is read (default ``os.environ``).
+    :param with_redis: also bundle the Redis client (:data:`REDIS_REQUIREMENTS`): ``shunt-redis.pyz``.
     :raises PyzError: see :func:`dependency_files`, :func:`shunt_files`, :func:`source_date_epoch`.
     """
     from . import __version__
 
     epoch_s = source_date_epoch(os.environ if environ is None else environ)
     own = shunt_files()
-    files, bundled = dependency_files()
+    files, bundled = dependency_files(RUNTIME_REQUIREMENTS + (REDIS_REQUIREMENTS if with_redis else ()))
     files.update(own)
     write_pyz(files, target, epoch_s)
     return Built(target, os.path.getsize(target), (("shunt", __version__), *bundled))

@@ -1,6 +1,7 @@
 """``shunt build-pyz``: the single file is reproducible, pure Python, and runs shunt in a virtualenv
 that has none of shunt's dependencies (``--version``, ``demo``, ``serve`` answering ``/health``, TLS
-verification from certifi's bundle inside the zip)."""
+verification from certifi's bundle inside the zip). ``--with-redis``: ``shunt-redis.pyz`` joins a
+cluster on a real Redis, where the plain file refuses a ``[cluster]`` with the fix."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import pytest
 
 from shunt_lib import __version__
 from shunt_lib.cli import main
-from shunt_lib.pyz import (DEFAULT_EPOCH_S, RUNTIME_REQUIREMENTS, SHEBANG, PyzError, build_pyz, select_files,
-                           source_date_epoch, wanted_names)
+from shunt_lib.pyz import (DEFAULT_EPOCH_S, REDIS_REQUIREMENTS, RUNTIME_REQUIREMENTS, SHEBANG, PyzError, build_pyz,
+                           select_files, source_date_epoch, wanted_names)
 from tests.support import ROOT, ServeProcess
 
 RUN_TIMEOUT_S = 60
@@ -95,6 +96,18 @@ def test_runtime_requirements_are_pyprojects_dependencies():
     assert sorted(wanted_names(deps, lambda name: True)) == sorted(RUNTIME_REQUIREMENTS)
 
 
+def test_redis_requirements_are_pyprojects_redis_extra():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["redis"]
+    assert sorted(wanted_names(extra, lambda name: True)) == sorted(REDIS_REQUIREMENTS)
+
+
+def test_requirements_of_older_pythons_the_pyz_runs_on_are_taken_whatever_python_builds_it():
+    reqs = ["async-timeout>=4.0.3; python_full_version < '3.11.3'", 'tomli; python_version < "3.11"',
+            'exceptiongroup; python_version <= "3.11"', 'backport; python_version < "3.10"']
+    assert wanted_names(reqs, lambda name: False) == ["async-timeout", "exceptiongroup"]
+
+
 def test_requirements_for_extras_are_left_out():
     reqs = ['charset_normalizer<4,>=2', 'PySocks!=1.5.7,>=1.5.6; extra == "socks"', 'tomli; python_version < "3.11"',
             'zstandard>=0.18; platform_python_implementation == "CPython"']
@@ -157,3 +170,58 @@ def test_serve_in_a_bare_virtualenv_answers_health_and_the_dashboard(pyz, bare, 
         assert answers["/"] == (200, "text/html; charset=utf-8", archive.read("shunt_lib/web/dashboard.html"))
         assert answers["/dashboard.js"][2] == archive.read("shunt_lib/web/dashboard.js")
     assert rc == 0, serve.log
+
+
+@pytest.fixture(scope="module")
+def redis_pyz(tmp_path_factory):
+    """``shunt-redis.pyz``, built once for this module by the command a user runs (its default name)."""
+    where = tmp_path_factory.mktemp("redis-pyz")
+    cwd = os.getcwd()
+    os.chdir(where)
+    try:
+        assert main(["build-pyz", "--with-redis"]) == 0
+    finally:
+        os.chdir(cwd)
+    return str(where / "dist" / "shunt-redis.pyz")
+
+
+def _cluster_home(path, url: str) -> str:
+    path.mkdir()
+    (path / "config.toml").write_text(f'[cluster]\nredis_url = "{url}"\ncluster_name = "pyz"\n')
+    return str(path)
+
+
+def test_the_redis_variant_is_reproducible_and_pure_python(redis_pyz, tmp_path):
+    again = str(tmp_path / "again.pyz")
+    built = build_pyz(again, environ={}, with_redis=True)
+    assert open(again, "rb").read() == open(redis_pyz, "rb").read()
+    assert {"redis", "async-timeout"} <= {name for name, _ in built.bundled}
+    with zipfile.ZipFile(redis_pyz) as archive:
+        names = archive.namelist()
+    assert "redis/__init__.py" in names and "async_timeout/__init__.py" in names
+    assert not [n for n in names if n.endswith((".pyc", ".so", ".pyd")) or "__pycache__" in n]
+
+
+def test_the_redis_variant_joins_a_cluster_in_a_bare_virtualenv(redis_pyz, bare, redis_server, tmp_path):
+    python, env, cwd = bare
+    home = _cluster_home(tmp_path / "home", redis_server.url)
+    serve = ServeProcess(dict(env, SHUNT_HOME=home), shunt=[python, redis_pyz], cwd=cwd)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10)
+        try:
+            conn.request("GET", "/status")
+            status = json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+    finally:
+        rc = serve.stop(signal.SIGTERM)
+    assert status["cluster"]["state"] == "ok" and status["cluster"]["name"] == "pyz", status["cluster"]
+    assert rc == 0, serve.log
+
+
+def test_the_plain_pyz_refuses_a_cluster_with_the_fix(pyz, bare, tmp_path):
+    home = _cluster_home(tmp_path / "home", "redis://127.0.0.1:1/0")
+    done = run(bare, pyz, "serve", "--port", "0", SHUNT_HOME=home)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'shunt[redis]'" in done.stderr and "shunt-redis.pyz" in done.stderr
+    assert "Traceback" not in done.stderr
