@@ -146,12 +146,15 @@ class ServeProcess:
         shunt = shunt or [sys.executable, os.path.join(ROOT, "shunt.py")]
         self.proc = subprocess.Popen([*shunt, "serve", "--port", "0"], env=env, cwd=cwd, stderr=subprocess.PIPE,
                                      text=True, preexec_fn=preexec_fn)
+        self.log: list[str] = []
         line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
+        while "shunt.cluster" in line:  # a cluster member says it joined before it listens
+            self.log.append(line)
+            line = self.first_line = self.proc.stderr.readline()
         assert "listening on http://" in line, line
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
         # Keep draining its log so it never blocks on a full pipe.
         self._drain = threading.Thread(target=self._read_log, daemon=True)
-        self.log: list[str] = []
         self._drain.start()
 
     def _read_log(self) -> None:
