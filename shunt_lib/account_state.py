@@ -202,6 +202,20 @@ class AccountRecord:
         return (changed, _event(logging.INFO, "account %s is available again", self.name, event="recovered",
                                 account=self.name) if recovered else None, min(ahead) if ahead else None)
 
+    # -- a cluster (shunt_lib.cluster_merge) ---------------------------------------------------
+    def shared_fields(self) -> dict:
+        """The fields instances of a cluster share (:data:`~shunt_lib.cluster_merge.LOCAL_FIELDS`):
+        marks, windows and flags; the counters are each instance's own."""
+        return {"cooldown_until_s": self.cooldown_until_s, "cooldown_reason": self.cooldown_reason,
+                "exhausted_until_s": self.exhausted_until_s, "exhausted_advice": self.exhausted_advice,
+                "windows": dict(self.windows), "rate_limits_at_s": self.rate_limits_at_s,
+                "disabled": self.disabled, "reauth_required": self.reauth_required}
+
+    def take_shared(self, fields: dict) -> None:
+        """Take the shared fields the cluster's views merged to (:meth:`shared_fields`' shape)."""
+        for k, v in fields.items():
+            setattr(self, k, dict(v) if k == "windows" else v)
+
     # -- state.json ---------------------------------------------------------------------------
     def to_json(self) -> dict:
         """As stored in ``state.json``."""

@@ -132,6 +132,8 @@ class Overrides:
         self.path = path
         #: tells whether a token id exists (the token store's; None: any id is taken)
         self.known_token = known_token
+        #: ``changes(doc)``, called after :meth:`set` changed them here (a cluster shares them)
+        self.changes: Callable[[dict], None] | None = None
         self._lock = threading.Lock()
         self._global, self._tokens = NONE, {}
         if path is not None:
@@ -182,7 +184,20 @@ class Overrides:
         who = "global" if token is None else f"token {token}"
         for f, v in values.items():
             log.info("override %s %s: %s", f, who, v if v is not None else "cleared")
-        return self.doc()
+        doc = self.doc()
+        if self.changes is not None:
+            self.changes(doc)
+        return doc
+
+    def replace(self, doc: dict) -> None:
+        """Put the overrides of ``doc`` (:meth:`doc`'s shape, e.g. as another instance of a cluster set
+        them) in force and in the file; a value that is not valid is dropped. :attr:`changes` is not told.
+        :raises OSError: the file cannot be written (they are in force anyway)."""
+        glob, tokens = _overrides_of(doc)
+        with self._lock:
+            self._global, self._tokens = glob, tokens
+            if self.path is not None:
+                write_file(self.path, glob, tokens)
 
     # -- a request --------------------------------------------------------------------------------
     def apply(self, request: ProxyRequest, door: str = "anthropic") -> tuple[ProxyRequest, Applied | None]:
@@ -250,6 +265,11 @@ def read_file(path: str) -> tuple[Override, dict[str, Override]]:
     except (OSError, ValueError) as exc:
         log.warning("cannot read the overrides in %s, none in force: %s", path, exc)
         return NONE, {}
+    return _overrides_of(data)
+
+
+def _overrides_of(data) -> tuple[Override, dict[str, Override]]:
+    """The global and per-token overrides of a :meth:`Overrides.doc`-shaped ``data`` (invalid values dropped)."""
     if not isinstance(data, dict):
         return NONE, {}
     tokens = {}

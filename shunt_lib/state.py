@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 from .account_state import AccountRecord, AccountSnapshot, Event, reconcile
 from .config import AccountConfig
@@ -38,6 +38,18 @@ class PoolSnapshot(NamedTuple):
     pinned: str | None
     accounts: list[AccountSnapshot]
     recent: list[RequestRecord]
+
+
+class SessionSharing(Protocol):
+    """What :meth:`Pool.route` asks when a cluster shares sessions (called without the pool's lock)."""
+
+    def slide(self, session: str, now_s: float) -> None:
+        """``session`` was used again on the account it is bound to."""
+
+    def settle(self, session: str, before: str | None, mine: str, can_take: Callable[[str], bool]) -> str:
+        """``session`` was bound here to ``mine`` (``before``: its previous local account, None: new here).
+        :returns: the account the cluster binds it to (``mine``, or one ``can_take`` accepted and bound)."""
+        ...
 
 
 class Pool:
@@ -62,6 +74,13 @@ class Pool:
         self._pinned: str | None = None
         self.prices = PriceBook()  # list prices with the [pricing] overrides of config.toml (replaced on reload)
         self.version = 0  # bumped under the lock whenever persisted state changes; the writer polls it
+        #: ``changes(name, urgent)``, called under the lock after an account's shared fields changed (it must
+        #: not block: a cluster queues a write). ``urgent``: a mark, flag or clear; else only windows.
+        self.changes: Callable[[str, bool], None] | None = None
+        #: ``pin_changes(name)``, called after the pin was set here (not for a pin taken from elsewhere)
+        self.pin_changes: Callable[[str | None], None] | None = None
+        #: settles session bindings across instances (:class:`~shunt_lib.cluster_sessions.SharedSessions`)
+        self.shared_sessions: SessionSharing | None = None
 
     # -- configuration ------------------------------------------------------------------------
     def configure(self, *, strategy: str, session_ttl_s: float) -> None:
@@ -149,24 +168,60 @@ class Pool:
         """
         with self._lock:
             bound = self._sessions.account(session, now_s)
-            if self._pinned is None and bound is not None and bound not in tried:
-                rec = self._accounts.get(bound)
-                if (rec is not None and (kinds is None or rec.kind in kinds) and (allowed is None or bound in allowed)
-                        and rec.view().usable(now_s)):
-                    self._sessions.bind(session, bound, now_s)
-                    return Choice(bound, "session")
-            views = self._views(now_s, kinds, sessions=self.strategy == "least-utilization", allowed=allowed)
-            choice = choose_account(views, strategy=self.strategy, now_s=now_s, tried=tried, pinned=self._pinned,
-                                    session_account=bound, rr_counter=self._rr)
-            if choice is None:
-                return choose_credential_holder(views, tried=tried, pinned=self._pinned,
-                                                session_account=bound) if quota_free else None
-            if choice.reason == "round-robin":
-                self._rr += 1
-            if session is not None:
-                self._sessions.bind(session, choice.name, now_s)
-                self._touch()
+            if self._pinned is None and bound is not None and self._can_take(bound, now_s, tried, kinds, allowed):
+                self._sessions.bind(session, bound, now_s)  # type: ignore[arg-type]
+                choice = Choice(bound, "session")
+            else:
+                views = self._views(now_s, kinds, sessions=self.strategy == "least-utilization", allowed=allowed)
+                choice = choose_account(views, strategy=self.strategy, now_s=now_s, tried=tried,
+                                        pinned=self._pinned, session_account=bound, rr_counter=self._rr)
+                if choice is None:
+                    return choose_credential_holder(views, tried=tried, pinned=self._pinned,
+                                                    session_account=bound) if quota_free else None
+                if choice.reason == "round-robin":
+                    self._rr += 1
+                if session is not None:
+                    self._sessions.bind(session, choice.name, now_s)
+                    self._touch()
+        shared = self.shared_sessions
+        if shared is None or session is None:
             return choice
+        if choice.name == bound:
+            shared.slide(session, now_s)
+            return choice
+        name = shared.settle(session, bound, choice.name,
+                             lambda other: self.adopt_session(session, other, now_s, tried=tried, kinds=kinds,
+                                                              allowed=allowed))
+        return choice if name == choice.name else Choice(name, "session")
+
+    def _can_take(self, name: str, now_s: float, tried, kinds: frozenset[str] | None,
+                  allowed: frozenset[str] | None) -> bool:
+        """Whether account ``name`` exists, is of ``kinds``, in ``allowed``, untried and usable (under the lock)."""
+        rec = self._accounts.get(name)
+        return (rec is not None and name not in tried and (kinds is None or rec.kind in kinds)
+                and (allowed is None or name in allowed) and rec.view().usable(now_s))
+
+    def adopt_session(self, session: str, name: str, now_s: float, *, tried=frozenset(),
+                      kinds: frozenset[str] | None = None, allowed: frozenset[str] | None = None) -> bool:
+        """Bind ``session`` to ``name`` (as another instance did) if ``name`` can take the request now
+        (exists, of ``kinds``, in ``allowed``, not in ``tried``, usable) and nothing is pinned.
+        :returns: whether it was bound."""
+        with self._lock:
+            if self._pinned is not None or not self._can_take(name, now_s, tried, kinds, allowed):
+                return False
+            self._sessions.bind(session, name, now_s)
+            self._touch()
+            return True
+
+    def live_sessions(self, now_s: float) -> dict[str, tuple[str, float]]:
+        """Every live binding: session key → (account, expires_at_s), least recently used first."""
+        with self._lock:
+            return {k: (e["account"], e["expires_at_s"]) for k, e in self._sessions.to_json(now_s).items()}
+
+    @property
+    def session_ttl_s(self) -> float:
+        """The sliding TTL of a session's binding, seconds."""
+        return self._sessions.ttl_s
 
     def session_account(self, session: str | None, now_s: float) -> str | None:
         """The account ``session`` is bound to, or None."""
@@ -188,12 +243,14 @@ class Pool:
     def _touch(self) -> None:
         self.version += 1  # the writer compares versions: no wake-up per request on the hot path
 
-    def _changing(self, name: str) -> AccountRecord | None:
-        """``name``'s record, about to change (the version is bumped), or None if a reload removed it
-        while its request was in flight (call under the lock)."""
+    def _changing(self, name: str, urgent: bool = True) -> AccountRecord | None:
+        """``name``'s record, about to change (the version is bumped, and :attr:`changes` is told), or
+        None if a reload removed it while its request was in flight (call under the lock)."""
         rec = self._accounts.get(name)
         if rec is not None:
             self._touch()
+            if self.changes is not None:
+                self.changes(name, urgent)  # read by the listener after the lock is released: the change is made
         return rec
 
     def record_rate_limits(self, name: str, rl: RateLimitInfo | None, now_s: float) -> None:
@@ -202,7 +259,7 @@ class Pool:
         if rl is None:
             return
         with self._lock:
-            rec = self._changing(name)
+            rec = self._changing(name, urgent=False)
             event = rec.take_rate_limits(rl, now_s) if rec is not None else None
         _tell(event)
 
@@ -211,8 +268,10 @@ class Pool:
         exhaustion still ahead is cleared: the quota came back sooner than the 429 said, or the mark
         was wrong (:meth:`~shunt_lib.account_state.AccountRecord.take_usage`). :returns: whether it was cleared."""
         with self._lock:
-            rec = self._changing(name)
+            rec = self._changing(name, urgent=False)
             event = rec.take_usage(windows, now_s) if rec is not None else None
+            if event is not None and self.changes is not None:
+                self.changes(name, True)  # an exhaustion still ahead was cleared
         _tell(event)
         return event is not None
 
@@ -223,8 +282,8 @@ class Pool:
         with self._lock:
             if name is not None and name not in self._accounts:
                 raise KeyError(name)
-            events = [rec.reset() for rec in self._accounts.values() if name in (None, rec.name)]
-            self._touch()
+            events = [self._changing(rec.name).reset() for rec in list(self._accounts.values())  # type: ignore[union-attr]
+                      if name in (None, rec.name)]
         return _log(*events)
 
     def record_outcome(self, name: str, outcome: Outcome) -> None:
@@ -269,13 +328,16 @@ class Pool:
             self._touch()
         return cost_usd
 
-    def set_pin(self, name: str | None) -> None:
-        """Pin all traffic to ``name``, or unpin with None. :raises KeyError: unknown account."""
+    def set_pin(self, name: str | None, *, tell: bool = True) -> None:
+        """Pin all traffic to ``name``, or unpin with None; ``tell``: :attr:`pin_changes` hears of it (False:
+        the pin came from another instance). :raises KeyError: unknown account."""
         with self._lock:
             if name is not None and name not in self._accounts:
                 raise KeyError(name)
             self._pinned = name
             self._touch()
+        if tell and self.pin_changes is not None:
+            self.pin_changes(name)
 
     def clear_expired(self, now_s: float) -> tuple[list[str], float | None]:
         """Clear cooldowns and exhausted windows whose time has passed.
@@ -287,12 +349,33 @@ class Pool:
             for rec in self._accounts.values():
                 changed, event, at = rec.expire(now_s)
                 if changed:
-                    self._touch()
+                    self._changing(rec.name, urgent=False)  # every instance's marks run out by themselves
                 if event is not None:
                     events.append(event)
                 if at is not None:
                     ahead.append(at)
         return _log(*events), min(ahead) if ahead else None
+
+    # -- sharing (shunt_lib.cluster_accounts) ---------------------------------------------------
+    def shared_fields(self, name: str) -> dict | None:
+        """``name``'s fields a cluster shares (:meth:`AccountRecord.shared_fields
+        <shunt_lib.account_state.AccountRecord.shared_fields>`), or None for an unknown account."""
+        with self._lock:
+            rec = self._accounts.get(name)
+            return rec.shared_fields() if rec is not None else None
+
+    def apply_shared(self, name: str, fields: dict, expect: dict) -> bool:
+        """Replace ``name``'s shared fields by ``fields`` (what the cluster's views merge to) if they still
+        are ``expect`` (else a change made here since would be lost: the caller merges again); the
+        counters stay local and :attr:`changes` is not told. :returns: whether they were replaced."""
+        with self._lock:
+            rec = self._accounts.get(name)
+            if rec is None or rec.shared_fields() != expect:
+                return False
+            if fields != expect:
+                rec.take_shared(fields)
+                self._touch()
+            return True
 
     # -- persistence ----------------------------------------------------------------------------
     def to_json(self, now_s: float) -> dict:

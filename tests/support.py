@@ -155,7 +155,7 @@ class ServeProcess:
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
         # Keep draining its log so it never blocks on a full pipe.
         self._drain = threading.Thread(target=self._read_log, daemon=True)
-        self.log: list[str] = []
+        self.log: list[str] = list(self.early)  # its whole log, the lines before "listening on" first
         self._drain.start()
 
     def _read_log(self) -> None:
