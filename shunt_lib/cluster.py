@@ -19,6 +19,7 @@ import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .cluster_config import ClusterConfig, check_security
+from .cluster_creds import ClusterCredentials
 from .cluster_link import Link
 from .fsutil import atomic_write_bytes
 
@@ -92,4 +93,5 @@ def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cl
     link = Link(cfg, instance_id(srv.paths.home), client=client, clock=srv.clock.time,
                 describe=lambda: {"url": f"http://{srv.server_address[0]}:{srv.port}"})
     cluster = Cluster(link)
+    cluster.parts.append(ClusterCredentials.attach(link, srv))
     return cluster
