@@ -146,12 +146,16 @@ class ServeProcess:
         shunt = shunt or [sys.executable, os.path.join(ROOT, "shunt.py")]
         self.proc = subprocess.Popen([*shunt, "serve", "--port", "0"], env=env, cwd=cwd, stderr=subprocess.PIPE,
                                      text=True, preexec_fn=preexec_fn)
-        line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
-        assert "listening on http://" in line, line
+        self.log: list[str] = []
+        line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
+        while line and "listening on http://" not in line:  # lines before it (a cluster's connection) are kept
+            self.log.append(line)
+            line = self.proc.stderr.readline()
+        self.first_line = line
+        assert "listening on http://" in line, "".join(self.log)
         self.port = int(line.split("listening on http://", 1)[1].split()[0].rsplit(":", 1)[1])
         # Keep draining its log so it never blocks on a full pipe.
         self._drain = threading.Thread(target=self._read_log, daemon=True)
-        self.log: list[str] = []
         self._drain.start()
 
     def _read_log(self) -> None:
