@@ -216,3 +216,28 @@ def test_with_redis_down_the_refresh_is_local_and_its_rotation_wins_on_rejoin(cl
     server.connected = True
     assert wait_until(lambda: b.tokens.get("w").access_token == "tok-new-1", 10)  # a's later expiry won
     assert rot.received == ["ref-w"]
+
+
+def test_a_new_login_seen_by_a_reload_reaches_every_instance(tmp_path, upstream):
+    from shunt_lib.config import load_config
+    from shunt_lib.server import make_server
+    from tests.support import write_home
+    fake = fakeredis.FakeServer()
+    servers = []
+    try:
+        for name in "ab":
+            paths = write_home(str(tmp_path / name), upstream.url, [("w", "oauth")],
+                               cluster={"redis_url": "redis://127.0.0.1:1/0", "cluster_name": "t"})
+            servers.append(make_server(load_config(paths), paths, port=0, cluster_client=fakeredis.FakeRedis(server=fake)))
+        a, b = servers
+        a.pool.set_flag("w", reauth_required=True)
+        b.pool.set_flag("w", reauth_required=True)
+        login = oauth("tok-login", "ref-login", 1_000)  # expires before the shared one: pushed all the same
+        a.tokens.store.put("w", login)
+        assert a.reload()["updated"] == ["w"]
+        assert wait_until(lambda: b.tokens.get("w").access_token == "tok-login", 5)
+        assert wait_until(lambda: b.tokens.store.load()["w"].refresh_token == "ref-login", 5)
+        assert not b.pool.needs_login("w")
+    finally:
+        for srv in servers:
+            srv.close()
