@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .cluster_accounts import share_pool
 from .cluster_config import ClusterConfig, check_security
+from .cluster_creds import ClusterCredentials
 from .cluster_link import Link
 from .fsutil import atomic_write_bytes
 
@@ -94,4 +95,5 @@ def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cl
                 describe=lambda: {"url": f"http://{srv.server_address[0]}:{srv.port}"})
     cluster = Cluster(link)
     cluster.parts.extend(share_pool(link, srv))  # accounts, pin and overrides, sessions
+    cluster.parts.append(ClusterCredentials.attach(link, srv))
     return cluster

@@ -18,6 +18,10 @@ refused) backs off, it is cooled until the next try, with the failure as its rea
 elsewhere. A refresh that timed out after it was sent may have rotated the token at the server with
 the answer lost: the account is "maybe rotated"; the next try re-reads ``credentials.json`` first
 and, if the old refresh token is then refused, says so in the ``reauth_required`` message.
+
+Where the refresh is coordinated is a seam (:attr:`TokenManager.coordinator`): by default
+:class:`LocalCoordinator` (this machine alone: the lock above and ``credentials.json``); a cluster puts
+:class:`~shunt_lib.cluster_creds.ClusterCredentials` there (a Redis-wide lock and the shared credential).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import requests
 
 from .config import ServerConfig
 from .credentials import Credential, CredentialStore
+from .errors import ConfigError
 from .httpclient import new_session
 from .numbers import MAX_AHEAD_S, finite
 from .ratelimit import parse_retry_after_s
@@ -69,6 +74,48 @@ class RefreshResult:
     maybe_rotated: bool = False  # sent, but no answer arrived in time: the server may have rotated the token
 
 
+class LocalCoordinator:
+    """How a refresh is coordinated on this machine alone (the default :attr:`TokenManager.coordinator`).
+
+    A coordinator has five methods, all called by :class:`TokenManager`:
+    ``run(name, failed_access_token, body)`` runs ``body()`` (the refresh, returning a
+    :class:`RefreshResult`) single flight for ``name`` and returns its result (or an earlier one, if the
+    coordinator learnt the refresh is not needed); inside ``body``, ``current(name)`` is the credential
+    stored now, ``before_call(name)`` may return a result that stops the call to the token endpoint,
+    ``after_call(name, result)`` sees the endpoint's answer before the new pair is used (and returns the
+    result to go on with); ``logged_in(name, cred, replaced)`` is told of a new login or key seen by a
+    reload (``replaced``: it replaced a credential held until then).
+    Here: the account's lock (:class:`~shunt_lib.refresh_lock.AccountLocks`) and ``credentials.json``.
+    """
+
+    def __init__(self, store: CredentialStore, locks: AccountLocks):
+        self.store = store
+        self.locks = locks
+
+    def run(self, name: str, failed_access_token: str | None, body: Callable[[], "RefreshResult"]) -> "RefreshResult":
+        """``body()`` holding ``name``'s lock. :raises OSError: the lock file cannot be opened safely."""
+        del failed_access_token
+        with self.locks.hold(name):
+            return body()
+
+    def current(self, name: str) -> Credential | None:
+        """``name``'s credential in ``credentials.json`` (re-read: another process may have rotated it)."""
+        return self.store.load().get(name)
+
+    def before_call(self, name: str) -> "RefreshResult | None":
+        """Nothing stops a call here."""
+        del name
+        return None
+
+    def after_call(self, name: str, result: "RefreshResult") -> "RefreshResult":
+        """The answer as it is."""
+        del name
+        return result
+
+    def logged_in(self, name: str, cred: Credential, replaced: bool) -> None:
+        """Nothing to tell."""
+
+
 class TokenManager:
     """Holds each account's current credential and refreshes OAuth tokens, one refresh per account at a time.
 
@@ -95,6 +142,8 @@ class TokenManager:
         self.cool = cool
         self._creds = dict(creds)
         self._locks = AccountLocks(os.path.dirname(os.path.abspath(store.path)))
+        #: where refreshes are coordinated (see :class:`LocalCoordinator`; a cluster replaces it)
+        self.coordinator = LocalCoordinator(store, self._locks)
         self._backoff_s: dict[str, float] = {}  # name -> current backoff step, seconds
         self._blocked_until: dict[str, float] = {}  # name -> epoch s before which no call is made
         self._last_error: dict[str, str] = {}  # name -> why its last refresh failed (transient)
@@ -108,12 +157,34 @@ class TokenManager:
         """The current credential of ``name``."""
         return self._creds.get(name)
 
-    def set(self, name: str, cred: Credential | None) -> None:
-        """Replace (or drop, with None) an account's in-memory credential (after a reload)."""
+    def set(self, name: str, cred: Credential | None, *, login: bool = False) -> None:
+        """Replace (or drop, with None) an account's in-memory credential (after a reload).
+
+        :param login: ``cred`` is a new login or key (a reload saw a new or changed secret): the
+            coordinator is told, and whether it replaced a credential held until now.
+        """
         if cred is None:
             self._creds.pop(name, None)
         else:
+            replaced = name in self._creds
             self._creds[name] = cred
+            if login:
+                self.coordinator.logged_in(name, cred, replaced)
+
+    def adopt(self, name: str, cred: Credential) -> None:
+        """Use ``cred``, rotated by another holder: in memory first, then in ``credentials.json`` (the
+        offline copy), under the credentials lock, so a reload never takes the file change for a new
+        login. A failed save is logged; the refresh state of ``name`` (back-off) is cleared."""
+        with self.store.lock():
+            self._creds[name] = cred
+            try:
+                self.store.put(name, cred)
+            except (OSError, ConfigError) as exc:
+                log.error("could not save the token of %s taken from another holder (%s)", name, exc)
+        self._backoff_s.pop(name, None)
+        self._blocked_until.pop(name, None)
+        self._last_error.pop(name, None)
+        self._maybe_rotated.discard(name)
 
     def names(self) -> list[str]:
         """The accounts that have a credential."""
@@ -142,8 +213,8 @@ class TokenManager:
         A transient failure while the token is expired or refused cools the account (see ``cool``).
         """
         try:
-            with self._locks.hold(name):
-                result = self._refresh_locked(name, failed_access_token, force, margin_s)
+            result = self.coordinator.run(name, failed_access_token,
+                                          lambda: self._refresh_locked(name, failed_access_token, force, margin_s))
         except OSError as exc:  # the lock file cannot be opened safely (a symlink, a full disk)
             log.error("cannot lock %s for a token refresh: %s", self._locks.path(name), exc)
             result = RefreshResult(RefreshStatus.ERROR, message=f"cannot take the refresh lock ({exc.strerror or exc})")
@@ -160,7 +231,7 @@ class TokenManager:
                         margin_s: float | None) -> RefreshResult:
         """The body of :meth:`refresh`, run while holding ``name``'s lock."""
         mine = self._creds.get(name)
-        stored = self.store.load().get(name)  # re-read inside the lock: another process may have rotated it
+        stored = self.coordinator.current(name)  # re-read inside the lock: another process may have rotated it
         if stored is None or stored.kind != "oauth":
             return RefreshResult(RefreshStatus.INVALID_GRANT, message="no OAuth credential stored")
         if name in self._unsaved:
@@ -181,7 +252,10 @@ class TokenManager:
         if not force and self._blocked_until.get(name, 0.0) > now:
             return RefreshResult(RefreshStatus.ERROR,
                                  message=f"backing off for {int(self._blocked_until[name] - now)} s")
-        result = self._call(stored)
+        stop = self.coordinator.before_call(name)
+        if stop is not None:
+            return stop
+        result = self.coordinator.after_call(name, self._call(stored))
         for listener in self.listeners:
             listener(name, result)
         if result.status is RefreshStatus.OK and result.credential is not None:

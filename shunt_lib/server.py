@@ -187,7 +187,7 @@ class ShuntServer(ThreadingHTTPServer):
             elif initial:
                 self.tokens.set(acct.name, cred)
             elif old is None or old.secret != cred.secret or acct.name in added:
-                self.tokens.set(acct.name, cred)
+                self.tokens.set(acct.name, cred, login=old is None or old.secret != cred.secret)
                 self.pool.set_flag(acct.name, reauth_required=False, disabled=False)  # a new login or key
                 if acct.name not in added:
                     updated.append(acct.name)

@@ -148,7 +148,7 @@ class ServeProcess:
                                      text=True, preexec_fn=preexec_fn)
         self.early: list[str] = []  # lines before it (a cluster logs its connection first)
         line = self.first_line = self.proc.stderr.readline()  # "listening on http://127.0.0.1:PORT ..." once bound
-        while line and "listening on http://" not in line and len(self.early) < 20:
+        while line and "listening on http://" not in line:
             self.early.append(line)
             line = self.first_line = self.proc.stderr.readline()
         assert "listening on http://" in line, "".join(self.early) + line

@@ -78,6 +78,7 @@ class FakeUpstream:
         self.received: list[Received] = []
         self.token_handler: Callable[[dict], tuple[int, dict]] | None = None
         self.token_calls = 0
+        self.refused: set[str] = set()  # credentials always answered 401 (expired or rotated out)
         self.revoke_calls: list[dict] = []
         # credential -> JSON document for GET /api/oauth/usage and /api/oauth/profile (404 if absent)
         self.usage: dict[str, dict] = {}
@@ -157,6 +158,8 @@ class FakeUpstream:
         with self._cond:
             q = self._scripts.get(cred)
             reply = q.popleft() if q else None
+            if reply is None and cred in self.refused:
+                reply = Reply(status=401, body=error_json("authentication_error", "OAuth token has expired"))
         if reply is None:
             stream = b'"stream": true' in body or b'"stream":true' in body
             reply = Reply(events=sse_events()) if stream else Reply(body=message_json())
