@@ -154,3 +154,171 @@ def test_a_token_command_with_redis_down_says_so_and_keeps_the_change(tmp_path, 
     assert "did not answer" in err and "reconnects" in err and out.strip() not in err
     with TokenStore(paths.tokens_db) as store:
         assert [r.label for r in store.list()] == ["offline"]
+
+
+
+# -- the admission script against a real Redis --------------------------------------------------------
+class _Instance:
+    """A meter sharing its limits through its own link: one instance without a server."""
+
+    def __init__(self, redis_server, name, clock=None):
+        from shunt_lib.cluster_limits import SharedLimits
+        from shunt_lib.cluster_link import Link
+        self.link = Link(ClusterConfig(redis_url=redis_server.url, cluster_name="u", timeout_s=2.0), name, retry_s=0.05)
+        self.meter = ClientMeter(clock=clock) if clock else ClientMeter()
+        srv = types.SimpleNamespace(meter=self.meter, clock=types.SimpleNamespace(time=self.meter.clock),
+                                    client_tokens=types.SimpleNamespace(records=lambda: []))
+        self.part = SharedLimits.attach(self.link, srv)
+        self.link.start()
+        assert self.link.healthy
+
+    def close(self):
+        self.part.stop()
+        self.link.stop()
+
+
+@pytest.fixture
+def three(redis_server):
+    made = [_Instance(redis_server, f"i{n}") for n in range(3)]
+    yield made
+    for i in made:
+        i.close()
+
+
+def _token(**limits):
+    return Client("ci", "0123456789ab", TokenRecord("0123456789ab", "ci", 0.0, limits=TokenLimits(**limits)))
+
+
+def _race(instances, client, n):
+    barrier, admitted, refused = threading.Barrier(n), [], []
+
+    def go(i):
+        barrier.wait()
+        try:
+            admitted.append(instances[i % len(instances)].meter.admit(client))
+        except ClientLimited as err:
+            refused.append(err)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return admitted, refused
+
+
+def test_the_script_admits_exactly_the_rpm_limit_across_racing_instances(three):
+    admitted, refused = _race(three, _token(rpm=10), 45)
+    assert len(admitted) == 10 and len(refused) == 35
+    assert all(e.limit == "rpm" and 1 <= e.retry_after_s <= 60 for e in refused)
+    assert "over its 10 requests per minute" in str(refused[0])
+    assert sum(i.meter.usage()["0123456789ab"].minute_requests for i in three) == 10  # each keeps its own share
+
+
+def test_concurrency_is_held_across_instances_and_freed_by_the_release(three):
+    c = _token(max_concurrent=3)
+    admitted, refused = _race(three, c, 12)
+    assert len(admitted) == 3 and {e.limit for e in refused} == {"max_concurrent"}
+    assert all(e.retry_after_s == 1 for e in refused)
+    admitted[0].release()
+    admitted[0].release()  # once only
+    key = three[0].link.keys.token(c.token_id, "inflight")
+    assert wait_until(lambda: sum(int(v) for v in three[0].link.client.hvals(key)) == 2)
+    again, refused = _race(three, c, 4)
+    assert len(again) == 1 and len(refused) == 3
+
+
+def test_budgets_are_the_sum_of_each_instances_own_field(three):
+    from shunt_lib.client_limits import day_key, month_key
+    c = _token(daily_tokens=100, monthly_usd=1.0)
+    record = {"input_tokens": 30, "output_tokens": 20, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+    three[0].meter.admit(c).finish(record, 0.2)  # 50 tokens through instance 0
+    three[1].meter.admit(c).finish(record, 0.2)  # 50 through instance 1
+    k = three[0].link.keys
+    day = k.token(c.token_id, "day:" + day_key(three[0].meter.clock()))
+    assert wait_until(lambda: {f: int(v) for f, v in three[0].link.client.hgetall(day).items()} == {b"i0": 50, b"i1": 50})
+    with pytest.raises(ClientLimited) as exc:
+        three[2].meter.admit(c)
+    assert exc.value.limit == "daily_tokens" and "over its daily budget of 100 tokens (100 used today, UTC)" in str(exc.value)
+    three[0].link.client.delete(day)  # a Redis that lost the day: each instance's rejoin rewrites its own field
+    three[1].part._rejoin()
+    assert three[2].meter.admit(c) is not None  # 50 known again, not 0 and not 150
+    usd = k.token(c.token_id, "usd:" + month_key(three[0].meter.clock()))
+    assert pytest.approx(sum(float(v) for v in three[0].link.client.hvals(usd))) == 0.4
+
+
+def test_a_token_without_limits_costs_no_redis_operation_and_redis_down_decides_locally(three, redis_server):
+    calls = []
+    three[0].part.admit = lambda *a: calls.append(a)  # noqa: the meter must not ask
+    three[0].meter.admit(_token()).finish({"input_tokens": 1, "output_tokens": 1, "cache_read_tokens": 0,
+                                           "cache_creation_tokens": 0}, 0.0)
+    assert calls == []
+    del three[0].part.admit
+    redis_server.stop()
+    c = _token(rpm=2)
+    three[1].meter.admit(c), three[1].meter.admit(c)  # the first finds Redis gone: decided here, no error
+    with pytest.raises(ClientLimited):
+        three[1].meter.admit(c)
+
+
+def _burst(proxies, token, n, body=MSG):
+    barrier, got = threading.Barrier(n), []
+
+    def go(i):
+        barrier.wait()
+        got.append(proxies[i % len(proxies)].request(body=body, headers={"x-api-key": token}))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got
+
+
+def test_per_token_rpm_holds_across_instances_under_concurrency(trio, upstream):
+    token, _ = _create(trio.proxies[0], "ci", rpm=10)
+    for p in trio.proxies[1:]:
+        assert wait_until(lambda: p.srv.client_tokens.check(token, 0) not in ("unknown", "malformed"), 2)
+    got = _burst(trio.proxies, token, 45)
+    statuses = sorted(s for s, _, _ in got)
+    assert statuses.count(200) == 10 and statuses.count(429) == 35, statuses
+    for status, headers, body in got:
+        if status == 429:
+            assert json.loads(body)["error"]["type"] == "rate_limit_error"
+            assert 1 <= int(headers["retry-after"]) <= 60
+    assert len(upstream.requests_for()) == 10
+
+
+def test_a_daily_budget_and_max_concurrent_hold_across_instances(trio, upstream):
+    p1, p2, p3 = trio.proxies
+    token, token_id = _create(p1, "ci", daily_tokens=60)
+    for p in (p2, p3):
+        assert wait_until(lambda: p.srv.client_tokens.known(token_id), 2)
+    assert _status(p1, token) == 200 and _status(p1, token) == 200  # 15 tokens each: 30
+    assert _status(p2, token) == 200 and _status(p2, token) == 200  # 60 in all
+    link = p3.srv.cluster.link
+    day = link.keys.token(token_id, "day:" + day_key(p3.srv.clock.time()))
+    assert wait_until(lambda: sum(int(v) for v in link.client.hvals(day)) == 60, 2)  # the charges went out
+    status, headers, body = p3.request(body=MSG, headers={"x-api-key": token})
+    assert status == 429 and "daily budget of 60 tokens (60 used today, UTC)" in json.loads(body)["error"]["message"]
+    assert int(headers["retry-after"]) > 0
+
+    held, arrived, release = _create(p1, "held", max_concurrent=2)[0], threading.Event(), threading.Event()
+    for p in (p2, p3):
+        assert wait_until(lambda: p.srv.client_tokens.check(held, 0) not in ("unknown", "malformed"), 2)
+    upstream.script("tok-a", Reply(body=None, arrived=arrived, release=release),
+                    Reply(body=None, release=release))
+    out = []
+    threads = [threading.Thread(target=lambda p=p: out.append(_status(p, held))) for p in (p1, p2)]
+    for t in threads:
+        t.start()
+    assert upstream.wait_for_requests(6, timeout=10)  # both held upstream
+    try:
+        status, headers, body = p3.request(body=MSG, headers={"x-api-key": held})
+        assert status == 429 and "at its 2 concurrent requests" in json.loads(body)["error"]["message"]
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
+    assert wait_until(lambda: _status(p3, held) == 200, 2)
