@@ -22,6 +22,7 @@ from .cluster_config import ClusterConfig, check_security
 from .cluster_limits import SharedLimits
 from .cluster_link import Link
 from .cluster_tokens import SharedTokens
+from .cluster_usage import SharedUsage
 from .fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -94,5 +95,5 @@ def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cl
     link = Link(cfg, instance_id(srv.paths.home), client=client, clock=srv.clock.time,
                 describe=lambda: {"url": f"http://{srv.server_address[0]}:{srv.port}"})
     cluster = Cluster(link)
-    cluster.parts += [SharedTokens.attach(link, srv), SharedLimits.attach(link, srv)]
+    cluster.parts += [SharedTokens.attach(link, srv), SharedLimits.attach(link, srv), SharedUsage.attach(link, srv)]
     return cluster

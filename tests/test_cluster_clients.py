@@ -322,3 +322,27 @@ def test_a_daily_budget_and_max_concurrent_hold_across_instances(trio, upstream)
         for t in threads:
             t.join()
     assert wait_until(lambda: _status(p3, held) == 200, 2)
+
+
+def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
+    from shunt_lib.cluster_keys import Keys
+    from shunt_lib.cluster_usage import days_between, read_rows
+    token, _ = _create(trio.proxies[0], "ci")
+    for n, p in enumerate(trio.proxies):
+        assert wait_until(lambda: _status(p, token) == 200, 2)
+        for _ in range(n):
+            assert _status(p, token) == 200  # 1, 2 and 3 requests through the three instances
+    client = trio.proxies[0].srv.cluster.link.client
+    now = trio.proxies[0].srv.clock.time()
+    days = days_between(now, now)
+
+    def rows(by):
+        return read_rows(client, Keys("trio"), days, by)
+    assert wait_until(lambda: [(r["key"], r["requests"]) for r in rows("client")] == [("ci", 6)], 2), rows("client")
+    assert {r["key"]: r["requests"] for r in rows("instance")} == {
+        p.srv.cluster.link.instance_id: n + 1 for n, p in enumerate(trio.proxies)}
+    assert rows("account")[0]["input_tokens"] == 6 * 10 and rows("account")[0]["key"] == "a"
+    code, out, err = _cli(trio.homes[1].home, "usage", "--cluster", "--by", "client", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["scope"] == "cluster" and [(r["key"], r["requests"]) for r in doc["rows"]] == [("ci", 6)]
