@@ -11,7 +11,8 @@ instance's ``tokens.db`` stays its offline copy and the only place the request p
   (notice ``token``). If Redis is down the local write stands, and the next rejoin pushes it.
 * A notice from another instance is merged into this ``tokens.db`` (:meth:`TokenStore.put
   <shunt_lib.token_store.TokenStore.put>`).
-* On (re)joining: records Redis lacks or holds older are pushed, newer ones are pulled.
+* On (re)joining: records Redis lacks or holds older are pushed (and announced: an instance that
+  rejoined first learns them too), newer ones are pulled.
 
 Merge (:func:`winner`, pure): a revoked record wins over a live one (a revocation is never undone by a
 stale copy); otherwise the record changed last wins (``changed_s``: a rotation is newer than the
@@ -169,7 +170,10 @@ class SharedTokens:
         for token_id, mine in local.items():
             theirs = remote.get(token_id)
             if winner(theirs, mine) is mine and (theirs is None or entry_doc(theirs) != entry_doc(mine)):
-                remote[token_id] = push(self.link.client, key, mine)
+                remote[token_id] = stored = push(self.link.client, key, mine)
+                # told now (the link is not ok until the rejoin ends): instances that rejoined first learn it too
+                self.link.client.publish(self.link.keys.channel, json.dumps(
+                    {"k": NOTICE, "from": self.link.instance_id, "doc": entry_doc(stored)}, separators=(",", ":")))
         if self._merge_local(list(remote.values())):
             self.srv.client_tokens.refresh()
 

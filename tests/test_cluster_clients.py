@@ -346,3 +346,19 @@ def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["scope"] == "cluster" and [(r["key"], r["requests"]) for r in doc["rows"]] == [("ci", 6)]
+
+
+def test_a_revocation_made_while_redis_was_down_reaches_every_instance_when_it_is_back(trio, redis_server):
+    p1, p2, p3 = trio.proxies
+    token, token_id = _create(p1, "ci")
+    assert wait_until(lambda: _status(p3, token) == 200, 2)
+    redis_server.stop()
+    assert wait_until(lambda: not any(p.srv.cluster.healthy for p in trio.proxies), 10)
+    assert p2.request("DELETE", f"/admin/tokens/{token_id}")[0] == 200  # kept in h1's tokens.db only
+    assert _status(p3, token) == 200
+    redis_server.start()  # empty: rebuilt from the instances
+    assert wait_until(lambda: all(p.srv.cluster.healthy for p in trio.proxies), 10)
+    for p in (p1, p3):
+        assert wait_until(lambda: _status(p, token) == 401, 2)
+    doc = entry_from_doc(redis_server.client().hget("trio:tokens", token_id))
+    assert doc is not None and doc.record.revoked_s is not None
