@@ -350,10 +350,16 @@ def cmd_usage(args) -> int:
         since_s = int(time.time()) - parse_duration_s(args.since)
     except ValueError as exc:
         raise ConfigError(f"--since: {exc}") from None
+    if args.by == "instance" and not args.cluster:
+        raise ConfigError("--by instance needs --cluster")
     paths = _paths()
     overrides = load_config(paths, create=False).pricing if os.path.exists(paths.config) else {}
     try:
-        doc = usage_document(db_path(paths.home), since_s, args.by, list_price(overrides))
+        if args.cluster:  # every instance's rollups, summed, from the cluster's Redis
+            from .cluster_usage import usage_document as cluster_document  # noqa: PLC0415 - only with [cluster]
+            doc = cluster_document(load_config(paths, create=False), since_s, args.by, list_price(overrides))
+        else:
+            doc = usage_document(db_path(paths.home), since_s, args.by, list_price(overrides))
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot read the usage history: {exc}") from None
     print(dumps(doc) if args.json else render_usage(doc))
@@ -418,7 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("usage", help="requests, tokens and cost recorded in usage.db (works with shunt stopped)")
     s.add_argument("--since", default="24h", help="how far back: 24h, 7d, 30d ... (default 24h)")
-    s.add_argument("--by", choices=("account", "model", "client", "day"), default="account")
+    s.add_argument("--by", choices=("account", "model", "client", "day", "instance"), default="account")
+    s.add_argument("--cluster", action="store_true", help="every shunt of the [cluster], summed from Redis "
+                   "(whole UTC days; --by instance too)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_usage)
 

@@ -1,5 +1,6 @@
 """``shunt token create | list | revoke | rotate``: client tokens, written to ``tokens.db`` directly
-(shunt running or not; a running ``serve`` sees the change within a second).
+(shunt running or not; a running ``serve`` sees the change within a second). With ``[cluster]`` in
+config.toml each change is also pushed to the cluster's Redis at once (:mod:`shunt_lib.cluster_tokens`).
 
 ``create`` and ``rotate`` print the token once, alone on stdout (``TOKEN=$(shunt token create --label ci)``);
 everything else they say goes to stderr. Nothing prints a stored secret: there is none to print.
@@ -8,13 +9,14 @@ everything else they say goes to stderr. Nothing prints a stored secret: there i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
-from .config import Paths, shunt_home
+from .config import Paths, load_config, shunt_home
 from .errors import ConfigError
 from .token_format import valid_id
 from .token_input import spec_from_fields
@@ -63,9 +65,20 @@ def render_list(docs: list[dict], usage: dict[str, dict], now_s: float) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *rows])
 
 
-def _store(paths: Paths) -> TokenStore:
+@contextlib.contextmanager
+def _store(paths: Paths) -> Iterator[TokenStore]:
+    """The token store, sharing each change with the cluster when config.toml has ``[cluster]``."""
     paths.ensure()
-    return TokenStore(paths.tokens_db)
+    config = load_config(paths, create=False) if os.path.exists(paths.config) else None
+    mirror, close = (None, lambda: None)
+    if config is not None and config.cluster.enabled:
+        from .cluster_tokens import cli_mirror  # noqa: PLC0415 - a shunt alone never imports redis
+        mirror, close = cli_mirror(config, paths)
+    try:
+        with TokenStore(paths.tokens_db, mirror=mirror) as store:
+            yield store
+    finally:
+        close()
 
 
 def cmd_create(args) -> int:
@@ -112,7 +125,7 @@ def cmd_revoke(args) -> int:
     paths = _paths()
     if not os.path.exists(paths.tokens_db):
         raise ConfigError("there are no client tokens")
-    with TokenStore(paths.tokens_db) as store:
+    with _store(paths) as store:
         record = store.revoke(_check_id(args.id), time.time())
     print(f"shunt: client token {record.id} ({record.label}) revoked", file=sys.stderr)
     return 0
@@ -122,7 +135,7 @@ def cmd_rotate(args) -> int:
     paths = _paths()
     if not os.path.exists(paths.tokens_db):
         raise ConfigError("there are no client tokens")
-    with TokenStore(paths.tokens_db) as store:
+    with _store(paths) as store:
         record, token = store.rotate(_check_id(args.id))
     print(token)
     print(f"shunt: client token {record.id} ({record.label}) has a new secret; the old one no longer works",

@@ -12,6 +12,10 @@ the request used (input + output + cache writes, cache reads apart, API-equivale
 Charges go to the live totals at once and to ``tokens.db`` through the ``sink``
 (:class:`~shunt_lib.token_usage.UsageWriter`), so budgets survive restarts; :meth:`ClientMeter.load`
 seeds today's and this month's totals at start.
+
+In a cluster, :attr:`ClientMeter.shared` (:class:`~shunt_lib.cluster_limits.SharedLimits`) decides
+for a token with limits across every instance; this meter still keeps this instance's own use (what
+``/status`` shows, what the cluster is told, and the decision while Redis is down).
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import threading
 import time
 from typing import Callable
 
-from .client_limits import WINDOW_S, Use, check, day_key, next_day_s
+from .client_limits import WINDOW_S, Use, check, day_key, limits_set, next_day_s
 from .clients import Client
 from .errors import ShuntError
 from .pool_limit import SHORT_RETRY_S
 from .pricing import PriceBook
 from .token_usage import Charge, TokenUsage
 
+
+#: ``shared.admit`` could not ask the cluster (Redis down): the meter decides.
+UNDECIDED = object()
 
 #: ``cost_usd`` not given: the meter prices the record itself.
 NOT_PRICED: float = -1.0
@@ -93,11 +100,12 @@ class Ticket:
     """An admitted request's place: :meth:`finish` charges it and frees its slot, :meth:`release` frees
     the slot only. Each part happens once."""
 
-    __slots__ = ("meter", "token_id", "_released", "_charged")
+    __slots__ = ("meter", "token_id", "shared", "_released", "_charged")
 
-    def __init__(self, meter: "ClientMeter", token_id: str):
+    def __init__(self, meter: "ClientMeter", token_id: str, shared=None):
         self.meter = meter
         self.token_id = token_id
+        self.shared = shared  # the cluster's limits when they admitted it (its end is told to them), else None
         self._released = self._charged = False
 
     def finish(self, record, cost_usd: float | None = NOT_PRICED) -> None:
@@ -105,7 +113,9 @@ class Ticket:
         the slot. ``cost_usd``: its cost if already worked out (None: an unpriced model)."""
         if not self._charged:
             self._charged = True
-            self.meter.charge(self.token_id, record, cost_usd)
+            charge = self.meter.charge(self.token_id, record, cost_usd)
+            if self.shared is not None:
+                self.shared.charged(self.token_id, charge.tokens, self.meter.clock())
         self.release()
 
     def release(self) -> None:
@@ -113,6 +123,8 @@ class Ticket:
         if not self._released:
             self._released = True
             self.meter._leave(self.token_id)
+            if self.shared is not None:
+                self.shared.left(self.token_id)
 
 
 class ClientMeter:
@@ -133,6 +145,8 @@ class ClientMeter:
         self.clock = clock
         self._lock = threading.Lock()
         self._tokens: dict[str, _Token] = {}
+        #: the cluster's limits (:class:`~shunt_lib.cluster_limits.SharedLimits`), or None: this meter decides
+        self.shared = None
 
     def _token(self, token_id: str, now_s: float) -> _Token:
         tok = self._tokens.get(token_id)
@@ -160,17 +174,24 @@ class ClientMeter:
         assert client.token_id is not None and client.token is not None
         now_s = self.clock() if now_s is None else now_s
         limits = client.token.limits
+        shared = self.shared if self.shared is not None and limits_set(limits) else None
+        decided = shared.admit(client.token_id, limits, now_s) if shared is not None else UNDECIDED
+        if decided is UNDECIDED:
+            shared = None  # Redis is down: this instance decides alone
         with self._lock:
             tok = self._token(client.token_id, now_s)
-            refusal = check(limits, Use(tok.admissions, tok.charges, tok.window_tokens, tok.inflight, tok.day_tokens,
-                                        tok.month_usd), now_s)
+            if shared is None:
+                refusal = check(limits, Use(tok.admissions, tok.charges, tok.window_tokens, tok.inflight,
+                                            tok.day_tokens, tok.month_usd), now_s)
+            else:
+                refusal = decided
             if refusal is None:
                 tok.admissions.append(now_s)
                 tok.inflight += 1
         if refusal is not None:
             raise ClientLimited(f"client token {client.name} is {refusal.reason}; retry in {refusal.retry_after_s} s",
                                 refusal.retry_after_s, refusal.limit)
-        return Ticket(self, client.token_id)
+        return Ticket(self, client.token_id, shared)
 
     def _leave(self, token_id: str) -> None:
         with self._lock:

@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .cluster_accounts import share_pool
 from .cluster_config import ClusterConfig, check_security
 from .cluster_creds import ClusterCredentials
+from .cluster_limits import SharedLimits
 from .cluster_link import Link
+from .cluster_tokens import SharedTokens
+from .cluster_usage import SharedUsage
 from .fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -96,4 +99,5 @@ def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cl
     cluster = Cluster(link)
     cluster.parts.extend(share_pool(link, srv))  # accounts, pin and overrides, sessions
     cluster.parts.append(ClusterCredentials.attach(link, srv))
+    cluster.parts += [SharedTokens.attach(link, srv), SharedLimits.attach(link, srv), SharedUsage.attach(link, srv)]
     return cluster

@@ -9,7 +9,8 @@
 * ``POST /admin/tokens/ID/rotate``: a new secret for the same id, answered once; the old one stops at once.
 
 Each writes ``tokens.db`` through its own connection, then reloads the server's index, so the answer
-holds for the next request (other processes see it within a second, by ``PRAGMA data_version``).
+holds for the next request (other processes see it within a second, by ``PRAGMA data_version``); in a
+cluster the server's ``token_mirror`` then shares the change (:mod:`shunt_lib.cluster_tokens`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def answer(server: "ControlServer", method: str, route: str, body: bytes) -> byt
             spec = spec_from_fields(_json(body))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        with TokenStore(path) as store:
+        with TokenStore(path, mirror=server.token_mirror) as store:
             try:
                 record, token = store.create(spec, now)
             except TokenError as exc:
@@ -80,12 +81,12 @@ def answer(server: "ControlServer", method: str, route: str, body: bytes) -> byt
         raise NotFound(f"{method} {route} is not served by shunt; see {PREFIX}")
     if not os.path.exists(path):
         raise NotFound(f"no client token has the id {token_id!r}")
-    with TokenStore(path) as store:
+    with TokenStore(path, mirror=server.token_mirror) as store:
         try:
             if len(parts) == 2:
                 if method != "POST":
                     raise MethodNotAllowed(f"{route} answers POST, not {method}", headers={"allow": "POST"})
-                record, token = store.rotate(token_id)
+                record, token = store.rotate(token_id, now)
                 result = {"token": token, **record_doc(record, now)}
                 done = "rotated"
             else:

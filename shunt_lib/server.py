@@ -134,6 +134,7 @@ class ShuntServer(ThreadingHTTPServer):
         self.guard = self._guard_policy(config.server)  # the Host/Origin policy (see shunt_lib.guard)
         self.client_tokens = ClientTokens(paths.tokens_db)  # the client tokens' index (shunt_lib.token_index)
         self.cluster = None  # the shared pool (shunt_lib.cluster.Cluster) when [cluster] redis_url is set
+        self.token_mirror = None  # with [cluster]: token id → shares its change (shunt_lib.cluster_tokens)
 
     def _guard_policy(self, server_cfg: ServerConfig) -> guard.Policy:
         return guard.Policy.build(port=self.port, bind_host=server_cfg.host, allowed_hosts=server_cfg.allowed_hosts,

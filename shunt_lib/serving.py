@@ -40,6 +40,7 @@ class ControlServer(Protocol):
     alert_channels: Channels  # where alerts go (``/alerts/test``)
     client_tokens: ClientTokens  # the client tokens' index (authentication, ``/admin/tokens``)
     meter: ClientMeter  # the client tokens' use against their limits (``/admin/tokens``)
+    token_mirror: Any  # with [cluster]: shares a client token's change (``/admin/tokens``), else None
     cluster: Any  # the shared pool (shunt_lib.cluster.Cluster) with [cluster], else None (``/status``, ``/metrics``)
 
     def status(self) -> dict:

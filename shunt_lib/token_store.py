@@ -5,7 +5,9 @@ secret is stored (:mod:`shunt_lib.token_format`). Every writer (``shunt token ..
 the server's batched ``last_used_s``) opens its own connection; a running ``serve`` notices other
 processes' commits by ``PRAGMA data_version`` (:mod:`shunt_lib.token_index`). The schema is created
 with ``IF NOT EXISTS`` and only the ``tokens`` table is touched: other tables in the file (the
-limits' usage) are left alone.
+limits' usage) are left alone. ``changed_s`` (added to older files when opened for writing) is when a
+row was last created, revoked or rotated: with several shunts sharing their tokens, the newer record
+wins (:mod:`shunt_lib.cluster_tokens`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Iterable
+import time
+from typing import Callable, Iterable, NamedTuple
 
 from . import token_format
 from .clients import TokenBinding, TokenLimits, TokenRecord
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     max_concurrent INTEGER,
     accounts TEXT NOT NULL DEFAULT '[]',
     kinds TEXT NOT NULL DEFAULT '[]',
-    models TEXT NOT NULL DEFAULT '[]'
+    models TEXT NOT NULL DEFAULT '[]',
+    changed_s REAL
 )
 """
 COLUMNS = ("id, label, secret_sha256, created_s, expires_s, revoked_s, last_used_s, rpm, tpm, daily_tokens, "
@@ -61,6 +65,8 @@ def open_db(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(SCHEMA)
+        if "changed_s" not in {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}:
+            conn.execute("ALTER TABLE tokens ADD COLUMN changed_s REAL")  # a file written before it existed
     except BaseException:
         conn.close()
         raise
@@ -108,12 +114,26 @@ def state(record: TokenRecord, now_s: float) -> str:
     return "live" if is_live(record, now_s) else "expired"
 
 
+class Entry(NamedTuple):
+    """A token row as another shunt needs it: the record, the secret's SHA-256 and when the row last
+    changed (epoch s: created, revoked or rotated)."""
+
+    record: TokenRecord
+    secret_sha256: bytes
+    changed_s: float
+
+
 class TokenStore:
     """The ``tokens`` table of one ``tokens.db``. One connection, opened on first use; not for the
-    request path (the server reads :class:`~shunt_lib.token_index.ClientTokens`)."""
+    request path (the server reads :class:`~shunt_lib.token_index.ClientTokens`).
 
-    def __init__(self, path: str):
+    :param mirror: called with a token's id after each create, revoke or rotate has committed (not
+        after :meth:`put` or :meth:`touch`): how a change reaches the other shunts of a cluster.
+    """
+
+    def __init__(self, path: str, *, mirror: Callable[[str], None] | None = None):
         self.path = path
+        self.mirror = mirror
         self._conn: sqlite3.Connection | None = None
 
     @property
@@ -172,13 +192,15 @@ class TokenStore:
             record = TokenRecord(token_id, spec.label, now_s, None if spec.ttl_s is None else now_s + spec.ttl_s,
                                  limits=spec.limits, binding=spec.binding)
             lim, bind = record.limits, record.binding
-            conn.execute(f"INSERT INTO tokens ({COLUMNS}) VALUES ({', '.join('?' * 15)})",
+            conn.execute(f"INSERT INTO tokens ({COLUMNS}, changed_s) VALUES ({', '.join('?' * 16)})",
                          (token_id, record.label, token_format.hash_secret(secret), record.created_s, record.expires_s,
                           None, None, lim.rpm, lim.tpm, lim.daily_tokens, lim.monthly_usd, lim.max_concurrent,
-                          json.dumps(list(bind.accounts)), json.dumps(list(bind.kinds)), json.dumps(list(bind.models))))
+                          json.dumps(list(bind.accounts)), json.dumps(list(bind.kinds)), json.dumps(list(bind.models)),
+                          now_s))
             return record
 
         record = self._write(insert)
+        self._mirror(record.id)
         return record, token_format.make_token(record.id, secret)
 
     def revoke(self, token_id: str, now_s: float) -> TokenRecord:
@@ -187,25 +209,64 @@ class TokenStore:
             record = self.get(token_id)
             if record.revoked_s is not None:
                 raise TokenError(f"client token {token_id} ({record.label}) is already revoked")
-            conn.execute("UPDATE tokens SET revoked_s = ? WHERE id = ?", (now_s, token_id))
+            conn.execute("UPDATE tokens SET revoked_s = ?, changed_s = ? WHERE id = ?", (now_s, now_s, token_id))
             return record._replace(revoked_s=now_s)
 
-        return self._write(update)
+        record = self._write(update)
+        self._mirror(token_id)
+        return record
 
-    def rotate(self, token_id: str) -> tuple[TokenRecord, str]:
+    def rotate(self, token_id: str, now_s: float | None = None) -> tuple[TokenRecord, str]:
         """Give a token a new secret: the same id, label, expiry, limits and binding; the old secret stops
-        working at once. :returns: (its record, the new token). :raises TokenError: unknown or revoked."""
+        working at once. ``now_s``: the time of the change (default: now).
+        :returns: (its record, the new token). :raises TokenError: unknown or revoked."""
         secret = token_format.new_secret()
+        now_s = time.time() if now_s is None else now_s
 
         def update(conn: sqlite3.Connection) -> TokenRecord:
             record = self.get(token_id)
             if record.revoked_s is not None:
                 raise TokenError(f"client token {token_id} ({record.label}) is revoked; create a new one")
-            conn.execute("UPDATE tokens SET secret_sha256 = ? WHERE id = ?", (token_format.hash_secret(secret), token_id))
+            conn.execute("UPDATE tokens SET secret_sha256 = ?, changed_s = ? WHERE id = ?",
+                         (token_format.hash_secret(secret), now_s, token_id))
             return record
 
         record = self._write(update)
+        self._mirror(token_id)
         return record, token_format.make_token(record.id, secret)
+
+    def _mirror(self, token_id: str) -> None:
+        if self.mirror is not None:
+            self.mirror(token_id)
+
+    def entries(self) -> dict[str, Entry]:
+        """Every token row as an :class:`Entry` (``changed_s`` of a row written before it was kept: its
+        revocation, else its creation)."""
+        rows = self.conn.execute(f"SELECT {COLUMNS}, changed_s FROM tokens").fetchall()
+        out = {}
+        for row in rows:
+            record, digest = record_from_row(row[:-1])
+            changed = row[-1] if row[-1] is not None else (record.revoked_s or record.created_s)
+            out[record.id] = Entry(record, digest, changed)
+        return out
+
+    def put(self, entry: Entry) -> None:
+        """Write ``entry`` as it is (a token created or changed by another shunt of the cluster), keeping
+        this file's ``last_used_s``. Not mirrored."""
+        record, lim, bind = entry.record, entry.record.limits, entry.record.binding
+        values = (record.id, record.label, entry.secret_sha256, record.created_s, record.expires_s, record.revoked_s,
+                  lim.rpm, lim.tpm, lim.daily_tokens, lim.monthly_usd, lim.max_concurrent,
+                  json.dumps(list(bind.accounts)), json.dumps(list(bind.kinds)), json.dumps(list(bind.models)),
+                  entry.changed_s)
+        self._write(lambda conn: conn.execute(
+            "INSERT INTO tokens (id, label, secret_sha256, created_s, expires_s, revoked_s, rpm, tpm, daily_tokens, "
+            "monthly_usd, max_concurrent, accounts, kinds, models, changed_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET label = excluded.label, secret_sha256 = excluded.secret_sha256, "
+            "created_s = excluded.created_s, expires_s = excluded.expires_s, revoked_s = excluded.revoked_s, "
+            "rpm = excluded.rpm, tpm = excluded.tpm, daily_tokens = excluded.daily_tokens, "
+            "monthly_usd = excluded.monthly_usd, max_concurrent = excluded.max_concurrent, "
+            "accounts = excluded.accounts, kinds = excluded.kinds, models = excluded.models, "
+            "changed_s = excluded.changed_s", values))
 
     def touch(self, last_used: Iterable[tuple[str, float]]) -> None:
         """Record when tokens were last used (one transaction for a batch; never moves a time backwards)."""
