@@ -146,8 +146,8 @@ def error_of(out: bytes) -> tuple[int, str]:
 
 def test_a_client_dripping_its_head_gets_408_at_the_total_deadline(make_proxy, upstream):
     p = make_proxy([("a", "oauth")], header_timeout_s=0.5)
+    started = time.monotonic()  # before the connection: the server's deadline may start before connect() returns
     with socket.create_connection(("127.0.0.1", p.port)) as s:
-        started = time.monotonic()
         s.sendall(b"POST /v1/messages HTTP/1.1\r\nx-slow: ")
         # A byte every 0.1 s: each read is quick, the whole is too slow. A per-read timeout would keep
         # this connection open for as long as the drip goes on; the generous bound is for busy machines.
