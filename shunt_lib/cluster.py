@@ -13,27 +13,20 @@ is configured), and shunt runs alone exactly as before.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .cluster_accounts import share_pool
 from .cluster_config import ClusterConfig, check_security
 from .cluster_creds import ClusterCredentials
 from .cluster_limits import SharedLimits
-from .cluster_link import Link
+from .cluster_link import Link, instance_id
 from .cluster_tokens import SharedTokens
 from .cluster_usage import SharedUsage
-from .fsutil import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from .server import ShuntServer
+    from .serving import ClusterHost
 
 log = logging.getLogger("shunt.cluster")
-
-ID_FILE = "cluster-id"
-
 
 class Part(Protocol):
     """One shared item's keeper. ``stop()`` is called when the server closes, before the link stops."""
@@ -68,25 +61,7 @@ class Cluster:
         return self.link.status()
 
 
-def instance_id(home: str) -> str:
-    """This home's stable id in the cluster, kept in ``cluster-id`` (created once, mode 0600): the host
-    name and 6 random hex digits. Stable across restarts, so an instance's own fields in shared
-    counters are rewritten, not added to, when it comes back."""
-    path = os.path.join(home, ID_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            got = f.read().strip()
-        if got and len(got) <= 80 and got.isprintable():
-            return got
-    except OSError:
-        pass
-    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "host"
-    new = f"{host}-{secrets.token_hex(3)}"
-    atomic_write_bytes(path, new.encode() + b"\n", mode=0o600)
-    return new
-
-
-def attach_cluster(srv: "ShuntServer", cfg: ClusterConfig, *, client=None) -> Cluster:
+def attach_cluster(srv: "ClusterHost", cfg: ClusterConfig, *, client=None) -> Cluster:
     """Make ``srv`` a member of the cluster ``cfg`` names (not started: :meth:`Cluster.start`).
 
     :param client: a ready Redis client (tests pass fakeredis); None: made from ``cfg``.

@@ -34,7 +34,7 @@ from .cluster_sessions import SharedSessions
 
 if TYPE_CHECKING:
     from .overrides import Overrides
-    from .server import ShuntServer
+    from .serving import ClusterHost
     from .state import Pool
 
 log = logging.getLogger("shunt.cluster")
@@ -43,7 +43,7 @@ WINDOWS_EVERY_S = 1.0  # window-only updates of one account are written at most 
 APPLY_TRIES = 5  # a merge is applied again this often when the account changed here meanwhile
 
 
-def share_pool(link: Link, srv: "ShuntServer") -> list:
+def share_pool(link: Link, srv: "ClusterHost") -> list:
     """The parts that share ``srv``'s pool over ``link``: accounts, pin and overrides, sessions."""
     clock = srv.clock.time
     return [SharedAccounts(link, srv.pool, clock=clock), SharedSettings(link, srv.pool, srv.overrides, clock=clock),

@@ -40,7 +40,7 @@ from .clients import TokenLimits
 
 if TYPE_CHECKING:
     from .cluster_link import Link
-    from .server import ShuntServer
+    from .serving import ClusterHost
 
 DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 33 * 86400
@@ -116,7 +116,7 @@ class SharedLimits:
     """This instance's part in holding client tokens' limits across the cluster; installed as the
     meter's ``shared`` (:class:`~shunt_lib.client_meter.ClientMeter`). Any thread may call any method."""
 
-    def __init__(self, link: "Link", srv: "ShuntServer"):
+    def __init__(self, link: "Link", srv: "ClusterHost"):
         self.link = link
         self.srv = srv
         self.meter = srv.meter
@@ -124,7 +124,7 @@ class SharedLimits:
         self._script = link.client.register_script(ADMIT)
 
     @classmethod
-    def attach(cls, link: "Link", srv: "ShuntServer") -> "SharedLimits":
+    def attach(cls, link: "Link", srv: "ClusterHost") -> "SharedLimits":
         """Make ``srv.meter`` ask the cluster before admitting a token with limits."""
         part = cls(link, srv)
         link.on_rejoin(part._rejoin)

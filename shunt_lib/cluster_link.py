@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -36,6 +37,7 @@ from typing import Any, Callable, Hashable
 from .cluster_config import PASSWORD_ENV, ClusterConfig, connection_facts
 from .cluster_keys import Keys
 from .errors import ConfigError
+from .fsutil import atomic_write_bytes
 
 log = logging.getLogger("shunt.cluster")
 
@@ -43,6 +45,7 @@ RETRY_S = 0.5  # how often a degraded link tries Redis again
 HEARTBEAT_S = 5.0  # how often an instance says it is alive (and counts the others)
 INSTANCE_STALE_S = 30.0  # an instance silent this long is not counted
 LISTEN_POLL_S = 0.2  # the listener's longest wait for a notice (it also notices stop() and a failure then)
+ID_FILE = "cluster-id"  # in shunt's home: this instance's stable id
 PING_IDLE_S = 2.0  # a silent subscription is pinged this often, so a dead link is noticed
 
 
@@ -71,6 +74,24 @@ def connect(cfg: ClusterConfig):
     if os.environ.get(PASSWORD_ENV) and "@" not in cfg.redis_url:
         kwargs["password"] = os.environ[PASSWORD_ENV]
     return redis.Redis.from_url(cfg.redis_url, **kwargs)
+
+
+def instance_id(home: str) -> str:
+    """This home's stable id in the cluster, kept in ``cluster-id`` (created once, mode 0600): the host
+    name and 6 random hex digits. Stable across restarts, so an instance's own fields in shared
+    counters are rewritten, not added to, when it comes back."""
+    path = os.path.join(home, ID_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            got = f.read().strip()
+        if got and len(got) <= 80 and got.isprintable():
+            return got
+    except OSError:
+        pass
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "host"
+    new = f"{host}-{secrets.token_hex(3)}"
+    atomic_write_bytes(path, new.encode() + b"\n", mode=0o600)
+    return new
 
 
 class Link:

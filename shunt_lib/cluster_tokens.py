@@ -33,7 +33,7 @@ from .token_store import Entry, TokenStore
 if TYPE_CHECKING:
     from .cluster_link import Link
     from .config import Config, Paths
-    from .server import ShuntServer
+    from .serving import ClusterHost
 
 log = logging.getLogger("shunt.cluster")
 
@@ -105,14 +105,14 @@ def push(client, key: str, entry: Entry) -> Entry:
 class SharedTokens:
     """This instance's part in sharing client tokens (see the module docstring). Built by :meth:`attach`."""
 
-    def __init__(self, link: "Link", srv: "ShuntServer"):
+    def __init__(self, link: "Link", srv: "ClusterHost"):
         self.link = link
         self.srv = srv
         self._lock = threading.Lock()  # one use of the store's connection at a time
         self._store = TokenStore(srv.paths.tokens_db)
 
     @classmethod
-    def attach(cls, link: "Link", srv: "ShuntServer") -> "SharedTokens":
+    def attach(cls, link: "Link", srv: "ClusterHost") -> "SharedTokens":
         """Share ``srv``'s client tokens over ``link``: ``/admin/tokens`` pushes its changes
         (``srv.token_mirror``), notices and rejoins merge the others'."""
         part = cls(link, srv)
@@ -188,7 +188,7 @@ def cli_mirror(config: "Config", paths: "Paths") -> tuple[Callable[[str], None] 
     """
     if not config.cluster.enabled:
         return None, lambda: None
-    from .cluster import instance_id  # noqa: PLC0415 - a shunt alone never imports redis
+    from .cluster_link import instance_id  # noqa: PLC0415 - a shunt alone never imports redis
     from .cluster_config import check_security  # noqa: PLC0415
     from .cluster_keys import Keys  # noqa: PLC0415
     from .cluster_link import connect, import_redis  # noqa: PLC0415

@@ -30,7 +30,7 @@ from .record import RequestRecord
 
 if TYPE_CHECKING:
     from .cluster_link import Link
-    from .server import ShuntServer
+    from .serving import ClusterHost
 
 log = logging.getLogger("shunt.cluster")
 
@@ -75,7 +75,7 @@ def seed(path: str, day_start_s: int) -> dict[tuple[str, str, str], list[int]]:
 class SharedUsage:
     """This instance's part in the cluster's usage rollups (see the module docstring)."""
 
-    def __init__(self, link: "Link", srv: "ShuntServer"):
+    def __init__(self, link: "Link", srv: "ClusterHost"):
         self.link = link
         self.srv = srv
         self._lock = threading.Lock()
@@ -89,7 +89,7 @@ class SharedUsage:
             self._totals = {}
 
     @classmethod
-    def attach(cls, link: "Link", srv: "ShuntServer") -> "SharedUsage":
+    def attach(cls, link: "Link", srv: "ClusterHost") -> "SharedUsage":
         """Count ``srv``'s finished requests into the cluster's rollups."""
         part = cls(link, srv)
         srv.relay.finish.listeners.append(part.add)

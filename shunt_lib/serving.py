@@ -69,3 +69,15 @@ class HandlerServer(ControlServer, Protocol):
     def request_in_flight(self) -> ContextManager[object]:
         """Counts a proxied request as in flight for the drain while the block runs."""
         ...
+
+
+class ClusterHost(HandlerServer, Protocol):
+    """The server as a cluster's parts see it (:mod:`shunt_lib.cluster`): its state, files and seams,
+    and where it listens (each instance's heartbeat names its URL)."""
+
+    server_address: tuple
+
+    @property
+    def port(self) -> int:
+        """The port bound."""
+        ...
