@@ -7,8 +7,9 @@ The request path never waits on Redis for what it can decide from memory. Three 
   down it is not even tried: it returns the caller's ``default`` at once, and the caller decides
   from its own state.
 - :meth:`Link.later` — an asynchronous write, coalesced by key (the newest write of a key replaces
-  one still queued), sent in one pipeline by the writer thread, in the order first queued. Dropped
-  while Redis is down: what was lost is rewritten when the link comes back (the rejoin handlers).
+  one still queued), sent in one pipeline by the writer thread, in the order queued: at once, or,
+  for a ``lazy`` write (a rollup, a TTL slide), within half a second. Dropped while Redis is down:
+  what was lost is rewritten when the link comes back (the rejoin handlers).
 - :meth:`Link.on` — handlers of the change notices other instances publish on the cluster's
   channel (``{"k": kind, "from": instance id, ...}``). An instance never hears its own.
 
@@ -42,6 +43,7 @@ from .fsutil import atomic_write_bytes
 log = logging.getLogger("shunt.cluster")
 
 RETRY_S = 0.5  # how often a degraded link tries Redis again
+LAZY_S = 0.5  # the longest a lazy write waits for the writer
 HEARTBEAT_S = 5.0  # how often an instance says it is alive (and counts the others)
 INSTANCE_STALE_S = 30.0  # an instance silent this long is not counted
 LISTEN_POLL_S = 0.2  # the listener's longest wait for a notice (it also notices stop() and a failure then)
@@ -166,15 +168,18 @@ class Link:
             self.down(exc)
             return default
 
-    def later(self, key: Hashable, op: Callable[[Any], None]) -> None:
+    def later(self, key: Hashable, op: Callable[[Any], None], *, lazy: bool = False) -> None:
         """Queue ``op(pipeline)`` for the writer thread; a queued op of the same ``key`` is replaced.
-        Dropped while Redis is down."""
+        The writer sends at once, unless ``lazy``: then with the next prompt write or within
+        :data:`LAZY_S` (rollups and TTL slides, rewritten whole, need not cost a round trip per
+        request). Dropped while Redis is down."""
         if not self._healthy:
             return
         with self._lock:
             self._pending.pop(key, None)
             self._pending[key] = op
-        self._wake.set()
+        if not lazy:
+            self._wake.set()
 
     def publish(self, kind: str, payload: dict, *, now: bool = False) -> None:
         """Tell the other instances about a change: ``{"k": kind, "from": this id, **payload}``.
@@ -221,7 +226,7 @@ class Link:
 
     def _write(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(LAZY_S)
             self._wake.clear()
             self._flush()
             if self._stopping.is_set():

@@ -80,7 +80,7 @@ class SharedSessions:
             self._slid.clear()
         self._slid[session] = now_s
         key, ttl_ms = self.link.keys.session(session), self._ttl_ms()
-        self.link.later(("session", session), lambda pipe: pipe.pexpire(key, ttl_ms))
+        self.link.later(("session", session), lambda pipe: pipe.pexpire(key, ttl_ms), lazy=True)
 
     def settle(self, session: str, before: str | None, mine: str, can_take: Callable[[str], bool]) -> str:
         """``session`` was bound here to ``mine`` (``before``: its previous local account, None: new

@@ -115,7 +115,7 @@ class SharedUsage:
             row = self._totals.setdefault(key, [0] * len(COUNTERS))
             for i, v in enumerate(counters_of(record)):
                 row[i] += v
-        self.link.later(("usage", day, key), lambda p: self._write(p, day, [key]))
+        self.link.later(("usage", day, key), lambda p: self._write(p, day, [key]), lazy=True)
 
     def _write(self, pipe, day: str, keys) -> None:
         """Rewrite this instance's fields of ``keys`` for ``day`` (the totals as they are now)."""

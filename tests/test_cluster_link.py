@@ -98,6 +98,8 @@ def test_notices_reach_the_other_instances_and_not_the_sender(redis_server):
         assert arrived.wait(5)
         assert got_b[0]["n"] == 1 and got_b[0]["from"] == "a" and got_a == []
         assert a.run(lambda r: r.get("t:k")) == b"2"
+        a.later("lazy", lambda p: p.set("t:lazy", "1"), lazy=True)  # no wake-up of its own: sent within LAZY_S
+        assert wait_until(lambda: a.run(lambda r: r.get("t:lazy")) == b"1", 5)
         assert wait_until(lambda: a.run(lambda r: r.hlen("t:instances")) == 2, 5)
     finally:
         a.stop(), b.stop()
