@@ -11,7 +11,8 @@ import time
 from shunt_lib.config import load_config
 from shunt_lib.server import make_server
 from tests.fakes.upstream import Reply, error_json, unified_headers
-from tests.support import MSG, Proxy, wait_until, write_home
+from shunt_lib.client_limits import day_key
+from tests.support import MSG, Proxy, client_token, wait_until, write_home
 
 QUOTA_MSG = "This request would exceed your account's rate limit. Please try again later."
 _n = itertools.count()
@@ -21,8 +22,9 @@ class Load:
     """Threads sending new conversations round-robin over ``proxies`` until stopped; :attr:`statuses`
     holds every answer's status. :meth:`pause` / :meth:`resume` hold them between requests."""
 
-    def __init__(self, proxies: list[Proxy], threads: int = 3):
+    def __init__(self, proxies: list[Proxy], threads: int = 3, headers: dict | None = None):
         self.proxies = proxies
+        self.headers = headers
         self.statuses: list[int] = []
         self.errors: list[bytes] = []
         self._stop = threading.Event()
@@ -42,7 +44,7 @@ class Load:
             if self._stop.is_set():
                 return
             body = dict(MSG, messages=[{"role": "user", "content": f"load {next(_n)}"}])
-            status, _, out = self.proxies[n % len(self.proxies)].request(body=body)
+            status, _, out = self.proxies[n % len(self.proxies)].request(body=body, headers=self.headers)
             with self._lock:
                 self.statuses.append(status)
                 if status != 200:
@@ -94,7 +96,10 @@ def test_redis_stopped_mid_load_costs_no_client_error_and_is_merged_when_back(re
     load = None
     try:
         assert [_cluster_state(p) for p in proxies] == ["ok", "ok"]
-        load = Load(proxies)
+        # The load's client token has a daily budget: its counter is one field per instance, summed.
+        token, token_id = client_token(proxies[0], "load", daily_tokens=10_000_000)
+        assert wait_until(lambda: proxies[1].request(body=MSG, headers={"x-api-key": token})[0] == 200, 5)
+        load = Load(proxies, headers={"x-api-key": token})
         assert load.more(20)
 
         redis_server.stop()  # SIGKILL, mid-load: nothing of it survives
@@ -131,6 +136,18 @@ def test_redis_stopped_mid_load_costs_no_client_error_and_is_merged_when_back(re
             assert b"b" in [r.get(k) for k in keys]
         load.resume()
         assert load.more(20)
+        load.pause()
+
+        # The budget's counter, rebuilt in the emptied Redis from both instances, is their sum: nothing
+        # spent before, during or after the outage is lost or counted twice.
+        def spent() -> tuple[int, int]:
+            local = sum(p.srv.meter.used(token_id)["daily_tokens"] for p in proxies)
+            with redis_server.client() as r:
+                fields = r.hvals(f"outage:{{token:{token_id}}}:day:{day_key(time.time())}")
+            return local, sum(int(v) for v in fields)
+        assert wait_until(lambda: spent()[0] == spent()[1], 5), spent()
+        assert spent()[0] > 0 and all(p.srv.meter.used(token_id)["daily_tokens"] > 0 for p in proxies)
+        load.resume()
     finally:
         if load is not None:
             load.stop()
