@@ -6,8 +6,9 @@ real ``shunt serve`` processes (as ``bench/bench.py`` starts them) and a fake up
 
 * ``latency`` — the p50 a ``[cluster]`` adds: one shunt with a ``[cluster]`` table and one without,
   both in front of ``bench/fake_upstream.py``; the small request (``bench/loadgen.py``'s ``small``,
-  a fixed session) sent at concurrency 1 on one keep-alive connection to each in turn, the order
-  reversed every other round; the figure is the median of the rounds' p50 differences (wall clock).
+  a fixed session) sent at concurrency 1 on one keep-alive connection to each, one request to each
+  in turn (so both see the machine as it is at that moment), the order swapped at every pair; the
+  figure is the median of the rounds' p50 differences (wall clock).
   Target: at most 0.1 ms.
 * ``spread`` — aggregate throughput of three shunts on one Redis, the load generator's connections
   spread round-robin over them (a balancer), against one shunt with the same connections, and three
@@ -73,6 +74,28 @@ def _small(port: int, client: int = 0) -> bytes:
     return loadgen.request_for("small", port, client)
 
 
+class _Keepalive:
+    """One keep-alive connection sending the small request; :meth:`once` times one request (seconds)."""
+
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = dict(loadgen.SMALL_HEADERS, **{"x-claude-code-session-id": f"bench-latency-{port}"})
+        self.headers.pop("content-length", None)
+
+    def once(self) -> float:
+        started = time.perf_counter()
+        self.conn.request("POST", "/v1/messages", body=loadgen.SMALL_BODY, headers=self.headers)
+        resp = self.conn.getresponse()
+        resp.read()
+        took = time.perf_counter() - started
+        if resp.status != 200:
+            raise SystemExit(f"latency: status {resp.status} from port {self.conn.port}")
+        return took
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def latency(redis: RedisServer, rounds: int, samples: int, warmup: int) -> None:
     """(a) the p50 a ``[cluster]`` adds at c=1, wall clock."""
     b = _bench()
@@ -83,13 +106,22 @@ def latency(redis: RedisServer, rounds: int, samples: int, warmup: int) -> None:
         print(f"latency: shunt alone on :{alone.port}, shunt on Redis on :{shared.port} (cluster "
               f"{_cluster_state(shared.port)}); {rounds} rounds of {samples} small requests each, c=1 ...", flush=True)
         p50 = {"alone": [], "cluster": []}
-        for r in range(rounds):
-            order = [alone, shared] if r % 2 == 0 else [shared, alone]
-            for t in order:
-                run = loadgen.measure(t.port, ["small"], [[_small(t.port)]], samples, 120.0, warmup)["small"]
-                if run["errors"]:
-                    raise SystemExit(f"{run['errors']} errors from {t.label}")
-                p50[t.label].append(statistics.median(run["lat_us"]) / 1000)
+        conns = {t.label: _Keepalive(t.port) for t in (alone, shared)}
+        try:
+            for c in conns.values():
+                for _ in range(warmup):
+                    c.once()
+            for r in range(rounds):
+                lat: dict[str, list[float]] = {"alone": [], "cluster": []}
+                order = ["alone", "cluster"] if r % 2 == 0 else ["cluster", "alone"]
+                for i in range(samples):  # one request to each in turn: both see the machine as it is
+                    for label in (order if i % 2 == 0 else order[::-1]):
+                        lat[label].append(conns[label].once())
+                for label, got in lat.items():
+                    p50[label].append(statistics.median(got) * 1000)
+        finally:
+            for c in conns.values():
+                c.close()
         added = [c - a for a, c in zip(p50["alone"], p50["cluster"])]
         print(f"latency: alone p50 {statistics.median(p50['alone']):.3f} ms, on Redis "
               f"{statistics.median(p50['cluster']):.3f} ms: added {statistics.median(added):+.3f} ms (rounds: "
