@@ -141,3 +141,33 @@ def test_a_proxy_in_a_cluster_shows_it_in_status_and_metrics(redis_server, tmp_p
         assert 'shunt_cluster_up{cluster="p"} 1' in page
     finally:
         proxy.close()
+
+
+def test_a_password_comes_from_the_url_or_redis_password_and_is_never_logged(tmp_path, caplog, monkeypatch):
+    from tests.redis_support import WHY_MISSING, RedisServer
+    if WHY_MISSING:
+        pytest.skip(WHY_MISSING)
+    from shunt_lib.cluster_link import Link
+    caplog.set_level(logging.DEBUG)
+    secret = "pw-7f3a9c1e5b"
+    server = RedisServer(str(tmp_path), password=secret)
+    try:
+        bare = f"redis://127.0.0.1:{server.port}/0"
+        monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+        link = Link(ClusterConfig(redis_url=bare, cluster_name="pw", timeout_s=0.3), "i", retry_s=0.05)
+        link.start()
+        try:
+            assert not link.healthy and "Authentication" in link.status()["reason"]  # refused without it
+        finally:
+            link.stop()
+        monkeypatch.setenv("REDIS_PASSWORD", secret)
+        for url in (bare, f"redis://:{secret}@127.0.0.1:{server.port}/0"):
+            link = Link(ClusterConfig(redis_url=url, cluster_name="pw", timeout_s=0.3), "i", retry_s=0.05)
+            link.start()
+            try:
+                assert link.healthy
+            finally:
+                link.stop()
+    finally:
+        server.stop()
+    assert secret not in caplog.text
