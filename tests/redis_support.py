@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -27,9 +28,16 @@ class RedisServer:
     :attr:`url` is its ``redis://`` URL; :meth:`stop` kills it (SIGKILL: an outage, nothing saved) and
     :meth:`start` starts it again, empty, on the same port."""
 
-    def __init__(self, directory: str, password: str = ""):
+    def __init__(self, directory: str, password: str = "", tls: bool = False):
         self.dir = directory
         self.password = password
+        self.tls = tls  # TLS only, with a self-signed certificate for 127.0.0.1 (:attr:`ca_file`)
+        self.ca_file = os.path.join(directory, "cert.pem")
+        if tls:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                            "-keyout", os.path.join(directory, "key.pem"), "-out", self.ca_file,
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True, timeout=60)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -37,11 +45,15 @@ class RedisServer:
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it answers PING."""
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.ca_file, "--tls-key-file",
+                 os.path.join(self.dir, "key.pem"), "--tls-auth-clients", "no"] if self.tls else ["--port", str(self.port)]
+        args = [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.dir, "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
@@ -55,7 +67,7 @@ class RedisServer:
     def ping(self) -> bool:
         """Whether the server answers ``PING`` now."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            with self._connect() as s:
                 if self.password:
                     s.sendall(f"AUTH {self.password}\r\n".encode())
                     s.recv(64)
@@ -63,6 +75,12 @@ class RedisServer:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def _connect(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+        if not self.tls:
+            return s
+        return ssl.create_default_context(cafile=self.ca_file).wrap_socket(s, server_hostname="127.0.0.1")
 
     def client(self):
         """A ``redis.Redis`` client of this server (close it)."""

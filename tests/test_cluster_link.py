@@ -171,3 +171,29 @@ def test_a_password_comes_from_the_url_or_redis_password_and_is_never_logged(tmp
     finally:
         server.stop()
     assert secret not in caplog.text
+
+
+def test_a_tls_redis_is_joined_over_rediss_and_its_certificate_is_checked(tmp_path, upstream):
+    from tests.redis_support import WHY_MISSING, RedisServer
+    if WHY_MISSING:
+        pytest.skip(WHY_MISSING)
+    from shunt_lib.config import load_config
+    from shunt_lib.server import make_server
+    from tests.support import Proxy, write_home
+    server = RedisServer(str(tmp_path), tls=True)
+    try:
+        unchecked = server.url.split("?", 1)[0]  # without the CA: the self-signed certificate is refused
+        for url, state in ((server.url, "ok"), (unchecked, "degraded")):
+            paths = write_home(str(tmp_path / state), upstream.url, [("a", "api_key")],
+                               cluster={"redis_url": url, "cluster_name": "tls", "timeout_s": 0.3})
+            proxy = Proxy(make_server(load_config(paths), paths, port=0))
+            try:
+                cluster = json.loads(proxy.request("GET", "/status")[2])["cluster"]
+                assert cluster["state"] == state, cluster
+                if state == "degraded":
+                    assert "certificate" in cluster["reason"].lower() or "SSL" in cluster["reason"]
+                assert proxy.request(body={"model": "m", "max_tokens": 1, "messages": []})[0] == 200
+            finally:
+                proxy.close()
+    finally:
+        server.stop()
