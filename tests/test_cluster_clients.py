@@ -459,3 +459,36 @@ def test_a_revocation_made_while_redis_was_down_reaches_every_instance_when_it_i
         assert wait_until(lambda: _status(p, token) == 401, 2)
     doc = entry_from_doc(redis_server.client().hget("trio:tokens", token_id))
     assert doc is not None and doc.record.revoked_s is not None
+
+
+def test_the_usage_rollups_keep_the_day_before_midnight_whole(tmp_path):
+    fakeredis = pytest.importorskip("fakeredis")
+    from shunt_lib.cluster_link import Link
+    from shunt_lib.cluster_usage import SharedUsage, read_rows
+    midnight = 1_800_000_000 // 86400 * 86400 + 86400  # a UTC midnight
+    now = [midnight - 5.0]
+    srv = types.SimpleNamespace(clock=types.SimpleNamespace(time=lambda: now[0]),
+                                paths=types.SimpleNamespace(home=str(tmp_path)))
+    link = Link(ClusterConfig(redis_url="redis://127.0.0.1:6379/0", cluster_name="u"), "i0",
+                client=fakeredis.FakeRedis(), retry_s=0.05)
+    part = SharedUsage(link, srv)
+    link.start()
+    try:
+        def record(ts_s):
+            return {"ts_s": ts_s, "account": "a", "client": "ci", "model": "m", "status": 200, "input_tokens": 10,
+                    "output_tokens": 5, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+        before, after = day_key(midnight - 1), day_key(midnight)
+        part.add(record(midnight - 10))  # its write is queued (lazily) ...
+        now[0] = midnight + 1
+        part.add(record(midnight + 1))  # ... and the day turns before it goes out
+        part.add(record(midnight - 2))  # stamped before midnight, ended after it
+
+        def requests(day):
+            return [r["requests"] for r in read_rows(link.client, link.keys, [day], "client")]
+        assert wait_until(lambda: requests(before) == [2] and requests(after) == [1], 3), (requests(before),
+                                                                                             requests(after))
+        link.client.flushall()  # a Redis restarted empty: the rejoin rewrites both days
+        part._rejoin()
+        assert requests(before) == [2] and requests(after) == [1]
+    finally:
+        link.stop()
