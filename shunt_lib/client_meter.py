@@ -15,7 +15,10 @@ seeds today's and this month's totals at start.
 
 In a cluster, :attr:`ClientMeter.shared` (:class:`~shunt_lib.cluster_limits.SharedLimits`) decides
 for a token with limits across every instance; this meter still keeps this instance's own use (what
-``/status`` shows, what the cluster is told, and the decision while Redis is down).
+``/status`` shows, what the cluster is told, and the decision while Redis is down). Every admission
+and release of such a token, however it was decided, tells the cluster this instance's count in
+flight (``shared.inflight_changed``: the whole count, never a step, so a request admitted during an
+outage is given back like any other).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class ClientLimited(ShuntError):
 class _Token:
     """One token's live use (guarded by the meter's lock)."""
 
-    __slots__ = ("admissions", "charges", "window_tokens", "inflight", "day", "month", "day_tokens", "day_cache_read",
+    __slots__ = ("admissions", "charges", "window_tokens", "inflight", "asking", "gen", "day", "month", "day_tokens", "day_cache_read",
                  "day_usd", "day_requests", "month_tokens", "month_cache_read", "month_usd", "month_requests",
                  "day_start_s", "day_end_s")
 
@@ -65,6 +68,8 @@ class _Token:
         self.charges: collections.deque[tuple[float, int]] = collections.deque()
         self.window_tokens = 0
         self.inflight = 0
+        self.asking = 0  # admissions waiting on the cluster's answer
+        self.gen = 0  # counts the admissions asked of the cluster (orders this instance's in-flight writes)
         self.day = self.month = ""
         self.day_start_s = self.day_end_s = 0.0  # the UTC day ``day`` names, epoch s: [start, end)
         self.day_tokens = self.day_cache_read = self.day_requests = 0
@@ -105,7 +110,7 @@ class Ticket:
     def __init__(self, meter: "ClientMeter", token_id: str, shared=None):
         self.meter = meter
         self.token_id = token_id
-        self.shared = shared  # the cluster's limits when they admitted it (its end is told to them), else None
+        self.shared = shared  # the cluster's limits for a token with limits (its end is told to them), else None
         self._released = self._charged = False
 
     def finish(self, record, cost_usd: float | None = NOT_PRICED) -> None:
@@ -124,7 +129,7 @@ class Ticket:
             self._released = True
             self.meter._leave(self.token_id)
             if self.shared is not None:
-                self.shared.left(self.token_id)
+                self.shared.inflight_changed(self.token_id)
 
 
 class ClientMeter:
@@ -175,12 +180,21 @@ class ClientMeter:
         now_s = self.clock() if now_s is None else now_s
         limits = client.token.limits
         shared = self.shared if self.shared is not None and limits_set(limits) else None
-        decided = shared.admit(client.token_id, limits, now_s) if shared is not None else UNDECIDED
-        if decided is UNDECIDED:
-            shared = None  # Redis is down: this instance decides alone
+        decided = UNDECIDED
+        if shared is not None:
+            with self._lock:
+                tok = self._token(client.token_id, now_s)
+                tok.asking += 1
+                tok.gen += 1
+                gen = tok.gen
+            try:
+                decided = shared.admit(client.token_id, limits, now_s, gen)
+            finally:
+                with self._lock:
+                    tok.asking -= 1
         with self._lock:
             tok = self._token(client.token_id, now_s)
-            if shared is None:
+            if decided is UNDECIDED:  # no cluster (or Redis is down): this instance decides alone
                 refusal = check(limits, Use(tok.admissions, tok.charges, tok.window_tokens, tok.inflight,
                                             tok.day_tokens, tok.month_usd), now_s)
             else:
@@ -188,10 +202,19 @@ class ClientMeter:
             if refusal is None:
                 tok.admissions.append(now_s)
                 tok.inflight += 1
+        if shared is not None:
+            shared.inflight_changed(client.token_id)  # this instance's count in flight, as it is now, goes to the cluster
         if refusal is not None:
             raise ClientLimited(f"client token {client.name} is {refusal.reason}; retry in {refusal.retry_after_s} s",
                                 refusal.retry_after_s, refusal.limit)
         return Ticket(self, client.token_id, shared)
+
+    def inflight_of(self, token_id: str) -> tuple[int, int, int]:
+        """``token_id``'s requests in flight here, admissions of it waiting on the cluster's answer, and the
+        number of the last admission asked of the cluster (0, 0, 0 for a token not seen since start)."""
+        with self._lock:
+            tok = self._tokens.get(token_id)
+            return (0, 0, 0) if tok is None else (tok.inflight, tok.asking, tok.gen)
 
     def _leave(self, token_id: str) -> None:
         with self._lock:

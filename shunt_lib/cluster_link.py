@@ -127,6 +127,7 @@ class Link:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._instances = 1
+        self._stale: frozenset[str] = frozenset()  # instances whose heartbeat was stale at the last look
         self._threads: list[threading.Thread] = []
         self._connected = threading.Event()  # set once the first connection attempt is over (either way)
         self.where = connection_facts(cfg.redis_url).where if cfg.redis_url else "?"
@@ -143,6 +144,13 @@ class Link:
         return {"name": self.cfg.cluster_name, "state": "ok" if self._healthy else "degraded",
                 "since_s": int(self._since_s), "reason": "" if self._healthy else self._reason,
                 "instances": self._instances, "instance": self.instance_id, "redis": self.where}
+
+    @property
+    def stale_instances(self) -> frozenset[str]:
+        """The ids of the instances whose heartbeat in ``N:instances`` was older than
+        :data:`INSTANCE_STALE_S` at this instance's last heartbeat (crashed or cut off: their fields in
+        shared counters are no longer theirs to hold). Never this instance."""
+        return self._stale
 
     def down(self, exc: BaseException | str) -> None:
         """Count Redis as down (logged once per outage); the listener reconnects."""
@@ -304,14 +312,18 @@ class Link:
         now = self.clock()
         doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at_s": int(now), **self._describe()})
         self.client.hset(self.keys.instances, self.instance_id, doc)
-        live = 0
-        for raw in self.client.hvals(self.keys.instances):
+        live, stale = 0, set()
+        for name, raw in self.client.hgetall(self.keys.instances).items():
             try:
                 at = float(json.loads(raw).get("at_s", 0))
             except (ValueError, AttributeError, TypeError):
                 continue
-            live += now - at < INSTANCE_STALE_S
+            if now - at < INSTANCE_STALE_S:
+                live += 1
+            else:
+                stale.add(name.decode() if isinstance(name, bytes) else str(name))
         self._instances = max(live, 1)
+        self._stale = frozenset(stale - {self.instance_id})
 
     def _dispatch(self, data: bytes | str | None) -> None:
         try:

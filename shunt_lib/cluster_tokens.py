@@ -9,6 +9,10 @@ instance's ``tokens.db`` stays its offline copy and the only place the request p
 * A change made here (``/admin/tokens``, or ``shunt token ...`` on this machine with ``[cluster]`` set)
   is written to ``tokens.db`` first, then merged into Redis synchronously (:func:`push`) and announced
   (notice ``token``). If Redis is down the local write stands, and the next rejoin pushes it.
+* A change another process made to this ``tokens.db`` (``shunt token ...`` whose Redis did not answer)
+  is pushed when the index notices the file changed (:attr:`ClientTokens.listeners
+  <shunt_lib.token_index.ClientTokens.listeners>`): every record that wins over the copy Redis was
+  last seen holding.
 * A notice from another instance is merged into this ``tokens.db`` (:meth:`TokenStore.put
   <shunt_lib.token_store.TokenStore.put>`).
 * On (re)joining: records Redis lacks or holds older are pushed (and announced: an instance that
@@ -110,6 +114,7 @@ class SharedTokens:
         self.srv = srv
         self._lock = threading.Lock()  # one use of the store's connection at a time
         self._store = TokenStore(srv.paths.tokens_db)
+        self._remote: dict[str, Entry] = {}  # token id → the record Redis was last seen holding
 
     @classmethod
     def attach(cls, link: "Link", srv: "ClusterHost") -> "SharedTokens":
@@ -119,11 +124,16 @@ class SharedTokens:
         link.on(NOTICE, part._heard)
         link.on_rejoin(part._rejoin)
         srv.token_mirror = part.changed
+        srv.client_tokens.listeners.append(part._file_changed)
         return part
 
     def stop(self) -> None:
         """Stop pushing; close the store."""
         self.srv.token_mirror = None
+        try:
+            self.srv.client_tokens.listeners.remove(self._file_changed)
+        except ValueError:
+            pass
         with self._lock:
             self._store.close()
 
@@ -134,12 +144,35 @@ class SharedTokens:
             entry = self._store.entries().get(token_id)
         if entry is None:
             return
+        self._push(entry)
+
+    def _push(self, entry: Entry) -> bool:
+        """Merge ``entry`` into Redis and announce what Redis holds then. :returns: False if Redis did not answer."""
         stored = self.link.run(lambda r: push(r, self.link.keys.tokens, entry))
-        if stored is not None:
-            self.link.publish(NOTICE, {"doc": entry_doc(stored)}, now=True)
+        if stored is None:
+            return False
+        self._remote[entry.record.id] = stored
+        self.link.publish(NOTICE, {"doc": entry_doc(stored)}, now=True)
+        return True
+
+    def _file_changed(self) -> None:
+        """``tokens.db`` changed (maybe by another process: ``shunt token ...`` whose Redis did not
+        answer): push each record that wins over what Redis was last seen holding (while Redis is down,
+        nothing: the rejoin pushes it)."""
+        if not self.link.healthy:
+            return
+        with self._lock:
+            local = self._store.entries()
+        for token_id, mine in local.items():
+            known = self._remote.get(token_id)
+            if winner(known, mine) is mine and (known is None or entry_doc(known) != entry_doc(mine)):
+                if not self._push(mine):
+                    return
 
     def _heard(self, message: dict) -> None:
         entry = entry_from_doc(message.get("doc"))
+        if entry is not None:
+            self._remote[entry.record.id] = entry
         if entry is not None and self._merge_local([entry]):
             self.srv.client_tokens.refresh()
 
@@ -171,9 +204,11 @@ class SharedTokens:
             theirs = remote.get(token_id)
             if winner(theirs, mine) is mine and (theirs is None or entry_doc(theirs) != entry_doc(mine)):
                 remote[token_id] = stored = push(self.link.client, key, mine)
+                self._remote[token_id] = stored
                 # told now (the link is not ok until the rejoin ends): instances that rejoined first learn it too
                 self.link.client.publish(self.link.keys.channel, json.dumps(
                     {"k": NOTICE, "from": self.link.instance_id, "doc": entry_doc(stored)}, separators=(",", ":")))
+        self._remote.update(remote)
         if self._merge_local(list(remote.values())):
             self.srv.client_tokens.refresh()
 
@@ -212,6 +247,7 @@ def cli_mirror(config: "Config", paths: "Paths") -> tuple[Callable[[str], None] 
         except errors as exc:
             where = exc.__class__.__name__
             print(f"shunt: the cluster's Redis did not answer ({where}); the change is saved in {paths.tokens_db} "
-                  "and reaches the other shunts when a shunt serving this home reconnects", file=sys.stderr)
+                  "and reaches the other shunts when a shunt serving this home sees it (at once if it is connected, "
+                  "else when it reconnects)", file=sys.stderr)
 
     return mirror, client.close

@@ -4,10 +4,11 @@ Redis keeps one hash per UTC day, ``N:usage:YYYY-MM-DD`` (:meth:`Keys.usage
 <shunt_lib.cluster_keys.Keys.usage>`), with one field per instance, account, client and model (the
 field is the JSON list ``[instance, account, client, model]``; ``account`` is ``""`` for requests no
 account answered) holding that instance's totals of the day as a JSON list in :data:`COUNTERS` order.
-Each instance keeps its totals of the day in memory (seeded at start from its own ``usage.db``, then
-counting each finished request) and *rewrites* its fields (asynchronously, coalesced per field),
-never increments them: a rejoin rewrites them all, so a Redis restarted empty is rebuilt and nothing
-is counted twice. A day's hash expires after :data:`KEEP_DAYS`.
+Each instance keeps its totals of today and yesterday in memory (seeded at start from its own
+``usage.db``, then counting each finished request into the day of its ``ts_s``: a request stamped
+before midnight that ends after it still counts in its day) and *rewrites* its fields
+(asynchronously, coalesced per field), never increments them: a rejoin rewrites them all, so a Redis
+restarted empty is rebuilt and nothing is counted twice. A day's hash expires after :data:`KEEP_DAYS`.
 
 :func:`read_rows` sums the fields of a span of days per account, client, model, day or instance, in
 the shape of ``shunt usage`` (:func:`~shunt_lib.usage_view.usage_rows`; the cost is priced when read,
@@ -16,6 +17,7 @@ as ``shunt usage`` prices ``usage.db``): ``shunt usage --cluster``.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -53,23 +55,33 @@ def field(instance: str, account: str, client: str, model: str) -> str:
     return json.dumps([instance, account, client, model], separators=(",", ":"))
 
 
-def seed(path: str, day_start_s: int) -> dict[tuple[str, str, str], list[int]]:
-    """This instance's totals since ``day_start_s`` from its ``usage.db`` (``path``) per (account,
-    client, model); {} without a database. :raises sqlite3.Error: an unreadable one."""
+def seed(path: str, since_s: int) -> dict[str, dict[tuple[str, str, str], list[int]]]:
+    """This instance's totals since ``since_s`` (the start of a UTC day) from its ``usage.db`` (``path``)
+    per UTC day (``YYYY-MM-DD``) and (account, client, model); {} without a database.
+    :raises sqlite3.Error: an unreadable one."""
     if not os.path.exists(path):
         return {}
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     try:
         sums = ", ".join(f"SUM({c})" for c in COUNTERS)
-        rows = conn.execute(f"SELECT account, client, model, {sums} FROM rollup_minute WHERE minute_s >= ? "
-                            "GROUP BY account, client, model", (day_start_s,)).fetchall()
+        rows = conn.execute(f"SELECT minute_s / {DAY_S}, account, client, model, {sums} FROM rollup_minute "
+                            f"WHERE minute_s >= ? GROUP BY minute_s / {DAY_S}, account, client, model",
+                            (since_s,)).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return {}
         raise
     finally:
         conn.close()
-    return {(a or "", c or "local", m or ""): [int(v or 0) for v in rest] for a, c, m, *rest in rows}
+    out: dict[str, dict[tuple[str, str, str], list[int]]] = {}
+    for d, a, c, m, *rest in rows:
+        out.setdefault(day_key(int(d) * DAY_S), {})[(a or "", c or "local", m or "")] = [int(v or 0) for v in rest]
+    return out
+
+
+def day_before(day: str) -> str:
+    """The UTC day (``YYYY-MM-DD``) before ``day``."""
+    return (datetime.date.fromisoformat(day) - datetime.timedelta(days=1)).isoformat()
 
 
 class SharedUsage:
@@ -80,13 +92,16 @@ class SharedUsage:
         self.srv = srv
         self._lock = threading.Lock()
         now = srv.clock.time()
-        self._day = day_key(now)
+        today = day_key(now)
         try:
-            self._totals = seed(db_path(srv.paths.home), int(now) // DAY_S * DAY_S)
+            seeded = seed(db_path(srv.paths.home), int(now) // DAY_S * DAY_S - DAY_S)
         except sqlite3.Error as exc:
             log.warning("cluster %s: cannot read today's usage from usage.db: %s (counting from now)",
                         link.cfg.cluster_name, exc)
-            self._totals = {}
+            seeded = {}
+        #: day → (account, client, model) → totals: today and yesterday (a request stamped before midnight
+        #: may end after it), guarded by _lock
+        self._days = {d: seeded.get(d, {}) for d in (day_before(today), today)}
 
     @classmethod
     def attach(cls, link: "Link", srv: "ClusterHost") -> "SharedUsage":
@@ -108,11 +123,13 @@ class SharedUsage:
         day = day_key(record["ts_s"])
         key = (record["account"] or "", record.get("client") or "local", record["model"] or "")
         with self._lock:
-            if day != self._day:
-                if day < self._day:
-                    return  # a request that finished before midnight, counted after the day turned
-                self._day, self._totals = day, {}
-            row = self._totals.setdefault(key, [0] * len(COUNTERS))
+            totals = self._days.get(day)
+            if totals is None:
+                if day < min(self._days):
+                    return  # stamped before yesterday: its day is no longer kept here
+                totals = self._days[day] = {}  # the day turned: keep it and the day before it
+                self._days = {d: t for d, t in self._days.items() if d >= day_before(max(self._days))}
+            row = totals.setdefault(key, [0] * len(COUNTERS))
             for i, v in enumerate(counters_of(record)):
                 row[i] += v
         self.link.later(("usage", day, key), lambda p: self._write(p, day, [key]), lazy=True)
@@ -120,9 +137,8 @@ class SharedUsage:
     def _write(self, pipe, day: str, keys) -> None:
         """Rewrite this instance's fields of ``keys`` for ``day`` (the totals as they are now)."""
         with self._lock:
-            if day != self._day:
-                return
-            values = {field(self.link.instance_id, *k): json.dumps(self._totals[k]) for k in keys if k in self._totals}
+            totals = self._days.get(day, {})
+            values = {field(self.link.instance_id, *k): json.dumps(totals[k]) for k in keys if k in totals}
         if values:
             name = self.link.keys.usage(day)
             pipe.hset(name, mapping=values)
@@ -130,9 +146,10 @@ class SharedUsage:
 
     def _rejoin(self) -> None:
         with self._lock:
-            day, keys = self._day, list(self._totals)
+            days = {d: list(t) for d, t in self._days.items()}
         pipe = self.link.client.pipeline(transaction=False)
-        self._write(pipe, day, keys)
+        for day, keys in days.items():
+            self._write(pipe, day, keys)
         pipe.execute()
 
 

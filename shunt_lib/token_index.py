@@ -49,6 +49,9 @@ class ClientTokens:
         self._version: int | None = None
         self._writer: TokenStore | None = None
         self._problem: str | None = None  # the last read error, warned about once
+        #: called (no arguments, on the thread that polled) after each reload of a changed file: with
+        #: [cluster], the push of changes another process made (shunt_lib.cluster_tokens)
+        self.listeners: list[Callable[[], None]] = []
 
     # -- the request path ------------------------------------------------------------------------
     def check(self, token: str, now_s: float) -> TokenRecord | str:
@@ -97,6 +100,12 @@ class ClientTokens:
         if self._problem is not None:
             self._problem = None
             log.info("client tokens readable again in %s", self.path)
+        if changed:
+            for listener in list(self.listeners):
+                try:
+                    listener()
+                except Exception:  # noqa: BLE001 - a listener's failure must not stop the index's updates
+                    log.exception("a listener of the client tokens' changes failed")
         return changed
 
     def _poll(self) -> bool:

@@ -9,6 +9,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import types
 
 import pytest
@@ -18,6 +19,7 @@ from shunt_lib import token_format
 from shunt_lib.client_limits import day_key
 from shunt_lib.clients import Client, TokenLimits, TokenRecord
 from shunt_lib.cluster_config import ClusterConfig
+from shunt_lib.cluster_limits import inflight_counts
 from shunt_lib.cluster_tokens import entry_doc, entry_from_doc, push, winner
 from shunt_lib.config import load_config
 from shunt_lib.server import make_server, start_background
@@ -151,29 +153,48 @@ def test_a_token_command_with_redis_down_says_so_and_keeps_the_change(tmp_path, 
                        cluster={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "cluster_name": "down"})
     code, out, err = _cli(paths.home, "token", "create", "--label", "offline")
     assert code == 0 and token_format.parse(out.strip()) is not None
-    assert "did not answer" in err and "reconnects" in err and out.strip() not in err
+    assert "did not answer" in err and "sees it" in err and out.strip() not in err
     with TokenStore(paths.tokens_db) as store:
         assert [r.label for r in store.list()] == ["offline"]
 
+
+
+def test_a_token_change_saved_while_the_commands_redis_did_not_answer_reaches_the_cluster(trio):
+    p1, p2, p3 = trio.proxies
+    token, token_id = _create(p1, "ci")
+    assert wait_until(lambda: _status(p3, token) == 200, 2)
+    with TokenStore(trio.homes[0].tokens_db) as store:  # what `shunt token revoke` saves when Redis does not answer
+        store.revoke(token_id, 5000.0)
+    assert wait_until(lambda: _status(p1, token) == 401, 2)  # the serving shunt of that home sees its file change
+    for p in (p2, p3):
+        assert wait_until(lambda: _status(p, token) == 401, 2), "the revocation did not reach the other shunts"
+    doc = entry_from_doc(p2.srv.cluster.link.client.hget("trio:tokens", token_id))
+    assert doc is not None and doc.record.revoked_s == 5000.0
 
 
 # -- the admission script against a real Redis --------------------------------------------------------
 class _Instance:
     """A meter sharing its limits through its own link: one instance without a server."""
 
-    def __init__(self, redis_server, name, clock=None):
+    def __init__(self, redis_server, name, clock=None, records=()):
         from shunt_lib.cluster_limits import SharedLimits
         from shunt_lib.cluster_link import Link
         self.link = Link(ClusterConfig(redis_url=redis_server.url, cluster_name="u", timeout_s=2.0), name, retry_s=0.05)
         self.meter = ClientMeter(clock=clock) if clock else ClientMeter()
+        self.records = list(records)  # the token records its tokens.db holds
         srv = types.SimpleNamespace(meter=self.meter, clock=types.SimpleNamespace(time=self.meter.clock),
-                                    client_tokens=types.SimpleNamespace(records=lambda: []))
+                                    client_tokens=types.SimpleNamespace(records=lambda: self.records))
         self.part = SharedLimits.attach(self.link, srv)
         self.link.start()
         assert self.link.healthy
 
     def close(self):
         self.part.stop()
+        self.link.stop()
+
+    def crash(self):
+        """Gone without a word: nothing of this instance's is cleaned up in Redis (its link is closed so
+        its threads end; its heartbeat is rewritten as a crash leaves it: as old as its last beat)."""
         self.link.stop()
 
 
@@ -223,7 +244,7 @@ def test_concurrency_is_held_across_instances_and_freed_by_the_release(three):
     admitted[0].release()
     admitted[0].release()  # once only
     key = three[0].link.keys.token(c.token_id, "inflight")
-    assert wait_until(lambda: sum(int(v) for v in three[0].link.client.hvals(key)) == 2)
+    assert wait_until(lambda: sum(inflight_counts(three[0].link.client.hgetall(key)).values()) == 2)
     again, refused = _race(three, c, 4)
     assert len(again) == 1 and len(refused) == 3
 
@@ -241,10 +262,86 @@ def test_budgets_are_the_sum_of_each_instances_own_field(three):
         three[2].meter.admit(c)
     assert exc.value.limit == "daily_tokens" and "over its daily budget of 100 tokens (100 used today, UTC)" in str(exc.value)
     three[0].link.client.delete(day)  # a Redis that lost the day: each instance's rejoin rewrites its own field
+    three[1].records.append(c.token)  # the token is in its tokens.db
     three[1].part._rejoin()
+    assert {f: int(v) for f, v in three[0].link.client.hgetall(day).items()} == {b"i1": 50}
     assert three[2].meter.admit(c) is not None  # 50 known again, not 0 and not 150
     usd = k.token(c.token_id, "usd:" + month_key(three[0].meter.clock()))
     assert pytest.approx(sum(float(v) for v in three[0].link.client.hvals(usd))) == 0.4
+
+
+_RECORD = {"input_tokens": 1, "output_tokens": 1, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+
+
+def test_a_request_admitted_while_redis_was_down_gives_its_slot_back_when_it_ends(redis_server):
+    c = _token(max_concurrent=1)
+    a, b = _Instance(redis_server, "a", records=[c.token]), _Instance(redis_server, "b", records=[c.token])
+    try:
+        redis_server.stop()
+        ticket = a.meter.admit(c)  # Redis gone: decided by a alone
+        assert not a.link.healthy
+        redis_server.start()  # back, empty: a's rejoin writes its 1 in flight
+        assert wait_until(lambda: a.link.healthy and b.link.healthy, 10)
+        r = redis_server.client()
+        key = a.link.keys.token(c.token_id, "inflight")
+        assert inflight_counts(r.hgetall(key)) == {"a": 1, "b": 0} and r.pttl(key) > 0
+        with pytest.raises(ClientLimited):
+            b.meter.admit(c)  # the slot is held cluster-wide
+        ticket.finish(_RECORD, 0.0)
+        assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0, "b": 0}, 2)
+        b.meter.admit(c).release()  # free on every instance again
+        r.close()
+    finally:
+        a.close(), b.close()
+
+
+def test_a_restarted_instance_frees_the_slots_it_held_before_its_crash(redis_server):
+    c = _token(max_concurrent=2)
+    a = _Instance(redis_server, "a", records=[c.token])
+    a.meter.admit(c)  # a long stream, then kill -9
+    a.crash()
+    a2 = _Instance(redis_server, "a", records=[c.token])  # the same home again: the same id, nothing in flight
+    b = _Instance(redis_server, "b", records=[c.token])
+    try:
+        held = [b.meter.admit(c), b.meter.admit(c)]  # both slots
+        with pytest.raises(ClientLimited):
+            b.meter.admit(c)
+        for t in held:
+            t.release()
+    finally:
+        a2.close(), b.close()
+
+
+def test_the_slots_of_an_instance_whose_heartbeat_is_stale_are_freed(redis_server):
+    import json as _json
+    from shunt_lib.cluster_link import INSTANCE_STALE_S
+    c = _token(max_concurrent=2)
+    a = _Instance(redis_server, "a", records=[c.token])
+    a.meter.admit(c)
+    a.crash()
+    r = redis_server.client()
+    r.hset(a.link.keys.instances, "a", _json.dumps({"at_s": time.time() - INSTANCE_STALE_S - 5}))  # its last beat
+    key = a.link.keys.token(c.token_id, "inflight")
+    assert inflight_counts(r.hgetall(key)) == {"a": 1}
+    b = _Instance(redis_server, "b", records=[c.token])  # sees a's heartbeat stale when it joins
+    try:
+        b.meter.admit(c), b.meter.admit(c)  # a's slot is not counted: it never comes back
+        assert "a" not in inflight_counts(r.hgetall(key))  # and its field is gone
+        r.close()
+    finally:
+        b.close()
+
+
+def test_a_clean_stop_deletes_the_instances_in_flight_fields(redis_server):
+    c = _token(max_concurrent=2)
+    a = _Instance(redis_server, "a", records=[c.token])
+    a.meter.admit(c).release()
+    key = a.link.keys.token(c.token_id, "inflight")
+    r = redis_server.client()
+    assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0}, 2)
+    a.close()
+    assert r.hgetall(key) == {}
+    r.close()
 
 
 def test_a_token_without_limits_costs_no_redis_operation_and_redis_down_decides_locally(three, redis_server):
@@ -362,3 +459,36 @@ def test_a_revocation_made_while_redis_was_down_reaches_every_instance_when_it_i
         assert wait_until(lambda: _status(p, token) == 401, 2)
     doc = entry_from_doc(redis_server.client().hget("trio:tokens", token_id))
     assert doc is not None and doc.record.revoked_s is not None
+
+
+def test_the_usage_rollups_keep_the_day_before_midnight_whole(tmp_path):
+    fakeredis = pytest.importorskip("fakeredis")
+    from shunt_lib.cluster_link import Link
+    from shunt_lib.cluster_usage import SharedUsage, read_rows
+    midnight = 1_800_000_000 // 86400 * 86400 + 86400  # a UTC midnight
+    now = [midnight - 5.0]
+    srv = types.SimpleNamespace(clock=types.SimpleNamespace(time=lambda: now[0]),
+                                paths=types.SimpleNamespace(home=str(tmp_path)))
+    link = Link(ClusterConfig(redis_url="redis://127.0.0.1:6379/0", cluster_name="u"), "i0",
+                client=fakeredis.FakeRedis(), retry_s=0.05)
+    part = SharedUsage(link, srv)
+    link.start()
+    try:
+        def record(ts_s):
+            return {"ts_s": ts_s, "account": "a", "client": "ci", "model": "m", "status": 200, "input_tokens": 10,
+                    "output_tokens": 5, "cache_read_tokens": 0, "cache_creation_tokens": 0}
+        before, after = day_key(midnight - 1), day_key(midnight)
+        part.add(record(midnight - 10))  # its write is queued (lazily) ...
+        now[0] = midnight + 1
+        part.add(record(midnight + 1))  # ... and the day turns before it goes out
+        part.add(record(midnight - 2))  # stamped before midnight, ended after it
+
+        def requests(day):
+            return [r["requests"] for r in read_rows(link.client, link.keys, [day], "client")]
+        assert wait_until(lambda: requests(before) == [2] and requests(after) == [1], 3), (requests(before),
+                                                                                             requests(after))
+        link.client.flushall()  # a Redis restarted empty: the rejoin rewrites both days
+        part._rejoin()
+        assert requests(before) == [2] and requests(after) == [1]
+    finally:
+        link.stop()
