@@ -109,8 +109,8 @@ def parse_cluster(raw: Any) -> ClusterConfig:
 
 class ConnectionFacts(NamedTuple):
     """What a ``redis_url`` says about the connection: where (``where``: host:port or the socket path,
-    never the password), whether it stays on this machine, whether a password is given (in the URL
-    or ``REDIS_PASSWORD``), and whether it uses TLS."""
+    never the password), whether it stays on this machine, whether a password is given (in the URL,
+    as ``:PASSWORD@`` or ``?password=``, or ``REDIS_PASSWORD``), and whether it uses TLS."""
 
     where: str
     local: bool
@@ -123,7 +123,8 @@ def connection_facts(url: str, env: dict | None = None) -> ConnectionFacts:
     ``os.environ``)."""
     env = os.environ if env is None else env
     parts = urllib.parse.urlsplit(url)
-    password = bool(parts.password) or bool(env.get(PASSWORD_ENV))
+    in_query = any(urllib.parse.parse_qs(parts.query).get("password", []))  # redis-py takes ?password= too
+    password = bool(parts.password) or in_query or bool(env.get(PASSWORD_ENV))
     if parts.scheme == "unix":
         return ConnectionFacts(parts.path, True, password, False)
     host = parts.hostname or ""

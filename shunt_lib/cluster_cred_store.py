@@ -13,9 +13,10 @@ runs while one does).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, Collection
 
 from .cluster_keys import Keys
 from .credentials import Credential
@@ -110,6 +111,31 @@ def reconcile(local: Credential | None, shared: Credential | None) -> str:
     if (local.access_token, local.refresh_token) == (shared.access_token, shared.refresh_token):
         return "keep"
     return "upload" if local.expires_at_ms > shared.expires_at_ms else "adopt"
+
+
+def token_digest(refresh_token: str) -> str:
+    """A refresh token's fingerprint (SHA-256, hex): what this instance remembers of the tokens it spent."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+def supersedes(ours: Credential | None, theirs: Credential | None, spent: Collection[str], *,
+               by_expiry: bool) -> bool:
+    """Whether ``ours`` must replace ``theirs`` (what Redis holds) rather than be replaced by it.
+
+    Ours wins over nothing, and over a pair whose refresh token this instance sent to the token endpoint
+    (its fingerprint is in ``spent``): that pair is rotated out, ours descends from it. With ``by_expiry``
+    ours also wins by a later expiry (:func:`reconcile`'s rule). Otherwise theirs is another lineage (a
+    new login, another instance's newer rotation) and is taken. The same pair: False.
+    """
+    if ours is None:
+        return False
+    if theirs is None:
+        return True
+    if (ours.access_token, ours.refresh_token) == (theirs.access_token, theirs.refresh_token):
+        return False
+    if theirs.refresh_token and theirs.refresh_token != ours.refresh_token and token_digest(theirs.refresh_token) in spent:
+        return True
+    return by_expiry and reconcile(ours, theirs) == "upload"
 
 
 class CredentialHash:

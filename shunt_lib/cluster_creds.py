@@ -21,7 +21,9 @@ The refresh (:meth:`ClusterCredentials.run`, the :class:`~shunt_lib.oauth.TokenM
    may be spent, so it is never sent again; the account is marked ``reauth_required`` with the reason.
    Otherwise the intent is written (only while the lock is still ours) and the token endpoint is called;
 6. the rotated pair is written with a compare-and-set on ``v`` BEFORE the new token is used: a holder
-   whose lock expired cannot overwrite a newer write (the CAS fails and it adopts what is there); then
+   whose lock expired cannot overwrite a newer write (the CAS fails and it adopts what is there, unless
+   that is nothing or the very pair it rotated out: a Redis restarted empty, an instance's rejoin that
+   uploaded its old copy; then it writes again on the version it finds); then
    ``credentials.json`` is updated (the offline copy) and a notice ``cred`` ``{"account", "v"}`` tells the
    other instances, which adopt the new pair from Redis (they never refresh for it);
 7. the lock is released by its owner only (a script compares the owner).
@@ -121,7 +123,9 @@ class ClusterCredentials:
         if shared is None:
             return body()
         if shared.cred is not None and shared.version > self.sync.version(name) and shared.cred.secret != mine.secret:
-            return self.sync.use(name, shared, why="by another instance")
+            adopted = self.sync.use(name, shared, why="by another instance")
+            if adopted is not None:
+                return adopted  # (None: ours supersedes it; written under the lock, by current())
         got = self._acquire(name, shared.version)
         if got is None:
             return body()  # Redis went away: the local path
@@ -148,28 +152,46 @@ class ClusterCredentials:
             if shared is None:
                 return None
             if shared.version != seen_version and shared.cred is not None:
-                return self.sync.use(name, shared, why="by another instance")
+                adopted = self.sync.use(name, shared, why="by another instance")
+                if adopted is not None:
+                    return adopted
+                seen_version = shared.version  # ours supersedes it: written once the lock is ours
             if time.monotonic() > deadline or self._stopping.wait(LOCK_POLL_S):
                 return RefreshResult(RefreshStatus.ERROR, message="another instance is refreshing this token")
 
     def current(self, name: str) -> Credential | None:
-        """Under the cluster lock: the shared credential (adopted if it differs from ours); otherwise, or
-        if Redis holds none, ``credentials.json``'s."""
+        """Under the cluster lock: the shared credential (adopted if it differs from ours), or ours, written
+        first, if it supersedes the shared one (a pair rotated here and not shared yet: the shared one is
+        rotated out, or expires sooner); otherwise, or if Redis holds none, ``credentials.json``'s."""
         if name not in self._held:
             return self.local.current(name)
-        shared = self.sync.do(lambda r: self.hashes.read(r, name))
-        if shared is None:
-            self._held.pop(name, None)  # Redis went away: the local path
-            return self.local.current(name)
-        self._held[name] = shared
-        if shared.cred is None:
-            return self.local.current(name)
-        mine = self.tokens.get(name)
-        if mine is None or mine.secret != shared.cred.secret:
-            self.sync.use(name, shared, why="by another instance")
-        else:
-            self.sync.saw(name, shared.version)
-        return shared.cred
+        for _ in range(3):  # a write refused by a new login's: decide again
+            shared = self.sync.do(lambda r: self.hashes.read(r, name))
+            if shared is None:
+                self._held.pop(name, None)  # Redis went away: the local path
+                return self.local.current(name)
+            self._held[name] = shared
+            if shared.cred is None:
+                return self.local.current(name)
+            mine = self.tokens.get(name)
+            if mine is not None and mine.secret == shared.cred.secret:
+                self.sync.saw(name, shared.version)
+                return shared.cred
+            if not self.sync.wins(name, mine, shared.cred):
+                self.sync.use(name, shared, why="by another instance", any_version=True)
+                return shared.cred
+            assert mine is not None  # (it wins)
+            got = self.sync.do(lambda r, v=shared.version: self.hashes.cas(r, name, v, mine))
+            if got is None:
+                self._held.pop(name, None)
+                return mine
+            if got[0]:
+                log.info("cluster: the token of %s rotated here is shared now (version %d)", name, got[1])
+                self.sync.written(name, got[1])
+                self.link.publish(NOTICE, {"account": name, "v": got[1]})
+                self._held[name] = Shared(got[1], mine, "")
+                return mine
+        return mine
 
     def before_call(self, name: str) -> RefreshResult | None:
         """Under the cluster lock, just before the refresh token is sent: refuse if another owner's
@@ -199,34 +221,59 @@ class ClusterCredentials:
         self.mark_reauth(name, True)
         return RefreshResult(RefreshStatus.INVALID_GRANT, message=message)
 
-    def after_call(self, name: str, result: RefreshResult) -> RefreshResult:
+    def after_call(self, name: str, result: RefreshResult, sent: Credential) -> RefreshResult:
         """The token endpoint answered: write the rotated pair (compare-and-set on the version read under
-        the lock) before it is used; a refused write adopts the newer pair Redis holds. A failure that
-        cannot have spent the refresh token clears our intent."""
+        the lock) before it is used. A refused write is decided again on what Redis holds then: nothing,
+        or the pair just rotated out (a Redis restarted, a rejoin that re-uploaded it) is overwritten with
+        ours; a different pair (a new login) is adopted. A pair that Redis did not take is kept pending
+        (:meth:`CredentialSync.rotated`). A failure that cannot have spent the refresh token clears our
+        intent."""
         shared = self._held.get(name)
         if result.status is not RefreshStatus.OK or result.credential is None:
             if shared is not None and shared.intent and not result.maybe_rotated:
                 self.sync.do(lambda r: self.hashes.clear_intent(r, name, shared.intent))
             return result
         new = result.credential
+        self.sync.spent(name, sent, new)
         self._hang("answered", name)
-        if shared is None:  # the local path: offered (the later expiry wins)
-            if name in self.names() and self.link.healthy:
-                self.sync.offer(name, new)
+        if shared is None:  # the local path: shared as soon as Redis answers (the later expiry wins)
+            if name in self.names():
+                self.sync.rotated(name, new)
             return result
-        got = self.sync.do(lambda r: self.hashes.cas(r, name, shared.version, new))
-        if got is None:  # Redis went away: kept here; the rejoin reconciles (the later expiry wins)
-            return result
-        written, version = got
-        if not written:
-            log.warning("cluster: the refreshed token of %s was not written: version %d is already there", name, version)
-            newer = self.sync.do(lambda r: self.hashes.read(r, name))
-            if newer is not None and newer.cred is not None:
-                return self.sync.use(name, newer, why="by another instance while this one refreshed")
-            return RefreshResult(RefreshStatus.ERROR, message="a newer token was written by another instance")
-        self.sync.saw(name, version)
-        self._hang("written", name)
-        self.link.publish(NOTICE, {"account": name, "v": version})
+        return self._write(name, shared.version, result)
+
+    def _write(self, name: str, version: int, result: RefreshResult) -> RefreshResult:
+        new = result.credential
+        assert new is not None
+        for _ in range(3):
+            got = self.sync.do(lambda r, v=version: self.hashes.cas(r, name, v, new))
+            if got is None:  # Redis went away: kept here, written when it answers
+                self.sync.keep_pending(name, new)
+                return result
+            written, now = got
+            if written:
+                self.sync.written(name, now)
+                self._hang("written", name)
+                self.link.publish(NOTICE, {"account": name, "v": now})
+                return result
+            there = self.sync.do(lambda r: self.hashes.read(r, name))
+            if there is None:
+                self.sync.keep_pending(name, new)
+                return result
+            if there.cred is not None and not self.sync.wins(name, new, there.cred):
+                log.warning("cluster: the refreshed token of %s was not written: another login (version %d) "
+                            "was written meanwhile and is used", name, there.version)
+                adopted = self.sync.use(name, there, why="by another instance while this one refreshed",
+                                        any_version=True)
+                if adopted is not None and adopted.credential is not None:
+                    return adopted
+                self.sync.keep_pending(name, new)
+                return result
+            log.warning("cluster: Redis holds version %d of %s, not %d, with %s: the refreshed token is written "
+                        "over it", there.version, name, version,
+                        "nothing" if there.cred is None else "the pair it replaces")
+            version = there.version
+        self.sync.keep_pending(name, new)  # refused again and again: written by the next chance
         return result
 
     def logged_in(self, name: str, cred: Credential, replaced: bool) -> None:

@@ -82,8 +82,8 @@ class LocalCoordinator:
     :class:`RefreshResult`) single flight for ``name`` and returns its result (or an earlier one, if the
     coordinator learnt the refresh is not needed); inside ``body``, ``current(name)`` is the credential
     stored now, ``before_call(name)`` may return a result that stops the call to the token endpoint,
-    ``after_call(name, result)`` sees the endpoint's answer before the new pair is used (and returns the
-    result to go on with); ``logged_in(name, cred, replaced)`` is told of a new login or key seen by a
+    ``after_call(name, result, sent)`` sees the endpoint's answer to the refresh token of ``sent`` (the
+    credential ``current`` returned) before the new pair is used (and returns the result to go on with); ``logged_in(name, cred, replaced)`` is told of a new login or key seen by a
     reload (``replaced``: it replaced a credential held until then).
     Here: the account's lock (:class:`~shunt_lib.refresh_lock.AccountLocks`) and ``credentials.json``.
     """
@@ -107,9 +107,9 @@ class LocalCoordinator:
         del name
         return None
 
-    def after_call(self, name: str, result: "RefreshResult") -> "RefreshResult":
+    def after_call(self, name: str, result: "RefreshResult", sent: Credential) -> "RefreshResult":
         """The answer as it is."""
-        del name
+        del name, sent
         return result
 
     def logged_in(self, name: str, cred: Credential, replaced: bool) -> None:
@@ -171,11 +171,20 @@ class TokenManager:
             if login:
                 self.coordinator.logged_in(name, cred, replaced)
 
-    def adopt(self, name: str, cred: Credential) -> None:
+    def adopt(self, name: str, cred: Credential, *,
+              when: Callable[[Credential | None], bool] | None = None) -> bool:
         """Use ``cred``, rotated by another holder: in memory first, then in ``credentials.json`` (the
         offline copy), under the credentials lock, so a reload never takes the file change for a new
-        login. A failed save is logged; the refresh state of ``name`` (back-off) is cleared."""
+        login. A failed save is logged; the refresh state of ``name`` (back-off) is cleared.
+
+        :param when: ``when(current)`` decides, under the same lock as a refresh's own save, whether to
+            adopt over the credential held now (``current``, None if none): a decision and the adoption
+            it allows are one step, so a rotation saved meanwhile is never reverted. It must be quick.
+        :returns: whether ``cred`` was adopted.
+        """
         with self.store.lock():
+            if when is not None and not when(self._creds.get(name)):
+                return False
             self._creds[name] = cred
             try:
                 self.store.put(name, cred)
@@ -185,6 +194,7 @@ class TokenManager:
         self._blocked_until.pop(name, None)
         self._last_error.pop(name, None)
         self._maybe_rotated.discard(name)
+        return True
 
     def names(self) -> list[str]:
         """The accounts that have a credential."""
@@ -255,7 +265,7 @@ class TokenManager:
         stop = self.coordinator.before_call(name)
         if stop is not None:
             return stop
-        result = self.coordinator.after_call(name, self._call(stored))
+        result = self.coordinator.after_call(name, self._call(stored), stored)
         for listener in self.listeners:
             listener(name, result)
         if result.status is RefreshStatus.OK and result.credential is not None:

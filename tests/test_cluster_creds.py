@@ -13,7 +13,7 @@ import pytest
 
 from shunt_lib.cluster_config import ClusterConfig
 from shunt_lib.cluster_cred_store import (CAS_LUA, CLEAR_LUA, INTENT_LUA, PUT_LUA, RELEASE_LUA, Shared,
-                                          parse_shared, reconcile)
+                                          parse_shared, reconcile, supersedes, token_digest)
 from shunt_lib.cluster_creds import ClusterCredentials
 from shunt_lib.cluster_keys import Keys
 from shunt_lib.credentials import Credential, CredentialStore
@@ -70,6 +70,11 @@ def test_reconcile_takes_the_later_expiry_and_an_intent_blocks_only_other_owners
     assert Shared(4, None, "host-1/ab:4").blocking_intent("host-2/cd") == "host-1/ab"
     assert Shared(4, None, "host-1/ab:4").blocking_intent("host-1/ab") == ""  # our own (a timed-out call)
     assert Shared(5, None, "host-1/ab:4").blocking_intent("host-2/cd") == ""  # an older version's
+    spent = {token_digest("r1")}  # this instance sent r1: old is rotated out
+    assert supersedes(oauth("t0", "r0", 500), old, spent, by_expiry=False)  # over a pair rotated out here
+    assert not supersedes(old, new, spent, by_expiry=True) and not supersedes(new, new, spent, by_expiry=True)
+    assert supersedes(new, old, set(), by_expiry=True) and not supersedes(new, old, set(), by_expiry=False)
+    assert supersedes(new, None, set(), by_expiry=False)  # over nothing
     doc = json.dumps(new.to_json())
     assert parse_shared("w", [b"3", doc.encode(), None]) == Shared(3, new, "")
     assert parse_shared("w", [None, b"{bad", None]) == Shared(0, None, "")
@@ -94,7 +99,8 @@ class Instance:
                                        mark_reauth=lambda n, needed: self.reauth.append((n, needed)))
         self.tokens.coordinator = self.part
         self.link.on("cred", self.part.sync.on_notice)
-        self.link.on_rejoin(self.part.sync.rejoin)
+        self.rejoin = self.part.sync.rejoin  # a test may wrap it
+        self.link.on_rejoin(lambda: self.rejoin())
         self.link.start()
         assert self.link.healthy
 
@@ -241,3 +247,130 @@ def test_a_new_login_seen_by_a_reload_reaches_every_instance(tmp_path, upstream)
     finally:
         for srv in servers:
             srv.close()
+
+
+def shared_refresh_token(inst) -> str:
+    return json.loads(inst.link.client.hget(CRED, "cred"))["refresh_token"]
+
+
+def test_a_refresh_whose_write_finds_redis_restarted_empty_writes_its_pair(cluster, upstream):
+    a_box = {}
+    rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=lambda token: a_box["a"].link.client.flushall())
+    a = a_box["a"] = cluster("a")  # Redis loses everything while a's call is out: its CAS on version 1 is refused
+    result = a.tokens.refresh("w", failed_access_token="tok-w")
+    assert result.status is RefreshStatus.OK and result.credential.refresh_token == "ref-new-1"
+    assert a.tokens.get("w").refresh_token == a.store.load()["w"].refresh_token == "ref-new-1"
+    assert shared_refresh_token(a) == "ref-new-1"
+    rot.before_answer = None
+    assert a.tokens.refresh("w", force=True).status is RefreshStatus.OK
+    assert rot.received == ["ref-w", "ref-new-1"]  # the spent one never again
+
+
+def test_a_refused_write_over_the_pair_it_rotated_out_still_writes_the_new_pair(cluster, upstream):
+    def restarted(token):  # Redis restarts empty; b rejoins first and uploads the pair a is rotating out
+        a.link.client.flushall()
+        b.part.sync.rejoin()
+
+    rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=restarted)
+    a, b = cluster("a"), cluster("b")
+    a.link.client.hset(CRED, "v", 5)  # a reads version 5 under the lock; after the restart Redis is at 1
+    result = a.tokens.refresh("w", failed_access_token="tok-w")
+    assert result.status is RefreshStatus.OK and result.credential.refresh_token == "ref-new-1"
+    assert shared_refresh_token(a) == "ref-new-1" and int(a.link.client.hget(CRED, "v")) == 2
+    assert a.tokens.get("w").refresh_token == "ref-new-1"
+    assert wait_until(lambda: b.tokens.get("w").refresh_token == "ref-new-1", 5)
+    rot.before_answer = None
+    assert b.tokens.refresh("w", failed_access_token="tok-new-1").status is RefreshStatus.OK
+    assert rot.received == ["ref-w", "ref-new-1"]
+
+
+def test_a_local_refresh_answered_while_the_link_rejoins_reaches_the_other_instances(cluster, upstream):
+    answered, release = threading.Event(), threading.Event()
+
+    def hold(token):
+        answered.set()
+        assert release.wait(10)
+
+    rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=hold)
+    a, b = cluster("a"), cluster("b")
+    server = a.link.client.connection_pool.connection_kwargs["server"]
+    server.connected = False
+    a.link.down("test: Redis unreachable")
+    done = {}
+    t = threading.Thread(target=lambda: done.setdefault("r", a.tokens.refresh("w", failed_access_token="tok-w")))
+    t.start()
+    assert answered.wait(10)  # the local path: ref-w is sent
+
+    def rejoin():  # the answer lands after a's rejoin offered its (old) pair, before the link counts as ok
+        a.part.sync.rejoin()
+        release.set()
+        t.join(10)
+
+    a.rejoin = rejoin
+    server.connected = True
+    assert wait_until(lambda: a.link.healthy, 10)
+    assert done["r"].status is RefreshStatus.OK and a.tokens.get("w").refresh_token == "ref-new-1"
+    assert shared_refresh_token(a) == "ref-new-1"
+    rot.before_answer = None
+    assert b.tokens.refresh("w", failed_access_token="tok-w").credential.refresh_token == "ref-new-1"
+    assert a.tokens.refresh("w", failed_access_token="tok-new-1").credential.refresh_token == "ref-new-2"
+    assert rot.received == ["ref-w", "ref-new-1"]
+
+
+def test_a_rotation_whose_write_failed_is_pushed_by_the_rejoin_even_before_it_is_kept(cluster, upstream):
+    def redis_gone(token):  # Redis goes away after the call left: a's write fails
+        server.connected = False
+
+    rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=redis_gone)
+    a, b = cluster("a"), cluster("b")
+    server = a.link.client.connection_pool.connection_kwargs["server"]
+
+    def rejoin_first(name, result):  # after the failed write, before the new pair is kept: Redis is back
+        server.connected = True
+        assert wait_until(lambda: a.link.healthy, 10)
+
+    a.tokens.listeners.append(rejoin_first)
+    result = a.tokens.refresh("w", failed_access_token="tok-w")
+    assert result.status is RefreshStatus.OK and a.tokens.get("w").refresh_token == "ref-new-1"
+    assert shared_refresh_token(a) == "ref-new-1"
+    rot.before_answer = None
+    assert b.tokens.refresh("w", failed_access_token="tok-w").credential.refresh_token == "ref-new-1"
+    assert rot.received == ["ref-w"]
+
+
+def test_under_the_lock_a_newer_pair_here_replaces_an_older_shared_one(cluster, upstream):
+    rot = upstream.token_handler = RotatingTokens("ref-local")
+    a = cluster("a")
+    newer = oauth("tok-local", "ref-local", int((time.time() + 3000) * 1000))  # Redis still holds ref-w (expires sooner)
+    a.tokens.adopt("w", newer)
+    result = a.tokens.refresh("w", failed_access_token="tok-local")
+    assert result.status is RefreshStatus.OK and result.credential.refresh_token == "ref-new-1"
+    assert rot.received == ["ref-local"]  # never ref-w
+    assert shared_refresh_token(a) == "ref-new-1" and a.store.load()["w"].refresh_token == "ref-new-1"
+
+
+def test_a_late_adoption_never_reverts_a_newer_rotation_made_here(cluster, upstream):
+    rot = upstream.token_handler = RotatingTokens("ref-w")
+    a, b = cluster("a"), cluster("b")
+    assert b.tokens.refresh("w", failed_access_token="tok-w").credential.access_token == "tok-new-1"
+    assert wait_until(lambda: a.tokens.get("w").access_token == "tok-new-1", 5)
+    version_2 = a.part.hashes.read(a.link.client, "w")  # what b wrote: a late notice of it is handled now
+    late = threading.Event()
+    paused, go = threading.Event(), threading.Event()
+    get = a.tokens.get
+
+    def slow_get(name):  # the late adopter stops between its version check and its adoption
+        if threading.current_thread() is late_thread:
+            paused.set()
+            assert go.wait(10)
+        return get(name)
+
+    a.tokens.get = slow_get
+    late_thread = threading.Thread(target=lambda: (a.part.sync.use("w", version_2, why="late"), late.set()))
+    late_thread.start()
+    assert wait_until(lambda: paused.is_set() or late.is_set(), 5)
+    assert a.tokens.refresh("w", failed_access_token="tok-new-1").credential.access_token == "tok-new-2"
+    go.set()
+    late_thread.join(10)
+    assert a.tokens.get("w").access_token == "tok-new-2" and a.store.load()["w"].access_token == "tok-new-2"
+    assert rot.received == ["ref-w", "ref-new-1"]

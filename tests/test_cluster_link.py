@@ -44,6 +44,18 @@ def test_a_remote_redis_needs_a_password_and_is_warned_about_without_tls():
     assert connection_facts("redis://:pw@[::1]:7000/0", env={}) == ("[::1]:7000", True, True, False)
 
 
+def test_a_password_given_as_a_query_parameter_counts():
+    """The Redis client takes ``?password=`` in the URL as well as ``:PASSWORD@``: such a URL is not refused."""
+    url = "redis://10.1.2.3:6379/0?password=sekret-pw"
+    assert connection_facts(url, env={}) == ("10.1.2.3:6379", False, True, False)
+    warnings = check_security(ClusterConfig(redis_url=url), env={})
+    assert len(warnings) == 1 and "TLS" in warnings[0] and "sekret" not in warnings[0]
+    assert check_security(ClusterConfig(redis_url="rediss://10.1.2.3:6379/0?db=0&password=pw"), env={}) == []
+    assert connection_facts("unix:///run/redis.sock?password=pw", env={}).password
+    with pytest.raises(ConfigError):  # an empty one is no password
+        check_security(ClusterConfig(redis_url="redis://10.1.2.3:6379/0?password="), env={})
+
+
 def test_keys_carry_the_cluster_name_and_hash_tags():
     k = Keys("team")
     assert k.account("work") == "team:{work}:state"
