@@ -153,5 +153,5 @@ def test_redis_stopped_mid_load_costs_no_client_error_and_is_merged_when_back(re
             load.stop()
         for p in proxies:
             p.close()
-    assert load.count() >= 110
+    assert load.count() >= 90  # the four waits for answers: 20 before, 30 and 20 during, 20 after
     assert load.errors == [] and set(load.statuses) == {200}
