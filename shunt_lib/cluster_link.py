@@ -9,7 +9,9 @@ The request path never waits on Redis for what it can decide from memory. Three 
 - :meth:`Link.later` — an asynchronous write, coalesced by key (the newest write of a key replaces
   one still queued), sent in one pipeline by the writer thread, in the order queued: at once, or,
   for a ``lazy`` write (a rollup, a TTL slide), within half a second. Dropped while Redis is down:
-  what was lost is rewritten when the link comes back (the rejoin handlers).
+  what was lost is rewritten when the link comes back (the rejoin handlers). While the link is
+  joining (Redis answers, the rejoin handlers run) writes are kept and sent once it is ok: a change
+  made after a handler read this instance's state would otherwise reach no one.
 - :meth:`Link.on` — handlers of the change notices other instances publish on the cluster's
   channel (``{"k": kind, "from": instance id, ...}``). An instance never hears its own.
 
@@ -119,6 +121,7 @@ class Link:
         self._describe = describe or (lambda: {})
         self._lock = threading.Lock()
         self._healthy = False  # guarded by _lock (read without it: a bool)
+        self._joining = False  # guarded by _lock: Redis answered, the rejoin handlers run (writes are kept)
         self._since_s = clock()
         self._reason = "not connected yet"
         self._handlers: dict[str, list[Callable[[dict], None]]] = {}
@@ -172,10 +175,10 @@ class Link:
         """Queue ``op(pipeline)`` for the writer thread; a queued op of the same ``key`` is replaced.
         The writer sends at once, unless ``lazy``: then with the next prompt write or within
         :data:`LAZY_S` (rollups and TTL slides, rewritten whole, need not cost a round trip per
-        request). Dropped while Redis is down."""
-        if not self._healthy:
-            return
+        request). Dropped while Redis is down; kept while the link is joining, and sent once it is ok."""
         with self._lock:
+            if not (self._healthy or self._joining):
+                return
             self._pending.pop(key, None)
             self._pending[key] = op
         if not lazy:
@@ -234,8 +237,10 @@ class Link:
 
     def _flush(self) -> None:
         with self._lock:
+            if not self._healthy:  # down: nothing is queued; joining: kept until the link is ok
+                return
             batch, self._pending = list(self._pending.values()), {}
-        if not batch or not self._healthy:
+        if not batch:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -278,19 +283,28 @@ class Link:
 
     def _join(self):
         """Connect, subscribe and run the rejoin handlers. :returns: the subscription, or None (still down)."""
+        pubsub = None
         try:
             self.client.ping()
             pubsub = self.client.pubsub()
             pubsub.subscribe(self.keys.channel)
+            with self._lock:
+                self._joining = True  # from here on a change made here is queued, not dropped
             self._heartbeat()
             for handler in self._rejoin:
                 handler()
         except self._errors as exc:
+            with self._lock:
+                self._joining = False
+                self._pending.clear()  # the next join's handlers read this instance's state again
+            if pubsub is not None:
+                _close(pubsub)
             self._set_reason(exc)
             return None
         with self._lock:
-            was, self._healthy = self._healthy, True
+            self._joining, self._healthy = False, True
             self._since_s = self.clock()
+        self._wake.set()  # what was queued while joining
         log.info("cluster %s: connected to Redis at %s (%d instance(s) live)", self.cfg.cluster_name, self.where,
                  self._instances, extra={"event": "cluster_ok"})
         return pubsub

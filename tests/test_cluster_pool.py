@@ -4,6 +4,7 @@ session scripts on a real redis-server."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -180,3 +181,19 @@ def test_live_sessions_are_put_back_on_rejoining_without_overwriting(redis_serve
         assert r.get(f"t:session:{other}") == b"y"
     finally:
         a.stop()
+
+
+def test_a_mark_made_while_the_link_rejoins_reaches_the_others(members):
+    a, b = members("a"), members("b")
+    until = time.time() + 3600
+    marked = threading.Event()
+
+    def mark_once():  # a change made on a while its rejoin runs (after the accounts' handler read a's state)
+        if not marked.is_set():
+            a.pool.mark_exhausted("x", until, "429 while rejoining")
+            marked.set()
+
+    a.link.on_rejoin(mark_once)  # runs after the parts' handlers, at a's next join
+    a.link.down("test: a brief outage")
+    assert marked.wait(5) and wait_until(lambda: a.link.healthy, 5)
+    assert wait_until(lambda: b.status("x")["exhausted_until_s"] == until, 5)  # queued while joining, sent once ok
