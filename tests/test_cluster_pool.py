@@ -197,3 +197,37 @@ def test_a_mark_made_while_the_link_rejoins_reaches_the_others(members):
     a.link.down("test: a brief outage")
     assert marked.wait(5) and wait_until(lambda: a.link.healthy, 5)
     assert wait_until(lambda: b.status("x")["exhausted_until_s"] == until, 5)  # queued while joining, sent once ok
+
+
+def test_a_session_bound_apart_during_an_outage_is_on_one_account_after_the_rejoin(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True, start=False)
+    b = Member("b", redis_server.client(), tmp_path, sessions=True, start=False)
+    b.pool.set_strategy("round-robin")
+    now = time.time()
+    b.pool.route(None, frozenset(), now)  # b's round-robin gives y next
+    assert a.pool.route(SESSION, frozenset(), now).name == "x"  # both decide alone: split
+    assert b.pool.route(SESSION, frozenset(), now).name == "y"
+    a.link.start()  # a puts its binding back first
+    b.link.start()  # b finds a's and adopts it
+    r = redis_server.client()
+    try:
+        assert r.get(f"t:session:{SESSION}") == b"x"
+        assert b.pool.session_account(SESSION, now + 1) == "x"
+        assert a.pool.route(SESSION, frozenset(), now + 1).name == b.pool.route(SESSION, frozenset(), now + 1).name == "x"
+    finally:
+        r.close(), a.stop(), b.stop()
+
+
+def test_a_split_binding_whose_account_cannot_take_it_here_is_moved_to_this_instances(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True, start=False)
+    now = time.time()
+    assert a.pool.route(SESSION, frozenset(), now).name == "x"
+    a.pool.mark_exhausted("y", now + 3600)  # y cannot take a request here (nor anywhere: the state is shared)
+    r = redis_server.client()
+    r.set(f"t:session:{SESSION}", "y", px=60_000)  # another instance bound it to y meanwhile
+    a.link.start()
+    try:
+        assert a.pool.session_account(SESSION, now + 1) == "x"
+        assert r.get(f"t:session:{SESSION}") == b"x"  # moved, so that instance adopts x when it leaves y
+    finally:
+        r.close(), a.stop()
