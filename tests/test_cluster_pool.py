@@ -231,3 +231,26 @@ def test_a_split_binding_whose_account_cannot_take_it_here_is_moved_to_this_inst
         assert r.get(f"t:session:{SESSION}") == b"x"  # moved, so that instance adopts x when it leaves y
     finally:
         r.close(), a.stop()
+
+
+def test_a_failover_of_one_request_leaves_the_session_on_its_account_on_every_instance(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True)
+    b = Member("b", redis_server.client(), tmp_path, sessions=True)
+    r = redis_server.client()
+    try:
+        now = time.time()
+        assert a.pool.route(SESSION, frozenset(), now).name == "x"
+        assert b.pool.route(SESSION, frozenset(), now).name == "x"  # adopted
+        # one request on a fails on x (a 529: no mark anyone sees) and is retried elsewhere
+        assert a.pool.route(SESSION, frozenset({"x"}), now).name == "y"
+        assert r.get(f"t:session:{SESSION}") == b"x"
+        later = now + 5
+        assert a.pool.route(SESSION, frozenset(), later).name == b.pool.route(SESSION, frozenset(), later).name == "x"
+        # x unusable (a mark every instance sees): the session moves, once, and both follow
+        a.pool.mark_exhausted("x", now + 3600)
+        assert a.pool.route(SESSION, frozenset({"x"}), later).name == "y"
+        assert r.get(f"t:session:{SESSION}") == b"y"
+        assert wait_until(lambda: b.status("x")["exhausted_until_s"] == now + 3600, 5)
+        assert b.pool.route(SESSION, frozenset(), later).name == "y"
+    finally:
+        r.close(), a.stop(), b.stop()
