@@ -254,3 +254,15 @@ def test_a_failover_of_one_request_leaves_the_session_on_its_account_on_every_in
         assert b.pool.route(SESSION, frozenset(), later).name == "y"
     finally:
         r.close(), a.stop(), b.stop()
+
+
+def test_a_newer_pin_of_an_account_this_instance_lacks_is_not_overwritten_on_rejoining(members):
+    a = members("a")
+    a.pool.set_pin("y")  # a's pin, older
+    assert wait_until(lambda: json.loads(members.client.get("t:pin") or "{}").get("value") == "y", 5)
+    newer = {"value": "z", "at_s": time.time() + 1}  # set later by an instance that has account z
+    members.client.set("t:pin", json.dumps(newer))
+    a.link.down("test: a brief outage")
+    assert wait_until(lambda: a.link.healthy, 5)
+    assert json.loads(members.client.get("t:pin")) == newer
+    assert a.pool.pinned == "y"  # a cannot honour z; it keeps what it had
