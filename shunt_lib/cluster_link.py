@@ -92,10 +92,40 @@ def instance_id(home: str) -> str:
             return got
     except OSError:
         pass
+    return new_instance_id(home)
+
+
+def new_instance_id(home: str | None) -> str:
+    """A new id (the host name and 6 random hex digits), kept in ``home``'s ``cluster-id`` (mode 0600)
+    unless ``home`` is None."""
     host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "host"
     new = f"{host}-{secrets.token_hex(3)}"
-    atomic_write_bytes(path, new.encode() + b"\n", mode=0o600)
+    if home is not None:
+        atomic_write_bytes(os.path.join(home, ID_FILE), new.encode() + b"\n", mode=0o600)
     return new
+
+
+def id_taken(raw: bytes | str | None, *, run: str, host: str, now_s: float, wrote_before: bool) -> bool:
+    """Whether the heartbeat ``raw`` found under this instance's id (JSON ``{"host", "pid", "at_s", "run"}``)
+    is another live process's: a copied home (a CI runner's image) gives two instances one id.
+
+    ``run`` is this process's own random mark, ``host`` its host name, ``wrote_before``: this process
+    has written its heartbeat since it connected. Another ``run`` is a collision once this process
+    wrote (nobody else writes its field; a restarted instance's last heartbeat was overwritten by its
+    first), or at once if the heartbeat is fresh (within :data:`INSTANCE_STALE_S`) and from another
+    host. A fresh one from this host may be this home's previous process (a restart): judged at the
+    next heartbeat.
+    """
+    if raw is None:
+        return False
+    try:
+        doc = json.loads(raw)
+        theirs_run, at_s = doc.get("run"), float(doc.get("at_s", 0))
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if theirs_run == run:
+        return False
+    return wrote_before or (now_s - at_s < INSTANCE_STALE_S and doc.get("host") != host)
 
 
 class Link:
@@ -106,11 +136,14 @@ class Link:
     :param client: a ready ``redis.Redis`` (tests pass ``fakeredis``); None: made from ``cfg``.
     :param clock: epoch seconds.
     :param describe: this instance's heartbeat fields (``url``...), read at each heartbeat.
+    :param home: shunt's home, where a new id is kept if another instance turns out to use this one
+        (:func:`id_taken`); None: the new id lives in memory only.
     Any thread may call any method.
     """
 
     def __init__(self, cfg: ClusterConfig, instance_id: str, *, client=None, clock: Callable[[], float] = time.time,
-                 describe: Callable[[], dict] | None = None, retry_s: float = RETRY_S):
+                 describe: Callable[[], dict] | None = None, retry_s: float = RETRY_S, home: str | None = None,
+                 heartbeat_s: float = HEARTBEAT_S):
         self.cfg = cfg
         self.keys = Keys(cfg.cluster_name)
         self.instance_id = instance_id
@@ -118,6 +151,10 @@ class Link:
         self._errors = _errors_of(self.client)
         self.clock = clock
         self.retry_s = retry_s
+        self.heartbeat_s = heartbeat_s
+        self._home = home
+        self._run = secrets.token_hex(6)  # this process's mark in its heartbeat (see id_taken)
+        self._wrote_beat = False  # this process's heartbeat was written since it (re)connected
         self._describe = describe or (lambda: {})
         self._lock = threading.Lock()
         self._healthy = False  # guarded by _lock (read without it: a bool)
@@ -273,9 +310,12 @@ class Link:
                 elif now - last_traffic > PING_IDLE_S:
                     pubsub.ping()
                     last_traffic = now
-                if now - last_beat > HEARTBEAT_S:
+                if now - last_beat > self.heartbeat_s:
                     last_beat = now
-                    self._heartbeat()
+                    if self._heartbeat():  # a new id: rewrite this instance's share under it
+                        with self._lock:
+                            self._healthy, self._reason, self._since_s = False, "instance id changed", self.clock()
+                            self._pending.clear()
             except self._errors as exc:
                 self.down(exc)
         if pubsub is not None:
@@ -290,6 +330,7 @@ class Link:
             pubsub.subscribe(self.keys.channel)
             with self._lock:
                 self._joining = True  # from here on a change made here is queued, not dropped
+            self._wrote_beat = False
             self._heartbeat()
             for handler in self._rejoin:
                 handler()
@@ -314,10 +355,21 @@ class Link:
             if not self._healthy:
                 self._reason = _reason(exc)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self) -> bool:
+        """Write this instance's heartbeat and count the live instances. :returns: whether this instance
+        took a new id first, because another live one uses it (:func:`id_taken`; logged)."""
         now = self.clock()
-        doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at_s": int(now), **self._describe()})
+        host = socket.gethostname()
+        raw = self.client.hget(self.keys.instances, self.instance_id)
+        renamed = id_taken(raw, run=self._run, host=host, now_s=now, wrote_before=self._wrote_beat)
+        if renamed:
+            old, self.instance_id = self.instance_id, new_instance_id(self._home)
+            log.warning("cluster %s: another live instance uses this one's id %s (a copied home?); this one is "
+                        "%s from now on", self.cfg.cluster_name, old, self.instance_id,
+                        extra={"event": "cluster_id_changed"})
+        doc = json.dumps({"host": host, "pid": os.getpid(), "run": self._run, "at_s": int(now), **self._describe()})
         self.client.hset(self.keys.instances, self.instance_id, doc)
+        self._wrote_beat = True
         live = 0
         for raw in self.client.hvals(self.keys.instances):
             try:
@@ -326,6 +378,7 @@ class Link:
                 continue
             live += now - at < INSTANCE_STALE_S
         self._instances = max(live, 1)
+        return renamed
 
     def _dispatch(self, data: bytes | str | None) -> None:
         try:
