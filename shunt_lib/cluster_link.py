@@ -28,6 +28,7 @@ when a link is made, so a shunt without ``[cluster]`` never imports it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -68,13 +69,29 @@ def connect(cfg: ClusterConfig):
     ``timeout_s`` and are not retried (the link decides what a failure means). The password comes
     from the URL, else from ``REDIS_PASSWORD``.
 
+    Each step of a new connection has its own ``timeout_s`` (the client has no deadline for the whole
+    setup), so a new connection sends only what it needs: the connect, ``HELLO`` (with ``AUTH``) or
+    ``AUTH`` when a password is set, ``SELECT`` when the database is not 0; no ``CLIENT SETNAME``,
+    ``CLIENT SETINFO`` or ``CLIENT MAINT_NOTIFICATIONS``. One operation on a slow but alive Redis
+    thus waits at most 4 × ``timeout_s`` on a new connection (the setup, then the command), and
+    ``timeout_s`` on a pooled one.
+
     :raises ConfigError: the ``redis`` package is missing.
     """
     redis = import_redis()
     from redis.backoff import NoBackoff  # noqa: PLC0415
     from redis.retry import Retry  # noqa: PLC0415
     kwargs: dict[str, Any] = dict(socket_timeout=cfg.timeout_s, socket_connect_timeout=cfg.timeout_s,
-                                  retry=Retry(NoBackoff(), 0), health_check_interval=0, client_name="shunt")
+                                  retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters:
+        kwargs["driver_info"] = None  # no CLIENT SETINFO round trips (redis >= 7.1)
+    else:
+        kwargs.update(lib_name=None, lib_version=None)  # the same before it
+    try:  # redis >= 7: maintenance notifications cost a CLIENT round trip per connection; not used here
+        from redis.maint_notifications import MaintNotificationsConfig  # noqa: PLC0415
+        kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:
+        pass
     if os.environ.get(PASSWORD_ENV) and "@" not in cfg.redis_url:
         kwargs["password"] = os.environ[PASSWORD_ENV]
     return redis.Redis.from_url(cfg.redis_url, **kwargs)

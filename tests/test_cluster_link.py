@@ -203,3 +203,38 @@ def test_two_live_instances_on_one_machine_with_one_id_end_with_two(tmp_path):
         assert a.client.hexists("t:instances", a.instance_id) and a.client.hexists("t:instances", b.instance_id)
     finally:
         a.stop(), b.stop()
+
+
+def _recording_redis(sock, seen: list) -> None:
+    """Answer one client on ``sock`` as a Redis would (enough for a connection's setup and PING), recording each command."""
+    conn, _ = sock.accept()
+    with conn, conn.makefile("rb") as f:
+        while line := f.readline():
+            args = []
+            for _ in range(int(line[1:])):
+                size = int(f.readline()[1:])
+                args.append(f.read(size + 2)[:-2].decode())
+            seen.append(args)
+            name = args[0].upper()
+            conn.sendall(b"%1\r\n+proto\r\n:3\r\n" if name == "HELLO" else b"+PONG\r\n" if name == "PING" else b"+OK\r\n")
+
+
+def test_a_new_connection_sends_only_the_setup_it_needs(monkeypatch):
+    # each setup command may take timeout_s on a slow Redis: the fewer, the shorter an operation's worst wait
+    import socket
+    from shunt_lib.cluster_link import connect
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        seen: list = []
+        server = threading.Thread(target=_recording_redis, args=(sock, seen))
+        server.start()
+        client = connect(ClusterConfig(redis_url=f"redis://:pw@127.0.0.1:{sock.getsockname()[1]}/2", timeout_s=2))
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+            server.join(5)
+    names = [args[0].upper() for args in seen]
+    assert names[-1] == "PING" and set(names[:-1]) <= {"HELLO", "AUTH", "SELECT"} and len(names) <= 3, names
