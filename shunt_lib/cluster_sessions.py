@@ -119,7 +119,19 @@ class SharedSessions:
         got = self.link.run(op, None)
         if got == mine:
             self._slid[session] = self.link.clock()
+        elif got is None and not self.link.healthy:
+            self._later(key, session, before, mine, ttl_ms)
         return got
+
+    def _later(self, key: str, session: str, before: str | None, mine: str, ttl_ms: int) -> None:
+        """Redis could not be asked now: queue the binding (kept while the link is joining, so a session
+        bound after the rejoin put the others back still reaches Redis; dropped while it is down, when
+        the next rejoin puts it back)."""
+        if before is None:
+            self.link.later(("session-bind", session), lambda pipe: pipe.set(key, mine, nx=True, px=ttl_ms))
+        else:
+            self.link.later(("session-bind", session),
+                            lambda pipe: self._move(keys=[key], args=[before, mine, ttl_ms], client=pipe))
 
     @staticmethod
     def _response_error() -> type[BaseException]:

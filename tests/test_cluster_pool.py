@@ -266,3 +266,22 @@ def test_a_newer_pin_of_an_account_this_instance_lacks_is_not_overwritten_on_rej
     assert wait_until(lambda: a.link.healthy, 5)
     assert json.loads(members.client.get("t:pin")) == newer
     assert a.pool.pinned == "y"  # a cannot honour z; it keeps what it had
+
+
+def test_a_session_bound_while_the_link_rejoins_reaches_redis(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True)
+    r = redis_server.client()
+    bound = threading.Event()
+
+    def route_once():  # a new session arrives after the sessions' handler put the live bindings back
+        if not bound.is_set():
+            a.pool.route(SESSION, frozenset(), time.time())
+            bound.set()
+
+    a.link.on_rejoin(route_once)
+    try:
+        a.link.down("test: a brief outage")
+        assert bound.wait(5) and wait_until(lambda: a.link.healthy, 5)
+        assert wait_until(lambda: r.get(f"t:session:{SESSION}") == b"x", 5)
+    finally:
+        r.close(), a.stop()
