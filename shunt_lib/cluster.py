@@ -69,7 +69,7 @@ def attach_cluster(srv: "ClusterHost", cfg: ClusterConfig, *, client=None) -> Cl
     """
     for warning in check_security(cfg):
         log.warning("cluster %s: %s", cfg.cluster_name, warning)
-    link = Link(cfg, instance_id(srv.paths.home), client=client, clock=srv.clock.time,
+    link = Link(cfg, instance_id(srv.paths.home), client=client, clock=srv.clock.time, home=srv.paths.home,
                 describe=lambda: {"url": f"http://{srv.server_address[0]}:{srv.port}"})
     cluster = Cluster(link)
     cluster.parts.extend(share_pool(link, srv))  # accounts, pin and overrides, sessions

@@ -270,9 +270,12 @@ class SharedSettings:
                 continue
             with self._lock:
                 value, at = self._value(kind), self._at[kind]
+            their_at = theirs.get("at_s") if isinstance(theirs, dict) else None
             if theirs is None:  # a Redis that lost it (or never had it) gets this instance's
                 self.link.client.set(key, json.dumps({"value": value, "at_s": at}), nx=True)
-            elif at > 0:  # set here while Redis was away, after the one it holds
+            elif at > 0 and (not isinstance(their_at, (int, float)) or at > their_at):
+                # set here while Redis was away, after the one it holds (a newer one this instance cannot
+                # take, such as a pin of an account it lacks, stays: the instances that have it honour it)
                 self.link.client.set(key, json.dumps({"value": value, "at_s": at}))
                 self.link.client.publish(self.link.keys.channel, json.dumps(
                     {"k": kind, "from": self.link.instance_id, "value": value, "at_s": at}))

@@ -9,7 +9,9 @@ The request path never waits on Redis for what it can decide from memory. Three 
 - :meth:`Link.later` — an asynchronous write, coalesced by key (the newest write of a key replaces
   one still queued), sent in one pipeline by the writer thread, in the order queued: at once, or,
   for a ``lazy`` write (a rollup, a TTL slide), within half a second. Dropped while Redis is down:
-  what was lost is rewritten when the link comes back (the rejoin handlers).
+  what was lost is rewritten when the link comes back (the rejoin handlers). While the link is
+  joining (Redis answers, the rejoin handlers run) writes are kept and sent once it is ok: a change
+  made after a handler read this instance's state would otherwise reach no one.
 - :meth:`Link.on` — handlers of the change notices other instances publish on the cluster's
   channel (``{"k": kind, "from": instance id, ...}``). An instance never hears its own.
 
@@ -26,6 +28,7 @@ when a link is made, so a shunt without ``[cluster]`` never imports it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -66,13 +69,29 @@ def connect(cfg: ClusterConfig):
     ``timeout_s`` and are not retried (the link decides what a failure means). The password comes
     from the URL, else from ``REDIS_PASSWORD``.
 
+    Each step of a new connection has its own ``timeout_s`` (the client has no deadline for the whole
+    setup), so a new connection sends only what it needs: the connect, ``HELLO`` (with ``AUTH``) or
+    ``AUTH`` when a password is set, ``SELECT`` when the database is not 0; no ``CLIENT SETNAME``,
+    ``CLIENT SETINFO`` or ``CLIENT MAINT_NOTIFICATIONS``. One operation on a slow but alive Redis
+    thus waits at most 4 × ``timeout_s`` on a new connection (the setup, then the command), and
+    ``timeout_s`` on a pooled one.
+
     :raises ConfigError: the ``redis`` package is missing.
     """
     redis = import_redis()
     from redis.backoff import NoBackoff  # noqa: PLC0415
     from redis.retry import Retry  # noqa: PLC0415
     kwargs: dict[str, Any] = dict(socket_timeout=cfg.timeout_s, socket_connect_timeout=cfg.timeout_s,
-                                  retry=Retry(NoBackoff(), 0), health_check_interval=0, client_name="shunt")
+                                  retry=Retry(NoBackoff(), 0), health_check_interval=0)
+    if "driver_info" in inspect.signature(redis.connection.AbstractConnection.__init__).parameters:
+        kwargs["driver_info"] = None  # no CLIENT SETINFO round trips (redis >= 7.1)
+    else:
+        kwargs.update(lib_name=None, lib_version=None)  # the same before it
+    try:  # redis >= 7: maintenance notifications cost a CLIENT round trip per connection; not used here
+        from redis.maint_notifications import MaintNotificationsConfig  # noqa: PLC0415
+        kwargs["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+    except ImportError:
+        pass
     if os.environ.get(PASSWORD_ENV) and "@" not in cfg.redis_url:
         kwargs["password"] = os.environ[PASSWORD_ENV]
     return redis.Redis.from_url(cfg.redis_url, **kwargs)
@@ -90,10 +109,40 @@ def instance_id(home: str) -> str:
             return got
     except OSError:
         pass
+    return new_instance_id(home)
+
+
+def new_instance_id(home: str | None) -> str:
+    """A new id (the host name and 6 random hex digits), kept in ``home``'s ``cluster-id`` (mode 0600)
+    unless ``home`` is None."""
     host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-.")[:40] or "host"
     new = f"{host}-{secrets.token_hex(3)}"
-    atomic_write_bytes(path, new.encode() + b"\n", mode=0o600)
+    if home is not None:
+        atomic_write_bytes(os.path.join(home, ID_FILE), new.encode() + b"\n", mode=0o600)
     return new
+
+
+def id_taken(raw: bytes | str | None, *, run: str, host: str, now_s: float, wrote_before: bool) -> bool:
+    """Whether the heartbeat ``raw`` found under this instance's id (JSON ``{"host", "pid", "at_s", "run"}``)
+    is another live process's: a copied home (a CI runner's image) gives two instances one id.
+
+    ``run`` is this process's own random mark, ``host`` its host name, ``wrote_before``: this process
+    has written its heartbeat since it connected. Another ``run`` is a collision once this process
+    wrote (nobody else writes its field; a restarted instance's last heartbeat was overwritten by its
+    first), or at once if the heartbeat is fresh (within :data:`INSTANCE_STALE_S`) and from another
+    host. A fresh one from this host may be this home's previous process (a restart): judged at the
+    next heartbeat.
+    """
+    if raw is None:
+        return False
+    try:
+        doc = json.loads(raw)
+        theirs_run, at_s = doc.get("run"), float(doc.get("at_s", 0))
+    except (ValueError, AttributeError, TypeError):
+        return False
+    if theirs_run == run:
+        return False
+    return wrote_before or (now_s - at_s < INSTANCE_STALE_S and doc.get("host") != host)
 
 
 class Link:
@@ -104,11 +153,14 @@ class Link:
     :param client: a ready ``redis.Redis`` (tests pass ``fakeredis``); None: made from ``cfg``.
     :param clock: epoch seconds.
     :param describe: this instance's heartbeat fields (``url``...), read at each heartbeat.
+    :param home: shunt's home, where a new id is kept if another instance turns out to use this one
+        (:func:`id_taken`); None: the new id lives in memory only.
     Any thread may call any method.
     """
 
     def __init__(self, cfg: ClusterConfig, instance_id: str, *, client=None, clock: Callable[[], float] = time.time,
-                 describe: Callable[[], dict] | None = None, retry_s: float = RETRY_S):
+                 describe: Callable[[], dict] | None = None, retry_s: float = RETRY_S, home: str | None = None,
+                 heartbeat_s: float = HEARTBEAT_S):
         self.cfg = cfg
         self.keys = Keys(cfg.cluster_name)
         self.instance_id = instance_id
@@ -116,9 +168,14 @@ class Link:
         self._errors = _errors_of(self.client)
         self.clock = clock
         self.retry_s = retry_s
+        self.heartbeat_s = heartbeat_s
+        self._home = home
+        self._run = secrets.token_hex(6)  # this process's mark in its heartbeat (see id_taken)
+        self._wrote_beat = False  # this process's heartbeat was written since it (re)connected
         self._describe = describe or (lambda: {})
         self._lock = threading.Lock()
         self._healthy = False  # guarded by _lock (read without it: a bool)
+        self._joining = False  # guarded by _lock: Redis answered, the rejoin handlers run (writes are kept)
         self._since_s = clock()
         self._reason = "not connected yet"
         self._handlers: dict[str, list[Callable[[dict], None]]] = {}
@@ -180,10 +237,10 @@ class Link:
         """Queue ``op(pipeline)`` for the writer thread; a queued op of the same ``key`` is replaced.
         The writer sends at once, unless ``lazy``: then with the next prompt write or within
         :data:`LAZY_S` (rollups and TTL slides, rewritten whole, need not cost a round trip per
-        request). Dropped while Redis is down."""
-        if not self._healthy:
-            return
+        request). Dropped while Redis is down; kept while the link is joining, and sent once it is ok."""
         with self._lock:
+            if not (self._healthy or self._joining):
+                return
             self._pending.pop(key, None)
             self._pending[key] = op
         if not lazy:
@@ -242,8 +299,10 @@ class Link:
 
     def _flush(self) -> None:
         with self._lock:
+            if not self._healthy:  # down: nothing is queued; joining: kept until the link is ok
+                return
             batch, self._pending = list(self._pending.values()), {}
-        if not batch or not self._healthy:
+        if not batch:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
@@ -276,9 +335,12 @@ class Link:
                 elif now - last_traffic > PING_IDLE_S:
                     pubsub.ping()
                     last_traffic = now
-                if now - last_beat > HEARTBEAT_S:
+                if now - last_beat > self.heartbeat_s:
                     last_beat = now
-                    self._heartbeat()
+                    if self._heartbeat():  # a new id: rewrite this instance's share under it
+                        with self._lock:
+                            self._healthy, self._reason, self._since_s = False, "instance id changed", self.clock()
+                            self._pending.clear()
             except self._errors as exc:
                 self.down(exc)
         if pubsub is not None:
@@ -286,19 +348,29 @@ class Link:
 
     def _join(self):
         """Connect, subscribe and run the rejoin handlers. :returns: the subscription, or None (still down)."""
+        pubsub = None
         try:
             self.client.ping()
             pubsub = self.client.pubsub()
             pubsub.subscribe(self.keys.channel)
+            with self._lock:
+                self._joining = True  # from here on a change made here is queued, not dropped
+            self._wrote_beat = False
             self._heartbeat()
             for handler in self._rejoin:
                 handler()
         except self._errors as exc:
+            with self._lock:
+                self._joining = False
+                self._pending.clear()  # the next join's handlers read this instance's state again
+            if pubsub is not None:
+                _close(pubsub)
             self._set_reason(exc)
             return None
         with self._lock:
-            was, self._healthy = self._healthy, True
+            self._joining, self._healthy = False, True
             self._since_s = self.clock()
+        self._wake.set()  # what was queued while joining
         log.info("cluster %s: connected to Redis at %s (%d instance(s) live)", self.cfg.cluster_name, self.where,
                  self._instances, extra={"event": "cluster_ok"})
         return pubsub
@@ -308,10 +380,21 @@ class Link:
             if not self._healthy:
                 self._reason = _reason(exc)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self) -> bool:
+        """Write this instance's heartbeat and count the live instances. :returns: whether this instance
+        took a new id first, because another live one uses it (:func:`id_taken`; logged)."""
         now = self.clock()
-        doc = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at_s": int(now), **self._describe()})
+        host = socket.gethostname()
+        raw = self.client.hget(self.keys.instances, self.instance_id)
+        renamed = id_taken(raw, run=self._run, host=host, now_s=now, wrote_before=self._wrote_beat)
+        if renamed:
+            old, self.instance_id = self.instance_id, new_instance_id(self._home)
+            log.warning("cluster %s: another live instance uses this one's id %s (a copied home?); this one is "
+                        "%s from now on", self.cfg.cluster_name, old, self.instance_id,
+                        extra={"event": "cluster_id_changed"})
+        doc = json.dumps({"host": host, "pid": os.getpid(), "run": self._run, "at_s": int(now), **self._describe()})
         self.client.hset(self.keys.instances, self.instance_id, doc)
+        self._wrote_beat = True
         live, stale = 0, set()
         for name, raw in self.client.hgetall(self.keys.instances).items():
             try:
@@ -324,6 +407,7 @@ class Link:
                 stale.add(name.decode() if isinstance(name, bytes) else str(name))
         self._instances = max(live, 1)
         self._stale = frozenset(stale - {self.instance_id})
+        return renamed
 
     def _dispatch(self, data: bytes | str | None) -> None:
         try:

@@ -16,8 +16,9 @@ without holding its lock:
   per :data:`SLIDE_EVERY_FRACTION` of the TTL).
 
 While Redis is down each instance decides alone (the local binding stands). On (re)joining an
-instance puts back its live bindings (``SET NX`` with the time they have left, pipelined): a Redis
-restarted empty gets them back, and a binding another instance made meanwhile is kept.
+instance puts back its live bindings (``SET NX GET`` with the time they have left, pipelined): a
+Redis restarted empty gets them back, and a binding another instance made meanwhile is kept and
+adopted here where its account can take a request, so an outage leaves no session split.
 """
 
 from __future__ import annotations
@@ -118,7 +119,19 @@ class SharedSessions:
         got = self.link.run(op, None)
         if got == mine:
             self._slid[session] = self.link.clock()
+        elif got is None and not self.link.healthy:
+            self._later(key, session, before, mine, ttl_ms)
         return got
+
+    def _later(self, key: str, session: str, before: str | None, mine: str, ttl_ms: int) -> None:
+        """Redis could not be asked now: queue the binding (kept while the link is joining, so a session
+        bound after the rejoin put the others back still reaches Redis; dropped while it is down, when
+        the next rejoin puts it back)."""
+        if before is None:
+            self.link.later(("session-bind", session), lambda pipe: pipe.set(key, mine, nx=True, px=ttl_ms))
+        else:
+            self.link.later(("session-bind", session),
+                            lambda pipe: self._move(keys=[key], args=[before, mine, ttl_ms], client=pipe))
 
     @staticmethod
     def _response_error() -> type[BaseException]:
@@ -127,12 +140,50 @@ class SharedSessions:
 
     # -- rejoining --------------------------------------------------------------------------------
     def _rejoin(self) -> None:
-        """Put back this instance's live bindings (``SET NX`` with the time they have left)."""
+        """Put back this instance's live bindings (``SET NX GET`` with the time they have left); where
+        another instance bound a session meanwhile (both decided alone during an outage), its binding
+        wins: adopted here if its account can take a request, else moved to this one's with the
+        compare-and-set (that account cannot take it, so the other instance leaves it too and adopts
+        this one's). Either way the outage leaves the session on one account."""
         now = self.link.clock()
         live = list(self.pool.live_sessions(now).items())
         for start in range(0, len(live), REJOIN_BATCH):
+            batch = live[start:start + REJOIN_BATCH]
+            got = self._put_back(batch, now)
+            for (session, (mine, _)), theirs in zip(batch, got):
+                theirs = _text(theirs)
+                if theirs is not None and theirs != mine:
+                    self._settle_split(session, mine, theirs, now)
+
+    def _put_back(self, batch: list, now_s: float) -> list:
+        """``SET NX GET`` each binding of ``batch``; :returns: what Redis held for each (None: it took ours).
+        A Redis that refuses ``GET`` with ``NX`` (< 7.0) gets plain ``SET NX`` (logged once; no adoption)."""
+        for with_get in (not self._refused, False):
             pipe = self.link.client.pipeline(transaction=False)
-            for session, (account, expires_at_s) in live[start:start + REJOIN_BATCH]:
+            for session, (account, expires_at_s) in batch:
                 pipe.set(self.link.keys.session(session), account, nx=True,
-                         px=max(1, int((expires_at_s - now) * 1000)))
-            pipe.execute()
+                         px=max(1, int((expires_at_s - now_s) * 1000)), get=with_get)
+            try:
+                got = pipe.execute()
+            except self._response_error() as exc:
+                if not with_get:
+                    raise
+                self._refused = True
+                log.warning("cluster: Redis refused SET NX GET (%s); sessions bound during an outage are not "
+                            "settled on rejoining (Redis >= 7.0 is needed)", str(exc).splitlines()[0][:200])
+                continue
+            return got if with_get else [None] * len(batch)
+        return [None] * len(batch)
+
+    def _settle_split(self, session: str, mine: str, theirs: str, now_s: float) -> None:
+        """``session`` is bound to ``mine`` here and to ``theirs`` in Redis: adopt theirs if it can take a
+        request here, else move Redis's to mine (unless it changed meanwhile; then adopt that if possible)."""
+        if self.pool.adopt_session(session, theirs, now_s) or self.pool.pinned is not None:
+            return
+        key = self.link.keys.session(session)
+        try:
+            got = _text(self._move(keys=[key], args=[theirs, mine, self._ttl_ms()], client=self.link.client))
+        except self._response_error():  # scripts not allowed: the other instance's binding stands in Redis
+            return
+        if got is not None and got != mine:
+            self.pool.adopt_session(session, got, now_s)

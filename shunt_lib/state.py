@@ -158,7 +158,11 @@ class Pool:
               quota_free: bool = False) -> Choice | None:
         """Choose an account for the next attempt and bind ``session`` to it (sliding TTL).
 
-        Fast path: a session whose bound account is usable is answered without scoring.
+        Fast path: a session whose bound account is usable is answered without scoring. A session
+        follows its request to another account, except in a cluster (:attr:`shared_sessions` set) when
+        its account is left only because this request tried it (a 5xx, an overload: no mark the other
+        instances see): the request goes elsewhere, the session stays bound to its account here and in
+        Redis, so every instance keeps the conversation on that one account (and its prompt cache).
         :param kinds: only accounts of these kinds may be chosen (None: any).
         :param allowed: only accounts of these names may be chosen (None: any), e.g. those that take
             the request's model (:mod:`~shunt_lib.model_routing`).
@@ -166,6 +170,8 @@ class Pool:
             works may take it (:func:`~shunt_lib.router.choose_credential_holder`; the session is not bound).
         :returns: the :class:`~shunt_lib.router.Choice`, or None if no untried account can take it.
         """
+        shared = self.shared_sessions
+        stays = False  # in a cluster, a failover of this request only: the session stays where it is bound
         with self._lock:
             bound = self._sessions.account(session, now_s)
             if self._pinned is None and bound is not None and self._can_take(bound, now_s, tried, kinds, allowed):
@@ -180,11 +186,12 @@ class Pool:
                                                     session_account=bound) if quota_free else None
                 if choice.reason == "round-robin":
                     self._rr += 1
-                if session is not None:
+                stays = (shared is not None and bound is not None and bound in tried and self._pinned is None
+                         and self._can_take(bound, now_s, frozenset(), kinds, allowed))
+                if session is not None and not stays:
                     self._sessions.bind(session, choice.name, now_s)
                     self._touch()
-        shared = self.shared_sessions
-        if shared is None or session is None:
+        if shared is None or session is None or stays:
             return choice
         if choice.name == bound:
             shared.slide(session, now_s)

@@ -209,3 +209,100 @@ def test_a_tls_redis_is_joined_over_rediss_and_its_certificate_is_checked(tmp_pa
                 proxy.close()
     finally:
         server.stop()
+
+
+def test_a_heartbeat_under_this_id_is_another_instances_only_when_it_cannot_be_this_ones_past():
+    from shunt_lib.cluster_link import id_taken
+    now = 1_000_000.0
+
+    def beat(**kw):
+        return json.dumps({"host": "h1", "pid": 7, "run": "r-old", "at_s": now - 1, **kw})
+
+    assert not id_taken(None, run="r", host="h1", now_s=now, wrote_before=False)
+    assert not id_taken(beat(), run="r", host="h1", now_s=now, wrote_before=False)  # this home restarted here
+    assert id_taken(beat(host="h2"), run="r", host="h1", now_s=now, wrote_before=False)  # a copied home, live
+    assert not id_taken(beat(host="h2", at_s=now - 60), run="r", host="h1", now_s=now, wrote_before=False)  # stale
+    assert id_taken(beat(), run="r", host="h1", now_s=now, wrote_before=True)  # written over since this one wrote
+    assert not id_taken(beat(run="r"), run="r", host="h1", now_s=now, wrote_before=True)  # its own
+    assert not id_taken(b"not json", run="r", host="h1", now_s=now, wrote_before=True)
+
+
+def _same_id_link(client, tmp_path, name, **kw):
+    from shunt_lib.cluster_link import Link
+    home = tmp_path / name
+    home.mkdir()
+    (home / "cluster-id").write_text("dup\n")
+    cfg = ClusterConfig(redis_url="redis://127.0.0.1:6379/0", cluster_name="t", timeout_s=0.5)
+    return Link(cfg, "dup", client=client, retry_s=0.05, home=str(home), **kw), home
+
+
+def test_an_instance_whose_id_another_live_instance_uses_takes_a_new_one(tmp_path, caplog):
+    fakeredis = pytest.importorskip("fakeredis")
+    server = fakeredis.FakeServer()
+    r = fakeredis.FakeRedis(server=server)
+    import time
+    theirs = json.dumps({"host": "ci-runner-2", "pid": 1, "run": "x", "at_s": int(time.time())})
+    r.hset("t:instances", "dup", theirs)  # a copied home on another machine, live
+    link, home = _same_id_link(fakeredis.FakeRedis(server=server), tmp_path, "a")
+    link.start()
+    try:
+        assert link.healthy and link.instance_id != "dup"
+        assert (home / "cluster-id").read_text().strip() == link.instance_id  # kept across restarts
+        assert r.hget("t:instances", "dup").decode() == theirs  # the other's heartbeat is left alone
+        assert r.hexists("t:instances", link.instance_id)
+        assert any("another live instance uses" in rec.getMessage() for rec in caplog.records)
+    finally:
+        link.stop(), r.close()
+
+
+def test_two_live_instances_on_one_machine_with_one_id_end_with_two(tmp_path):
+    fakeredis = pytest.importorskip("fakeredis")
+    server = fakeredis.FakeServer()
+    a, _ = _same_id_link(fakeredis.FakeRedis(server=server), tmp_path, "a", heartbeat_s=0.05)
+    b, _ = _same_id_link(fakeredis.FakeRedis(server=server), tmp_path, "b", heartbeat_s=0.05)
+    joins = []
+    a.on_rejoin(lambda: joins.append(a.instance_id))
+    a.start(), b.start()  # the same host: b may be a restart of a's home, until a writes over b's heartbeat
+    try:
+        assert wait_until(lambda: a.instance_id != b.instance_id, 5)
+        if a.instance_id != "dup":  # a renamed link rejoins under its new id (its share is rewritten)
+            assert wait_until(lambda: joins[-1] == a.instance_id and a.healthy, 5)
+        assert wait_until(lambda: a.healthy and b.healthy, 5)
+        assert a.client.hexists("t:instances", a.instance_id) and a.client.hexists("t:instances", b.instance_id)
+    finally:
+        a.stop(), b.stop()
+
+
+def _recording_redis(sock, seen: list) -> None:
+    """Answer one client on ``sock`` as a Redis would (enough for a connection's setup and PING), recording each command."""
+    conn, _ = sock.accept()
+    with conn, conn.makefile("rb") as f:
+        while line := f.readline():
+            args = []
+            for _ in range(int(line[1:])):
+                size = int(f.readline()[1:])
+                args.append(f.read(size + 2)[:-2].decode())
+            seen.append(args)
+            name = args[0].upper()
+            conn.sendall(b"%1\r\n+proto\r\n:3\r\n" if name == "HELLO" else b"+PONG\r\n" if name == "PING" else b"+OK\r\n")
+
+
+def test_a_new_connection_sends_only_the_setup_it_needs(monkeypatch):
+    # each setup command may take timeout_s on a slow Redis: the fewer, the shorter an operation's worst wait
+    import socket
+    from shunt_lib.cluster_link import connect
+    monkeypatch.delenv("REDIS_PASSWORD", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        seen: list = []
+        server = threading.Thread(target=_recording_redis, args=(sock, seen))
+        server.start()
+        client = connect(ClusterConfig(redis_url=f"redis://:pw@127.0.0.1:{sock.getsockname()[1]}/2", timeout_s=2))
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+            server.join(5)
+    names = [args[0].upper() for args in seen]
+    assert names[-1] == "PING" and set(names[:-1]) <= {"HELLO", "AUTH", "SELECT"} and len(names) <= 3, names

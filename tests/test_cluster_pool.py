@@ -4,6 +4,7 @@ session scripts on a real redis-server."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -180,3 +181,107 @@ def test_live_sessions_are_put_back_on_rejoining_without_overwriting(redis_serve
         assert r.get(f"t:session:{other}") == b"y"
     finally:
         a.stop()
+
+
+def test_a_mark_made_while_the_link_rejoins_reaches_the_others(members):
+    a, b = members("a"), members("b")
+    until = time.time() + 3600
+    marked = threading.Event()
+
+    def mark_once():  # a change made on a while its rejoin runs (after the accounts' handler read a's state)
+        if not marked.is_set():
+            a.pool.mark_exhausted("x", until, "429 while rejoining")
+            marked.set()
+
+    a.link.on_rejoin(mark_once)  # runs after the parts' handlers, at a's next join
+    a.link.down("test: a brief outage")
+    assert marked.wait(5) and wait_until(lambda: a.link.healthy, 5)
+    assert wait_until(lambda: b.status("x")["exhausted_until_s"] == until, 5)  # queued while joining, sent once ok
+
+
+def test_a_session_bound_apart_during_an_outage_is_on_one_account_after_the_rejoin(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True, start=False)
+    b = Member("b", redis_server.client(), tmp_path, sessions=True, start=False)
+    b.pool.set_strategy("round-robin")
+    now = time.time()
+    b.pool.route(None, frozenset(), now)  # b's round-robin gives y next
+    assert a.pool.route(SESSION, frozenset(), now).name == "x"  # both decide alone: split
+    assert b.pool.route(SESSION, frozenset(), now).name == "y"
+    a.link.start()  # a puts its binding back first
+    b.link.start()  # b finds a's and adopts it
+    r = redis_server.client()
+    try:
+        assert r.get(f"t:session:{SESSION}") == b"x"
+        assert b.pool.session_account(SESSION, now + 1) == "x"
+        assert a.pool.route(SESSION, frozenset(), now + 1).name == b.pool.route(SESSION, frozenset(), now + 1).name == "x"
+    finally:
+        r.close(), a.stop(), b.stop()
+
+
+def test_a_split_binding_whose_account_cannot_take_it_here_is_moved_to_this_instances(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True, start=False)
+    now = time.time()
+    assert a.pool.route(SESSION, frozenset(), now).name == "x"
+    a.pool.mark_exhausted("y", now + 3600)  # y cannot take a request here (nor anywhere: the state is shared)
+    r = redis_server.client()
+    r.set(f"t:session:{SESSION}", "y", px=60_000)  # another instance bound it to y meanwhile
+    a.link.start()
+    try:
+        assert a.pool.session_account(SESSION, now + 1) == "x"
+        assert r.get(f"t:session:{SESSION}") == b"x"  # moved, so that instance adopts x when it leaves y
+    finally:
+        r.close(), a.stop()
+
+
+def test_a_failover_of_one_request_leaves_the_session_on_its_account_on_every_instance(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True)
+    b = Member("b", redis_server.client(), tmp_path, sessions=True)
+    r = redis_server.client()
+    try:
+        now = time.time()
+        assert a.pool.route(SESSION, frozenset(), now).name == "x"
+        assert b.pool.route(SESSION, frozenset(), now).name == "x"  # adopted
+        # one request on a fails on x (a 529: no mark anyone sees) and is retried elsewhere
+        assert a.pool.route(SESSION, frozenset({"x"}), now).name == "y"
+        assert r.get(f"t:session:{SESSION}") == b"x"
+        later = now + 5
+        assert a.pool.route(SESSION, frozenset(), later).name == b.pool.route(SESSION, frozenset(), later).name == "x"
+        # x unusable (a mark every instance sees): the session moves, once, and both follow
+        a.pool.mark_exhausted("x", now + 3600)
+        assert a.pool.route(SESSION, frozenset({"x"}), later).name == "y"
+        assert r.get(f"t:session:{SESSION}") == b"y"
+        assert wait_until(lambda: b.status("x")["exhausted_until_s"] == now + 3600, 5)
+        assert b.pool.route(SESSION, frozenset(), later).name == "y"
+    finally:
+        r.close(), a.stop(), b.stop()
+
+
+def test_a_newer_pin_of_an_account_this_instance_lacks_is_not_overwritten_on_rejoining(members):
+    a = members("a")
+    a.pool.set_pin("y")  # a's pin, older
+    assert wait_until(lambda: json.loads(members.client.get("t:pin") or "{}").get("value") == "y", 5)
+    newer = {"value": "z", "at_s": time.time() + 1}  # set later by an instance that has account z
+    members.client.set("t:pin", json.dumps(newer))
+    a.link.down("test: a brief outage")
+    assert wait_until(lambda: a.link.healthy, 5)
+    assert json.loads(members.client.get("t:pin")) == newer
+    assert a.pool.pinned == "y"  # a cannot honour z; it keeps what it had
+
+
+def test_a_session_bound_while_the_link_rejoins_reaches_redis(redis_server, tmp_path):
+    a = Member("a", redis_server.client(), tmp_path, sessions=True)
+    r = redis_server.client()
+    bound = threading.Event()
+
+    def route_once():  # a new session arrives after the sessions' handler put the live bindings back
+        if not bound.is_set():
+            a.pool.route(SESSION, frozenset(), time.time())
+            bound.set()
+
+    a.link.on_rejoin(route_once)
+    try:
+        a.link.down("test: a brief outage")
+        assert bound.wait(5) and wait_until(lambda: a.link.healthy, 5)
+        assert wait_until(lambda: r.get(f"t:session:{SESSION}") == b"x", 5)
+    finally:
+        r.close(), a.stop()
