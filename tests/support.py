@@ -11,8 +11,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import weakref
 from typing import Callable
 
 from shunt_lib.clock import Clock
@@ -220,6 +222,13 @@ def headless_chromium(tmp_dir: str, *args: str, options=None):
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", *args):
         options.add_argument(arg)
+    # Chromium's profile holds a Unix socket, whose path may not exceed 107 bytes: pytest's tmp_path
+    # (/tmp/pytest-of-USER/pytest-NNNN/test_name0/...) outgrows that once the run counter has 4 digits.
+    if len(tmp_dir) > 40:
+        short = tempfile.mkdtemp(prefix="chr-", dir="/tmp")
+        driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=short)))
+        weakref.finalize(driver, shutil.rmtree, short, True)
+        return driver
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER, env=dict(os.environ, TMPDIR=tmp_dir)))
 
 
