@@ -14,7 +14,7 @@ real ``shunt serve`` processes (as ``bench/bench.py`` starts them) and a fake up
   spread round-robin over them (a balancer), against one shunt with the same connections, and three
   shunts without Redis (what three processes give by themselves on this machine).
 * ``ops`` — Redis commands per proxied request, read with ``MONITOR`` around each request (the
-  instance's heartbeat — ``HSET``/``HVALS`` of the instances hash — and the subscription's ``PING``
+  instance's heartbeat — its reads and writes of the instances hash — and the subscription's ``PING``
   are left out; they cost per instance per few seconds, not per request). A request of a known
   session, of a new session, of a client token with limits, a 429 that exhausts an account (the
   request is failed over and answered by another one), and a 401 that makes shunt refresh the
