@@ -31,7 +31,9 @@ log = logging.getLogger("shunt.cluster")
 class Part(Protocol):
     """One shared item's keeper. ``stop()`` is called when the server closes, before the link stops."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop sharing: end its threads, give back the seams it took (the server is closing)."""
+        ...
 
 
 class Cluster:

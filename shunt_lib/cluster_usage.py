@@ -20,13 +20,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from .client_limits import day_key
+from .fsutil import query_read_only
 from .history import db_path
 from .record import RequestRecord
 
@@ -59,20 +59,10 @@ def seed(path: str, since_s: int) -> dict[str, dict[tuple[str, str, str], list[i
     """This instance's totals since ``since_s`` (the start of a UTC day) from its ``usage.db`` (``path``)
     per UTC day (``YYYY-MM-DD``) and (account, client, model); {} without a database.
     :raises sqlite3.Error: an unreadable one."""
-    if not os.path.exists(path):
-        return {}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    try:
-        sums = ", ".join(f"SUM({c})" for c in COUNTERS)
-        rows = conn.execute(f"SELECT minute_s / {DAY_S}, account, client, model, {sums} FROM rollup_minute "
-                            f"WHERE minute_s >= ? GROUP BY minute_s / {DAY_S}, account, client, model",
-                            (since_s,)).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return {}
-        raise
-    finally:
-        conn.close()
+    sums = ", ".join(f"SUM({c})" for c in COUNTERS)
+    rows = query_read_only(path, lambda conn: conn.execute(
+        f"SELECT minute_s / {DAY_S}, account, client, model, {sums} FROM rollup_minute WHERE minute_s >= ? "
+        f"GROUP BY minute_s / {DAY_S}, account, client, model", (since_s,)).fetchall(), [])
     out: dict[str, dict[tuple[str, str, str], list[int]]] = {}
     for d, a, c, m, *rest in rows:
         out.setdefault(day_key(int(d) * DAY_S), {})[(a or "", c or "local", m or "")] = [int(v or 0) for v in rest]

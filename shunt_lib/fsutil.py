@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -100,3 +104,25 @@ def create_private(path: str) -> None:
         os.fchmod(fd, 0o600)  # whatever the umask
     finally:
         os.close(fd)
+
+
+def query_read_only(path: str, query: Callable[[sqlite3.Connection], T], missing: T) -> T:
+    """``query(conn)`` on the SQLite database at ``path`` opened read-only (never created); ``missing``
+    if the file does not exist, cannot be opened, or lacks the table queried.
+
+    :raises sqlite3.Error: any other error of the query (a corrupt file, a locked one past 5 s).
+    """
+    if not os.path.exists(path):
+        return missing
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return missing
+    try:
+        return query(conn)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return missing
+        raise
+    finally:
+        conn.close()

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sqlite3
 import time
 from typing import NamedTuple
 
 from .client_limits import day_key, month_key
 from .loop import Loop
-from .fsutil import create_private
+from .fsutil import create_private, query_read_only
 
 log = logging.getLogger("shunt.limits")
 
@@ -132,20 +131,7 @@ def read_usage(path: str, now_s: float) -> dict[str, TokenUsage]:
     """Per token id: its use today and this month (UTC) as recorded in ``path`` (``Paths.tokens_db``),
     read-only; {} if the file or the table does not exist yet. The last minute and in-flight counts are
     known only to the running server (:meth:`ClientMeter.usage <shunt_lib.client_meter.ClientMeter.usage>`)."""
-    if not os.path.exists(path):
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error:
-        return {}
-    try:
-        return load_totals(conn, now_s)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return {}
-        raise
-    finally:
-        conn.close()
+    return query_read_only(path, lambda conn: load_totals(conn, now_s), {})
 
 
 class UsageWriter(Loop):

@@ -33,6 +33,17 @@ def oauth(access: str, refresh: str, expires_at_ms: int = 2_000_000_000_000) -> 
     return Credential(kind="oauth", access_token=access, refresh_token=refresh, expires_at_ms=expires_at_ms)
 
 
+
+def _held_answer():
+    """(answered, release, hold): ``hold`` as a token endpoint's ``before_answer`` sets ``answered`` and
+    waits for ``release`` before the endpoint answers."""
+    answered, release = threading.Event(), threading.Event()
+
+    def hold(token):
+        answered.set()
+        assert release.wait(10)
+    return answered, release, hold
+
 def test_the_compare_and_set_refuses_a_stale_version_and_clears_the_intent():
     r = fakeredis.FakeRedis()
     cas = r.register_script(CAS_LUA)
@@ -140,11 +151,7 @@ def test_one_instance_refreshes_and_the_other_takes_the_written_pair_without_a_c
 
 
 def test_a_waiting_instance_adopts_the_holders_write_and_never_calls(cluster, upstream):
-    answered, release = threading.Event(), threading.Event()
-
-    def hold(token):
-        answered.set()
-        assert release.wait(10)
+    answered, release, hold = _held_answer()
 
     rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=hold)
     a, b = cluster("a"), cluster("b")
@@ -285,11 +292,7 @@ def test_a_refused_write_over_the_pair_it_rotated_out_still_writes_the_new_pair(
 
 
 def test_a_local_refresh_answered_while_the_link_rejoins_reaches_the_other_instances(cluster, upstream):
-    answered, release = threading.Event(), threading.Event()
-
-    def hold(token):
-        answered.set()
-        assert release.wait(10)
+    answered, release, hold = _held_answer()
 
     rot = upstream.token_handler = RotatingTokens("ref-w", before_answer=hold)
     a, b = cluster("a"), cluster("b")
