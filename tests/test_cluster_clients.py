@@ -130,20 +130,20 @@ def test_a_token_made_on_one_instance_works_on_all_and_its_revocation_too(trio):
     p1, p2, p3 = trio.proxies
     token, token_id = _create(p1, "ci")
     for p in (p2, p3):
-        assert wait_until(lambda: _status(p, token) == 200, 2), "not accepted by another instance within 2 s"
+        assert wait_until(lambda: _status(p, token) == 200, 5), "not accepted by another instance within 5 s"
     code, out, err = _cli(trio.homes[2].home, "token", "create", "--label", "cli")
     assert code == 0, err
     cli_token = out.strip()
-    assert wait_until(lambda: _status(p1, cli_token) == 200, 2) and _status(p2, cli_token) == 200
+    assert wait_until(lambda: _status(p1, cli_token) == 200, 5) and _status(p2, cli_token) == 200
     assert p2.request("DELETE", f"/admin/tokens/{token_id}")[0] == 200
     for p in (p1, p3):
-        assert wait_until(lambda: _status(p, token) == 401, 2)
+        assert wait_until(lambda: _status(p, token) == 401, 5)
     assert _status(p2, token) == 401
     code, out, err = _cli(trio.homes[0].home, "token", "rotate", token_format.parse(cli_token).id)
     assert code == 0, err
     new = out.strip()
     for p in (p2, p3):
-        assert wait_until(lambda: _status(p, new) == 200 and _status(p, cli_token) == 401, 2)
+        assert wait_until(lambda: _status(p, new) == 200 and _status(p, cli_token) == 401, 5)
 
 
 def test_a_token_command_with_redis_down_says_so_and_keeps_the_change(tmp_path, upstream):
@@ -162,12 +162,12 @@ def test_a_token_command_with_redis_down_says_so_and_keeps_the_change(tmp_path, 
 def test_a_token_change_saved_while_the_commands_redis_did_not_answer_reaches_the_cluster(trio):
     p1, p2, p3 = trio.proxies
     token, token_id = _create(p1, "ci")
-    assert wait_until(lambda: _status(p3, token) == 200, 2)
+    assert wait_until(lambda: _status(p3, token) == 200, 5)
     with TokenStore(trio.homes[0].tokens_db) as store:  # what `shunt token revoke` saves when Redis does not answer
         store.revoke(token_id, 5000.0)
-    assert wait_until(lambda: _status(p1, token) == 401, 2)  # the serving shunt of that home sees its file change
+    assert wait_until(lambda: _status(p1, token) == 401, 5)  # the serving shunt of that home sees its file change
     for p in (p2, p3):
-        assert wait_until(lambda: _status(p, token) == 401, 2), "the revocation did not reach the other shunts"
+        assert wait_until(lambda: _status(p, token) == 401, 5), "the revocation did not reach the other shunts"
     doc = entry_from_doc(p2.srv.cluster.link.client.hget("trio:tokens", token_id))
     assert doc is not None and doc.record.revoked_s == 5000.0
 
@@ -288,7 +288,7 @@ def test_a_request_admitted_while_redis_was_down_gives_its_slot_back_when_it_end
         with pytest.raises(ClientLimited):
             b.meter.admit(c)  # the slot is held cluster-wide
         ticket.finish(_RECORD, 0.0)
-        assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0, "b": 0}, 2)
+        assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0, "b": 0}, 5)
         b.meter.admit(c).release()  # free on every instance again
         r.close()
     finally:
@@ -335,13 +335,17 @@ def test_the_slots_of_an_instance_whose_heartbeat_is_stale_are_freed(redis_serve
 def test_a_clean_stop_deletes_the_instances_in_flight_fields(redis_server):
     c = _token(max_concurrent=2)
     a = _Instance(redis_server, "a", records=[c.token])
-    a.meter.admit(c).release()
-    key = a.link.keys.token(c.token_id, "inflight")
     r = redis_server.client()
-    assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0}, 2)
-    a.close()
-    assert r.hgetall(key) == {}
-    r.close()
+    try:
+        a.meter.admit(c).release()
+        key = a.link.keys.token(c.token_id, "inflight")
+        assert wait_until(lambda: inflight_counts(r.hgetall(key)) == {"a": 0}, 10)
+    finally:
+        a.close()
+    try:
+        assert r.hgetall(key) == {}
+    finally:
+        r.close()
 
 
 def test_a_token_without_limits_costs_no_redis_operation_and_redis_down_decides_locally(three, redis_server):
@@ -376,7 +380,7 @@ def _burst(proxies, token, n, body=MSG):
 def test_per_token_rpm_holds_across_instances_under_concurrency(trio, upstream):
     token, _ = _create(trio.proxies[0], "ci", rpm=10)
     for p in trio.proxies[1:]:
-        assert wait_until(lambda: p.srv.client_tokens.check(token, 0) not in ("unknown", "malformed"), 2)
+        assert wait_until(lambda: p.srv.client_tokens.check(token, 0) not in ("unknown", "malformed"), 5)
     got = _burst(trio.proxies, token, 45)
     statuses = sorted(s for s, _, _ in got)
     assert statuses.count(200) == 10 and statuses.count(429) == 35, statuses
@@ -391,19 +395,19 @@ def test_a_daily_budget_and_max_concurrent_hold_across_instances(trio, upstream)
     p1, p2, p3 = trio.proxies
     token, token_id = _create(p1, "ci", daily_tokens=60)
     for p in (p2, p3):
-        assert wait_until(lambda: p.srv.client_tokens.known(token_id), 2)
+        assert wait_until(lambda: p.srv.client_tokens.known(token_id), 5)
     assert _status(p1, token) == 200 and _status(p1, token) == 200  # 15 tokens each: 30
     assert _status(p2, token) == 200 and _status(p2, token) == 200  # 60 in all
     link = p3.srv.cluster.link
     day = link.keys.token(token_id, "day:" + day_key(p3.srv.clock.time()))
-    assert wait_until(lambda: sum(int(v) for v in link.client.hvals(day)) == 60, 2)  # the charges went out
+    assert wait_until(lambda: sum(int(v) for v in link.client.hvals(day)) == 60, 5)  # the charges went out
     status, headers, body = p3.request(body=MSG, headers={"x-api-key": token})
     assert status == 429 and "daily budget of 60 tokens (60 used today, UTC)" in json.loads(body)["error"]["message"]
     assert int(headers["retry-after"]) > 0
 
     held, arrived, release = _create(p1, "held", max_concurrent=2)[0], threading.Event(), threading.Event()
     for p in (p2, p3):
-        assert wait_until(lambda: p.srv.client_tokens.check(held, 0) not in ("unknown", "malformed"), 2)
+        assert wait_until(lambda: p.srv.client_tokens.check(held, 0) not in ("unknown", "malformed"), 5)
     upstream.script("tok-a", Reply(body=None, arrived=arrived, release=release),
                     Reply(body=None, release=release))
     out = []
@@ -418,7 +422,7 @@ def test_a_daily_budget_and_max_concurrent_hold_across_instances(trio, upstream)
         release.set()
         for t in threads:
             t.join()
-    assert wait_until(lambda: _status(p3, held) == 200, 2)
+    assert wait_until(lambda: _status(p3, held) == 200, 5)
 
 
 def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
@@ -426,7 +430,7 @@ def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
     from shunt_lib.cluster_usage import days_between, read_rows
     token, _ = _create(trio.proxies[0], "ci")
     for n, p in enumerate(trio.proxies):
-        assert wait_until(lambda: _status(p, token) == 200, 2)
+        assert wait_until(lambda: _status(p, token) == 200, 5)
         for _ in range(n):
             assert _status(p, token) == 200  # 1, 2 and 3 requests through the three instances
     client = trio.proxies[0].srv.cluster.link.client
@@ -435,7 +439,7 @@ def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
 
     def rows(by):
         return read_rows(client, Keys("trio"), days, by)
-    assert wait_until(lambda: [(r["key"], r["requests"]) for r in rows("client")] == [("ci", 6)], 2), rows("client")
+    assert wait_until(lambda: [(r["key"], r["requests"]) for r in rows("client")] == [("ci", 6)], 5), rows("client")
     assert {r["key"]: r["requests"] for r in rows("instance")} == {
         p.srv.cluster.link.instance_id: n + 1 for n, p in enumerate(trio.proxies)}
     assert rows("account")[0]["input_tokens"] == 6 * 10 and rows("account")[0]["key"] == "a"
@@ -448,7 +452,7 @@ def test_the_usage_rollups_of_every_instance_are_summed(trio, upstream):
 def test_a_revocation_made_while_redis_was_down_reaches_every_instance_when_it_is_back(trio, redis_server):
     p1, p2, p3 = trio.proxies
     token, token_id = _create(p1, "ci")
-    assert wait_until(lambda: _status(p3, token) == 200, 2)
+    assert wait_until(lambda: _status(p3, token) == 200, 5)
     redis_server.stop()
     assert wait_until(lambda: not any(p.srv.cluster.healthy for p in trio.proxies), 10)
     assert p2.request("DELETE", f"/admin/tokens/{token_id}")[0] == 200  # kept in h1's tokens.db only
@@ -456,7 +460,7 @@ def test_a_revocation_made_while_redis_was_down_reaches_every_instance_when_it_i
     redis_server.start()  # empty: rebuilt from the instances
     assert wait_until(lambda: all(p.srv.cluster.healthy for p in trio.proxies), 10)
     for p in (p1, p3):
-        assert wait_until(lambda: _status(p, token) == 401, 2)
+        assert wait_until(lambda: _status(p, token) == 401, 5)
     doc = entry_from_doc(redis_server.client().hget("trio:tokens", token_id))
     assert doc is not None and doc.record.revoked_s is not None
 
@@ -485,7 +489,7 @@ def test_the_usage_rollups_keep_the_day_before_midnight_whole(tmp_path):
 
         def requests(day):
             return [r["requests"] for r in read_rows(link.client, link.keys, [day], "client")]
-        assert wait_until(lambda: requests(before) == [2] and requests(after) == [1], 3), (requests(before),
+        assert wait_until(lambda: requests(before) == [2] and requests(after) == [1], 10), (requests(before),
                                                                                              requests(after))
         link.client.flushall()  # a Redis restarted empty: the rejoin rewrites both days
         part._rejoin()
